@@ -275,3 +275,52 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, Cl
         }
     }
 }
+
+/// One plain GET over a unix socket with extra headers, for health probes
+/// (`GET /slot/<id>/token` on a ttyd socket). Returns the status and body.
+pub async fn get_unix(
+    socket: &Path,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(u16, Bytes), ClientError> {
+    let fut = async {
+        let stream = UnixStream::connect(socket)
+            .await
+            .map_err(|source| ClientError::NotRunning {
+                path: socket.to_path_buf(),
+                source,
+            })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        let mut req = Request::builder()
+            .method(Method::GET)
+            .uri(path)
+            .header(http::header::HOST, "localhost");
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Transport(e.to_string()))?
+            .to_bytes();
+        Ok((status, body))
+    };
+    tokio::time::timeout(timeout, fut)
+        .await
+        .map_err(|_| ClientError::Timeout(timeout))?
+}

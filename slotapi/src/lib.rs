@@ -10,7 +10,7 @@ mod client;
 mod id;
 mod types;
 
-pub use client::{Client, ClientError, LineStream};
+pub use client::{get_unix, Client, ClientError, LineStream};
 pub use id::{IdError, SlotId, UserName};
 pub use types::*;
 

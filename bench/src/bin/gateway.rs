@@ -1,0 +1,362 @@
+//! Gateway benchmark: what slotgate adds on the way to a slot, next to what
+//! nginx adds on the same way. Not a test; prints a table.
+//!
+//!   cargo build --release -p proxy && cargo run --release -p bench --bin gateway
+//!
+//! One ttyd (running bash) listens on a unix socket with the base path and
+//! auth header slotctl would give it. Three ways in:
+//!   direct    WebSocket straight to the unix socket
+//!   nginx     nginx 1.22 (bench/nginx/nginx.conf) → unix socket
+//!   slotgate  slotgate (plain HTTP on loopback, access log on) → unix socket
+//! Keystroke round trip: send one character as ttyd INPUT, wait for its echo
+//! in OUTPUT. Rounds alternate between the three ways to spread noise.
+//! Throughput: wrk on GET /slot/<id>/token through each proxy.
+//!
+//! Environment: BENCH_KEYS (keystrokes per round, default 400), BENCH_ROUNDS
+//! (default 3), BENCH_WRK_SECS (default 8), BENCH_WORKERS (nginx workers and
+//! slotgate threads, default 2), SLOTGATE_TTYD (ttyd binary).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use slotgate_tests::gateway::{free_port, tty_over, Options, Slotgate, Stream};
+use slotgate_tests::ttyd::TtydClient;
+
+type Tty = TtydClient<Stream>;
+
+const SLOT: &str = "bench";
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Way {
+    Direct,
+    Nginx,
+    Slotgate,
+}
+
+impl Way {
+    fn name(self) -> &'static str {
+        match self {
+            Way::Direct => "direct",
+            Way::Nginx => "nginx",
+            Way::Slotgate => "slotgate",
+        }
+    }
+}
+
+struct Setup {
+    socket: PathBuf,
+    nginx_port: u16,
+    gateway: Slotgate,
+}
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn find_ttyd() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("SLOTGATE_TTYD") {
+        return Ok(p.into());
+    }
+    if let Ok(out) = Command::new("sh").arg("-c").arg("command -v ttyd").output() {
+        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        if out.status.success() && !p.is_empty() {
+            return Ok(p.into());
+        }
+    }
+    let opt = PathBuf::from("/opt/slotgate/ttyd/bin/ttyd");
+    if opt.exists() {
+        return Ok(opt);
+    }
+    bail!("no ttyd found; run scripts/install-ttyd.sh or set SLOTGATE_TTYD")
+}
+
+async fn wait_until(
+    what: &str,
+    within: Duration,
+    mut ok: impl AsyncFnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while !ok().await {
+        if Instant::now() > deadline {
+            bail!("{what} not ready within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+async fn token_ok(socket: &Path) -> bool {
+    let path = format!("/slot/{SLOT}/token");
+    matches!(
+        slotapi::get_unix(
+            socket,
+            &path,
+            &[(slotapi::TTYD_AUTH_HEADER, "bench")],
+            Duration::from_secs(1)
+        )
+        .await,
+        Ok((200, _))
+    )
+}
+
+async fn connect(setup: &Setup, way: Way) -> anyhow::Result<Tty> {
+    let path = format!("/slot/{SLOT}/ws");
+    match way {
+        Way::Direct => {
+            let s: Stream = Box::new(tokio::net::UnixStream::connect(&setup.socket).await?);
+            tty_over(
+                s,
+                "localhost",
+                &path,
+                &[(slotapi::TTYD_AUTH_HEADER, "bench")],
+            )
+            .await
+        }
+        Way::Nginx => {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", setup.nginx_port)).await?;
+            tcp.set_nodelay(true)?;
+            tty_over(
+                Box::new(tcp),
+                &format!("127.0.0.1:{}", setup.nginx_port),
+                &path,
+                &[],
+            )
+            .await
+        }
+        Way::Slotgate => setup.gateway.tty(SLOT).await,
+    }
+}
+
+async fn keystrokes(setup: &Setup, way: Way, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut tty = connect(setup, way).await?;
+    tty.expect("$ ", Duration::from_secs(10)).await?;
+    tty.drain_for(Duration::from_millis(300)).await;
+    let letters = b"abcdefghijklmnopqrstuvwxyz";
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % 40 == 39 {
+            // Ctrl-U: keep the line short so readline never redraws it.
+            tty.input("\u{15}").await?;
+            tty.drain_for(Duration::from_millis(30)).await;
+        }
+        let c = std::str::from_utf8(&letters[i % letters.len()..][..1])?;
+        let from = tty.screen.len();
+        let t0 = Instant::now();
+        tty.input(c).await?;
+        tty.expect_from(from, c, Duration::from_secs(5))
+            .await
+            .with_context(|| format!("{}: echo of {c:?}", way.name()))?;
+        samples.push(t0.elapsed());
+    }
+    tty.input("\u{15}exit\r").await?;
+    tty.close().await;
+    Ok(samples)
+}
+
+fn percentile(sorted: &[Duration], p: usize) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
+}
+
+fn wrk(port: u16, secs: u64) -> anyhow::Result<f64> {
+    let url = format!("http://127.0.0.1:{port}/slot/{SLOT}/token");
+    let out = Command::new("wrk")
+        .args(["-t1", "-c16", &format!("-d{secs}s"), &url])
+        .output()
+        .context("running wrk (apt-get install wrk)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if text.contains("Non-2xx") {
+        bail!("wrk saw non-2xx answers from port {port}:\n{text}");
+    }
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1e3)
+}
+
+async fn run() -> anyhow::Result<()> {
+    let keys = env_num("BENCH_KEYS", 400) as usize;
+    let rounds = env_num("BENCH_ROUNDS", 3) as usize;
+    let wrk_secs = env_num("BENCH_WRK_SECS", 8);
+    let workers = env_num("BENCH_WORKERS", 2);
+
+    let tmp = tempfile::Builder::new()
+        .prefix("sgbench")
+        .tempdir_in("/tmp")?;
+    let dir = tmp.path();
+    let socket = dir.join("run/slots").join(format!("{SLOT}.sock"));
+    std::fs::create_dir_all(socket.parent().unwrap_or(dir))?;
+
+    let ttyd = find_ttyd()?;
+    let _ttyd = Killed(
+        Command::new(&ttyd)
+            .arg("-i")
+            .arg(&socket)
+            .args([
+                "-b",
+                &format!("/slot/{SLOT}"),
+                "-H",
+                slotapi::TTYD_AUTH_HEADER,
+                "-W",
+            ])
+            .args(["bash", "--norc", "--noprofile", "-i"])
+            .env("PS1", "$ ")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("ttyd.log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", ttyd.display()))?,
+    );
+    wait_until("ttyd", Duration::from_secs(10), async || {
+        token_ok(&socket).await
+    })
+    .await?;
+
+    let nginx_port = free_port();
+    let prefix = dir.join("nginx");
+    std::fs::create_dir_all(prefix.join("tmp"))?;
+    let template = include_str!("../../nginx/nginx.conf");
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let conf = template
+        .replace("@PREFIX@", &prefix.display().to_string())
+        .replace("@SOCKET@", &socket.display().to_string())
+        .replace("@PORT@", &nginx_port.to_string())
+        .replace("@SLOT@", SLOT)
+        .replace("@WORKERS@", &workers.to_string())
+        .replace("@USER@", &user);
+    std::fs::write(prefix.join("nginx.conf"), conf)?;
+    let _nginx = Killed(
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting nginx (apt-get install nginx-light)")?,
+    );
+    wait_until("nginx", Duration::from_secs(10), async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", nginx_port))
+            .await
+            .is_ok()
+    })
+    .await?;
+
+    let config = dir.join("slotgate.toml");
+    std::fs::write(&config, "[paths]\ndata_dir = \"data\"\nrun_dir = \"run\"\n")?;
+    let gateway = Slotgate::start(
+        &config,
+        Options {
+            tls: false,
+            extra: format!("threads = {workers}\n"),
+            ..Options::default()
+        },
+    )
+    .await?;
+    let setup = Setup {
+        socket,
+        nginx_port,
+        gateway,
+    };
+
+    let ways = [Way::Direct, Way::Nginx, Way::Slotgate];
+    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); ways.len()];
+    // Warm every path once (connection set-up, page cache, JIT-free but
+    // allocator warm-up) before measuring.
+    for way in ways {
+        keystrokes(&setup, way, 50).await?;
+    }
+    for round in 0..rounds {
+        for k in 0..ways.len() {
+            let i = (k + round) % ways.len();
+            samples[i].extend(keystrokes(&setup, ways[i], keys).await?);
+        }
+    }
+    let mut rps = [0f64; 3];
+    for round in 0..2 {
+        for (i, port) in [(1, setup.nginx_port), (2, setup.gateway.addr.port())] {
+            let _ = round;
+            rps[i] += wrk(port, wrk_secs)? / 2.0;
+        }
+    }
+
+    for s in &mut samples {
+        s.sort();
+    }
+    let p50: Vec<Duration> = samples.iter().map(|s| percentile(s, 50)).collect();
+    let p99: Vec<Duration> = samples.iter().map(|s| percentile(s, 99)).collect();
+    let added = |i: usize, p: &[Duration]| p[i].saturating_sub(p[0]);
+
+    println!(
+        "Gateway benchmark: {} keystrokes per way ({} rounds of {keys}), wrk -t1 -c16 -d{wrk_secs}s x2, {workers} workers",
+        samples[0].len(),
+        rounds
+    );
+    println!();
+    println!(
+        "| way      | echo p50 ms | echo p99 ms | added p50 ms | added p99 ms | /token req/s |"
+    );
+    println!(
+        "|----------|-------------|-------------|--------------|--------------|--------------|"
+    );
+    for (i, way) in ways.iter().enumerate() {
+        let (a50, a99, r) = if i == 0 {
+            ("-".to_string(), "-".to_string(), "-".to_string())
+        } else {
+            (
+                ms(added(i, &p50)),
+                ms(added(i, &p99)),
+                format!("{:.0}", rps[i]),
+            )
+        };
+        println!(
+            "| {:<8} | {:>11} | {:>11} | {:>12} | {:>12} | {:>12} |",
+            way.name(),
+            ms(p50[i]),
+            ms(p99[i]),
+            a50,
+            a99,
+            r
+        );
+    }
+    println!();
+    let pass = |ok: bool| if ok { "met" } else { "MISSED" };
+    println!(
+        "targets: added p50 <= nginx: {} | p99 <= 1.1x nginx: {} | req/s >= 0.95x nginx: {} ({:.2}x)",
+        pass(added(2, &p50) <= added(1, &p50)),
+        pass(p99[2].as_secs_f64() <= 1.1 * p99[1].as_secs_f64()),
+        pass(rps[2] >= 0.95 * rps[1]),
+        rps[2] / rps[1].max(1.0)
+    );
+    Ok(())
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,378 @@
+//! The access log: one JSON line per HTTP request and one per WebSocket
+//! session (written when it closes), in the format documented in
+//! `docs/access-log.md`, which slotctl's activity store parses. Requests
+//! serialise their line and hand it to a dedicated writer thread through a
+//! bounded queue; when the queue is full the line is dropped and counted,
+//! so a slow disk never slows a request. The writer rotates by size. This
+//! module never sees cookies or credentials: query values whose names look
+//! secret are redacted before a line is built.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::AccessLogConfig;
+use crate::metrics::Metrics;
+
+/// Version of the line format; bumped only for incompatible changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One access log line. Field meanings are documented in docs/access-log.md.
+#[derive(Debug, Serialize)]
+pub struct Entry<'a> {
+    pub v: u32,
+    /// When the line was produced (end of request / end of session).
+    pub ts: String,
+    /// When the request arrived.
+    pub start: String,
+    /// `http` or `ws`.
+    pub kind: &'static str,
+    pub request_id: &'a str,
+    pub client_ip: Option<String>,
+    pub user: Option<&'a str>,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: Option<String>,
+    pub route: &'a str,
+    pub slot: Option<&'a str>,
+    pub status: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub duration_ms: f64,
+    pub tls: bool,
+    /// `slot` when the response came from the slot, `gateway` otherwise.
+    pub served_by: &'static str,
+    pub user_agent: Option<&'a str>,
+    /// Why the gateway refused or failed the request (a short code).
+    pub error: Option<&'a str>,
+}
+
+pub fn timestamp(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
+/// Query parameter names whose values never reach the log.
+const SECRET_PARAMS: &[&str] = &[
+    "token",
+    "access_token",
+    "id_token",
+    "refresh_token",
+    "embed_token",
+    "code",
+    "state",
+    "password",
+    "passwd",
+    "pass",
+    "secret",
+    "client_secret",
+    "key",
+    "api_key",
+    "apikey",
+    "auth",
+    "authorization",
+    "session",
+    "sid",
+    "sig",
+    "signature",
+    "jwt",
+    "ticket",
+    "credential",
+    "otp",
+];
+
+const MAX_QUERY: usize = 512;
+
+/// How long the writer lets lines accumulate between batches under load.
+const BATCH_PAUSE: Duration = Duration::from_millis(20);
+
+/// The query string with secret-looking values replaced by `REDACTED`.
+pub fn redact_query(query: &str) -> String {
+    let mut out = String::with_capacity(query.len().min(MAX_QUERY));
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        match pair.split_once('=') {
+            Some((name, _)) if is_secret(name) => {
+                out.push_str(name);
+                out.push_str("=REDACTED");
+            }
+            _ => out.push_str(pair),
+        }
+        if out.len() > MAX_QUERY {
+            let mut cut = MAX_QUERY;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push_str("...");
+            break;
+        }
+    }
+    out
+}
+
+fn is_secret(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMS.contains(&name.as_str())
+        || name.ends_with("_token")
+        || name.ends_with("password")
+        || name.ends_with("secret")
+}
+
+/// The request side of the log: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<SyncSender<Vec<u8>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl AccessLog {
+    /// Start the writer thread (or a no-op log when disabled). Fails if the
+    /// log file cannot be opened, so a bad path fails at startup.
+    pub fn start(cfg: &AccessLogConfig, metrics: Arc<Metrics>) -> std::io::Result<AccessLog> {
+        if !cfg.enabled {
+            return Ok(AccessLog { tx: None, metrics });
+        }
+        let writer = Writer::open(cfg, Arc::clone(&metrics))?;
+        let (tx, rx) = sync_channel(cfg.queue);
+        std::thread::Builder::new()
+            .name("slotgate-access-log".into())
+            .spawn(move || writer.run(rx))?;
+        Ok(AccessLog {
+            tx: Some(tx),
+            metrics,
+        })
+    }
+
+    pub fn write(&self, entry: &Entry<'_>) {
+        let Some(tx) = &self.tx else { return };
+        let mut line = match serde_json::to_vec(entry) {
+            Ok(line) => line,
+            Err(_) => return,
+        };
+        line.push(b'\n');
+        match tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.metrics.access_log_dropped.fetch_add(1, Relaxed);
+            }
+        }
+    }
+}
+
+struct Writer {
+    path: PathBuf,
+    max_size: u64,
+    keep: u32,
+    out: BufWriter<File>,
+    size: u64,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn open(cfg: &AccessLogConfig, metrics: Arc<Metrics>) -> std::io::Result<Writer> {
+        if let Some(dir) = cfg.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = open_append(&cfg.path)?;
+        let size = file.metadata()?.len();
+        Ok(Writer {
+            path: cfg.path.clone(),
+            max_size: cfg.max_size,
+            keep: cfg.keep,
+            out: BufWriter::with_capacity(64 * 1024, file),
+            size,
+            metrics,
+        })
+    }
+
+    fn run(mut self, rx: Receiver<Vec<u8>>) {
+        loop {
+            // Block only while idle. After a batch, sleep briefly instead of
+            // blocking: a sleeping writer is not a registered waiter, so
+            // under load requests enqueue without waking this thread once
+            // per line (a futex wake per request costs more than the write).
+            let line = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) => line,
+                Err(RecvTimeoutError::Timeout) => continue,
+                Err(RecvTimeoutError::Disconnected) => break,
+            };
+            self.put(&line);
+            loop {
+                let mut n = 0;
+                while let Ok(line) = rx.try_recv() {
+                    self.put(&line);
+                    n += 1;
+                }
+                if self.out.flush().is_err() {
+                    self.metrics.access_log_write_errors.fetch_add(1, Relaxed);
+                }
+                if n == 0 {
+                    break;
+                }
+                std::thread::sleep(BATCH_PAUSE);
+            }
+        }
+        let _ = self.out.flush();
+    }
+
+    fn put(&mut self, line: &[u8]) {
+        if self.size > 0 && self.size + line.len() as u64 > self.max_size {
+            if let Err(e) = self.rotate() {
+                tracing::error!(path = %self.path.display(), error = %e, "access log rotation failed");
+            }
+        }
+        match self.out.write_all(line) {
+            Ok(()) => {
+                self.size += line.len() as u64;
+                self.metrics.access_log_lines.fetch_add(1, Relaxed);
+            }
+            Err(_) => {
+                self.metrics.access_log_write_errors.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// `access.log` → `access.log.1` → … → `access.log.<keep>` (dropped).
+    /// Renames keep the inode, so a tailer holding the old file reads it to
+    /// its end before switching.
+    fn rotate(&mut self) -> std::io::Result<()> {
+        self.out.flush()?;
+        if self.keep == 0 {
+            std::fs::remove_file(&self.path)?;
+        } else {
+            let _ = std::fs::remove_file(numbered(&self.path, self.keep));
+            for n in (1..self.keep).rev() {
+                let from = numbered(&self.path, n);
+                if from.exists() {
+                    std::fs::rename(&from, numbered(&self.path, n + 1))?;
+                }
+            }
+            std::fs::rename(&self.path, numbered(&self.path, 1))?;
+        }
+        self.out = BufWriter::with_capacity(64 * 1024, open_append(&self.path)?);
+        self.size = 0;
+        self.metrics.access_log_rotations.fetch_add(1, Relaxed);
+        Ok(())
+    }
+}
+
+fn numbered(path: &Path, n: u32) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(format!(".{n}"));
+    PathBuf::from(s)
+}
+
+fn open_append(path: &Path) -> std::io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_table() {
+        let cases = [
+            ("", ""),
+            ("arg=ls", "arg=ls"),
+            ("token=abc", "token=REDACTED"),
+            ("a=1&Access_Token=x&b=2", "a=1&Access_Token=REDACTED&b=2"),
+            ("code=xyz&state=s", "code=REDACTED&state=REDACTED"),
+            ("my_password=p&x", "my_password=REDACTED&x"),
+            ("client_secret=s", "client_secret=REDACTED"),
+            ("refresh_token=t", "refresh_token=REDACTED"),
+            ("tokenish=1", "tokenish=1"),
+        ];
+        for (q, want) in cases {
+            assert_eq!(redact_query(q), want, "{q}");
+        }
+        let long = format!("a={}", "x".repeat(2000));
+        assert!(redact_query(&long).len() <= MAX_QUERY + 3);
+    }
+
+    fn entry<'a>(path: &'a str) -> Entry<'a> {
+        Entry {
+            v: FORMAT_VERSION,
+            ts: timestamp(SystemTime::UNIX_EPOCH),
+            start: timestamp(SystemTime::UNIX_EPOCH),
+            kind: "http",
+            request_id: "r1",
+            client_ip: Some("127.0.0.1".into()),
+            user: None,
+            method: "GET",
+            path,
+            query: None,
+            route: "slot",
+            slot: Some("alice"),
+            status: 200,
+            bytes_in: 0,
+            bytes_out: 17,
+            duration_ms: 0.25,
+            tls: true,
+            served_by: "slot",
+            user_agent: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn writes_lines_and_rotates_by_size() {
+        let dir = std::env::temp_dir().join(format!("sg-al-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = AccessLogConfig {
+            enabled: true,
+            path: dir.join("logs/access.log"),
+            max_size: 4096,
+            keep: 2,
+            queue: 1024,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let log = AccessLog::start(&cfg, Arc::clone(&metrics)).unwrap();
+        for _ in 0..100 {
+            log.write(&entry("/slot/alice/token"));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while metrics.access_log_lines.load(Relaxed) < 100 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(metrics.access_log_lines.load(Relaxed), 100);
+        assert!(metrics.access_log_rotations.load(Relaxed) >= 1);
+        let mut total = 0;
+        for p in [
+            cfg.path.clone(),
+            numbered(&cfg.path, 1),
+            numbered(&cfg.path, 2),
+        ] {
+            let text = std::fs::read_to_string(&p).unwrap_or_default();
+            assert!(
+                text.len() as u64 <= cfg.max_size,
+                "{} is {} bytes",
+                p.display(),
+                text.len()
+            );
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(v["status"], 200);
+                assert_eq!(v["ts"], "1970-01-01T00:00:00.000Z");
+                total += 1;
+            }
+        }
+        assert!(!numbered(&cfg.path, 3).exists());
+        assert!(total > 0 && total <= 100);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

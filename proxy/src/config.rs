@@ -1,0 +1,643 @@
+//! The `[slotgate]` section of the shared configuration file: a raw serde
+//! struct that rejects unknown keys, and `validate()` that turns it into the
+//! typed [`Config`] the rest of the gateway reads. Every error names the
+//! file, the key and the reason, so bad configuration fails at startup (and
+//! in `slotgate check-config`), never at request time. This module reads no
+//! certificates and binds nothing; it only decides what the settings mean.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+use slotapi::config::{human, ConfigError, ConfigFile, Paths};
+
+/// `[slotgate]` as written in the file. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSlotgate {
+    pub listen: Option<Vec<String>>,
+    pub tls: Option<bool>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub redirect_listen: Option<Vec<String>>,
+    pub auth: Option<String>,
+    pub threads: Option<usize>,
+    pub frame_ancestors: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    pub hsts_max_age: Option<Duration>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    pub start_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    pub activity_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    pub shutdown_grace: Option<Duration>,
+    pub max_path_len: Option<usize>,
+    pub metrics: Option<String>,
+    #[serde(default)]
+    pub access_log: RawAccessLog,
+    #[serde(default)]
+    pub rate_limits: RawRateLimits,
+}
+
+/// `[slotgate.access_log]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    pub enabled: Option<bool>,
+    pub path: Option<PathBuf>,
+    #[serde(default, deserialize_with = "human::opt_size")]
+    pub max_size: Option<u64>,
+    pub keep: Option<u32>,
+    pub queue: Option<usize>,
+}
+
+/// `[slotgate.rate_limits]`: events per `window`, per client IP and per
+/// signed-in user. `0` switches a limit off.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimits {
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    pub window: Option<Duration>,
+    pub requests_per_ip: Option<u32>,
+    pub login_per_ip: Option<u32>,
+    pub login_per_user: Option<u32>,
+    pub api_per_ip: Option<u32>,
+    pub api_per_user: Option<u32>,
+    pub ws_connect_per_ip: Option<u32>,
+    pub ws_connect_per_user: Option<u32>,
+    pub slot_start_per_ip: Option<u32>,
+    pub slot_start_per_user: Option<u32>,
+    pub max_ws_per_user: Option<u32>,
+}
+
+/// How requests are authenticated. Only `none` exists until the identity
+/// work lands; it is loopback-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsAccess {
+    /// Only clients connecting from a loopback address.
+    Loopback,
+    /// Anyone who can reach a listener.
+    Public,
+    Off,
+}
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Operator-provided PEM files, reloaded when they change.
+    Files { cert: PathBuf, key: PathBuf },
+    /// Generated on first start into `dir` (`selfsigned.crt`, `selfsigned.key`).
+    SelfSigned { dir: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    pub path: PathBuf,
+    pub max_size: u64,
+    pub keep: u32,
+    pub queue: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub window: Duration,
+    pub requests_per_ip: u32,
+    pub login_per_ip: u32,
+    pub login_per_user: u32,
+    pub api_per_ip: u32,
+    pub api_per_user: u32,
+    pub ws_connect_per_ip: u32,
+    pub ws_connect_per_user: u32,
+    pub slot_start_per_ip: u32,
+    pub slot_start_per_user: u32,
+    pub max_ws_per_user: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            window: Duration::from_secs(60),
+            requests_per_ip: 0,
+            login_per_ip: 20,
+            login_per_user: 10,
+            api_per_ip: 600,
+            api_per_user: 300,
+            ws_connect_per_ip: 120,
+            ws_connect_per_user: 60,
+            slot_start_per_ip: 30,
+            slot_start_per_user: 10,
+            max_ws_per_user: 20,
+        }
+    }
+}
+
+/// The validated `[slotgate]` section plus the shared `[paths]`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub paths: Paths,
+    pub listen: Vec<SocketAddr>,
+    /// `None`: plain HTTP on `listen` (loopback only).
+    pub tls: Option<TlsSource>,
+    pub redirect_listen: Vec<SocketAddr>,
+    pub auth: AuthMode,
+    pub threads: usize,
+    pub frame_ancestors: Vec<String>,
+    /// `None`: no `Strict-Transport-Security` header.
+    pub hsts_max_age: Option<Duration>,
+    pub start_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub activity_interval: Duration,
+    pub shutdown_grace: Duration,
+    pub max_path_len: usize,
+    pub metrics: MetricsAccess,
+    pub access_log: AccessLogConfig,
+    pub limits: LimitsConfig,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7681";
+
+impl Config {
+    pub fn from_file(file: &ConfigFile) -> Result<Config, ConfigError> {
+        let paths = file.paths()?;
+        let raw: RawSlotgate = file.section("slotgate")?;
+        raw.validate(file, paths)
+    }
+
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+impl RawSlotgate {
+    pub fn validate(self, file: &ConfigFile, paths: Paths) -> Result<Config, ConfigError> {
+        let err = |key: &str, reason: String| {
+            ConfigError::new(&file.path, format!("slotgate.{key}"), reason)
+        };
+
+        let listen = parse_addrs(
+            self.listen
+                .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()]),
+        )
+        .map_err(|r| err("listen", r))?;
+        if listen.is_empty() {
+            return Err(err("listen", "needs at least one address".into()));
+        }
+        let redirect_listen = parse_addrs(self.redirect_listen.unwrap_or_default())
+            .map_err(|r| err("redirect_listen", r))?;
+        for addr in &redirect_listen {
+            if listen.iter().any(|l| {
+                l.port() == addr.port()
+                    && (l.ip() == addr.ip()
+                        || l.ip().is_unspecified()
+                        || addr.ip().is_unspecified())
+            }) {
+                return Err(err(
+                    "redirect_listen",
+                    format!("{addr} collides with a `listen` address"),
+                ));
+            }
+        }
+
+        let tls_on = self.tls.unwrap_or(true);
+        let tls = match (tls_on, self.cert, self.key) {
+            (false, None, None) => None,
+            (false, _, _) => {
+                return Err(err(
+                    "tls",
+                    "cert/key are set but tls = false; remove them or enable TLS".into(),
+                ))
+            }
+            (true, Some(cert), Some(key)) => Some(TlsSource::Files {
+                cert: file.resolve(&cert),
+                key: file.resolve(&key),
+            }),
+            (true, None, None) => Some(TlsSource::SelfSigned {
+                dir: paths.data_dir.join("tls"),
+            }),
+            (true, Some(_), None) => {
+                return Err(err(
+                    "key",
+                    "cert is set but key is not; set both or neither".into(),
+                ))
+            }
+            (true, None, Some(_)) => {
+                return Err(err(
+                    "cert",
+                    "key is set but cert is not; set both or neither".into(),
+                ))
+            }
+        };
+        if tls.is_none() {
+            if let Some(a) = listen.iter().find(|a| !a.ip().is_loopback()) {
+                return Err(err(
+                    "tls",
+                    format!("plain HTTP (tls = false) is only allowed on loopback, but {a} is not loopback"),
+                ));
+            }
+            if !redirect_listen.is_empty() {
+                return Err(err(
+                    "redirect_listen",
+                    "redirects to HTTPS need tls = true".into(),
+                ));
+            }
+        }
+
+        let auth = match self.auth.as_deref().unwrap_or("none") {
+            "none" => AuthMode::None,
+            other => {
+                return Err(err(
+                    "auth",
+                    format!("unknown mode {other:?}; this build supports \"none\" (loopback only)"),
+                ))
+            }
+        };
+        if auth == AuthMode::None {
+            if let Some(a) = listen
+                .iter()
+                .chain(&redirect_listen)
+                .find(|a| !a.ip().is_loopback())
+            {
+                return Err(err(
+                    "auth",
+                    format!(
+                        "auth = \"none\" lets anyone open any slot, so every listener must be loopback; {a} is not"
+                    ),
+                ));
+            }
+        }
+
+        let threads = self.threads.unwrap_or(2);
+        if threads == 0 || threads > 256 {
+            return Err(err("threads", format!("{threads} is out of range 1..=256")));
+        }
+
+        let frame_ancestors = self
+            .frame_ancestors
+            .unwrap_or_else(|| vec!["'self'".into()]);
+        if frame_ancestors.is_empty() {
+            return Err(err(
+                "frame_ancestors",
+                "empty list; write [\"'none'\"] to forbid framing".into(),
+            ));
+        }
+        for source in &frame_ancestors {
+            check_frame_source(source).map_err(|r| err("frame_ancestors", r))?;
+        }
+
+        let hsts_max_age = match self.hsts_max_age {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None => Some(Duration::from_secs(180 * 24 * 3600)),
+        };
+
+        let start_timeout = self.start_timeout.unwrap_or(Duration::from_secs(20));
+        if start_timeout.is_zero() || start_timeout > Duration::from_secs(60) {
+            return Err(err(
+                "start_timeout",
+                "must be between 1ms and 60s (the daemon waits at most 60s)".into(),
+            ));
+        }
+        let connect_timeout = self.connect_timeout.unwrap_or(Duration::from_secs(2));
+        if connect_timeout.is_zero() {
+            return Err(err("connect_timeout", "must be greater than zero".into()));
+        }
+        let activity_interval = self.activity_interval.unwrap_or(Duration::from_secs(60));
+        if activity_interval < Duration::from_secs(1) {
+            return Err(err("activity_interval", "must be at least 1s".into()));
+        }
+        let shutdown_grace = self.shutdown_grace.unwrap_or(Duration::from_secs(5));
+
+        let max_path_len = self.max_path_len.unwrap_or(2048);
+        if !(64..=65536).contains(&max_path_len) {
+            return Err(err(
+                "max_path_len",
+                format!("{max_path_len} is out of range 64..=65536"),
+            ));
+        }
+
+        let metrics = match self.metrics.as_deref().unwrap_or("loopback") {
+            "loopback" => MetricsAccess::Loopback,
+            "public" => MetricsAccess::Public,
+            "off" => MetricsAccess::Off,
+            other => {
+                return Err(err(
+                    "metrics",
+                    format!("{other:?} is not one of \"loopback\", \"public\", \"off\""),
+                ))
+            }
+        };
+
+        let access_log = {
+            let raw = self.access_log;
+            let path = raw
+                .path
+                .map(|p| file.resolve(&p))
+                .unwrap_or_else(|| paths.data_dir.join("logs").join("access.log"));
+            let max_size = raw.max_size.unwrap_or(100 << 20);
+            if max_size < 4096 {
+                return Err(err("access_log.max_size", "must be at least 4K".into()));
+            }
+            let queue = raw.queue.unwrap_or(8192);
+            if queue == 0 {
+                return Err(err("access_log.queue", "must be at least 1".into()));
+            }
+            AccessLogConfig {
+                enabled: raw.enabled.unwrap_or(true),
+                path,
+                max_size,
+                keep: raw.keep.unwrap_or(5),
+                queue,
+            }
+        };
+
+        let limits = {
+            let r = self.rate_limits;
+            let d = LimitsConfig::default();
+            let window = r.window.unwrap_or(d.window);
+            if window < Duration::from_secs(1) || window > Duration::from_secs(3600) {
+                return Err(err(
+                    "rate_limits.window",
+                    "must be between 1s and 1h".into(),
+                ));
+            }
+            LimitsConfig {
+                window,
+                requests_per_ip: r.requests_per_ip.unwrap_or(d.requests_per_ip),
+                login_per_ip: r.login_per_ip.unwrap_or(d.login_per_ip),
+                login_per_user: r.login_per_user.unwrap_or(d.login_per_user),
+                api_per_ip: r.api_per_ip.unwrap_or(d.api_per_ip),
+                api_per_user: r.api_per_user.unwrap_or(d.api_per_user),
+                ws_connect_per_ip: r.ws_connect_per_ip.unwrap_or(d.ws_connect_per_ip),
+                ws_connect_per_user: r.ws_connect_per_user.unwrap_or(d.ws_connect_per_user),
+                slot_start_per_ip: r.slot_start_per_ip.unwrap_or(d.slot_start_per_ip),
+                slot_start_per_user: r.slot_start_per_user.unwrap_or(d.slot_start_per_user),
+                max_ws_per_user: r.max_ws_per_user.unwrap_or(d.max_ws_per_user),
+            }
+        };
+
+        Ok(Config {
+            file: file.path.clone(),
+            paths,
+            listen,
+            tls,
+            redirect_listen,
+            auth,
+            threads,
+            frame_ancestors,
+            hsts_max_age,
+            start_timeout,
+            connect_timeout,
+            activity_interval,
+            shutdown_grace,
+            max_path_len,
+            metrics,
+            access_log,
+            limits,
+        })
+    }
+}
+
+fn parse_addrs(raw: Vec<String>) -> Result<Vec<SocketAddr>, String> {
+    raw.iter()
+        .map(|s| {
+            s.parse::<SocketAddr>().map_err(|_| {
+                format!("{s:?} is not an IP:port address (write e.g. 127.0.0.1:7681 or [::1]:7681)")
+            })
+        })
+        .collect()
+}
+
+/// One `frame-ancestors` source: a keyword, a scheme, or an origin. Anything
+/// that could break out of the header value (quotes, `;`, `,`, spaces) is
+/// refused.
+fn check_frame_source(s: &str) -> Result<(), String> {
+    if matches!(s, "'self'" | "'none'") {
+        return Ok(());
+    }
+    if s == "*" {
+        return Err("\"*\" would let any site frame a terminal; list the origins instead".into());
+    }
+    let scheme_only = s.len() > 1
+        && s.ends_with(':')
+        && s[..s.len() - 1].chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '+' || c == '-' || c == '.'
+        });
+    let origin = ["https://", "http://"]
+        .iter()
+        .find_map(|p| s.strip_prefix(p))
+        .is_some_and(|host| {
+            !host.is_empty()
+                && host.chars().all(|c| {
+                    c.is_ascii_alphanumeric() || matches!(c, ':' | '.' | '-' | '*' | '[' | ']')
+                })
+        });
+    if !(scheme_only || origin) {
+        return Err(format!(
+            "{s:?} is not a CSP source; write 'self', 'none', a scheme like https:, or an origin like https://app.example.com"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn load(text: &str) -> Result<Config, ConfigError> {
+        let file = ConfigFile::parse(Path::new("/srv/sg/slotgate.toml"), text)?;
+        Config::from_file(&file)
+    }
+
+    #[test]
+    fn defaults_are_loopback_tls_self_signed() {
+        let c = load("").unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:7681".parse().unwrap()]);
+        assert_eq!(
+            c.tls,
+            Some(TlsSource::SelfSigned {
+                dir: PathBuf::from("/srv/sg/.slotgate/data/tls")
+            })
+        );
+        assert_eq!(c.auth, AuthMode::None);
+        assert_eq!(c.frame_ancestors, vec!["'self'"]);
+        assert_eq!(
+            c.access_log.path,
+            PathBuf::from("/srv/sg/.slotgate/data/logs/access.log")
+        );
+        assert_eq!(c.limits, LimitsConfig::default());
+        assert_eq!(c.metrics, MetricsAccess::Loopback);
+    }
+
+    #[test]
+    fn full_section_parses() {
+        let c = load(
+            r#"
+[slotgate]
+listen = ["127.0.0.1:8443", "[::1]:8443"]
+cert = "certs/host.crt"
+key = "/etc/sg/host.key"
+redirect_listen = ["127.0.0.1:8080"]
+threads = 4
+frame_ancestors = ["'self'", "https://intranet.example.com"]
+hsts_max_age = "0s"
+start_timeout = "15s"
+max_path_len = 1024
+metrics = "public"
+[slotgate.access_log]
+path = "logs/a.log"
+max_size = "10M"
+keep = 2
+[slotgate.rate_limits]
+window = "10s"
+ws_connect_per_ip = 3
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(
+            c.tls,
+            Some(TlsSource::Files {
+                cert: "/srv/sg/certs/host.crt".into(),
+                key: "/etc/sg/host.key".into()
+            })
+        );
+        assert_eq!(c.hsts_max_age, None);
+        assert_eq!(c.access_log.path, PathBuf::from("/srv/sg/logs/a.log"));
+        assert_eq!(c.access_log.max_size, 10 << 20);
+        assert_eq!(c.limits.window, Duration::from_secs(10));
+        assert_eq!(c.limits.ws_connect_per_ip, 3);
+        assert_eq!(c.limits.api_per_ip, LimitsConfig::default().api_per_ip);
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "[slotgate]\nlisten = [\"0.0.0.0:7681\"]\n",
+                "slotgate.auth",
+                "loopback",
+            ),
+            (
+                "[slotgate]\nlisten = [\"localhost:7681\"]\n",
+                "slotgate.listen",
+                "IP:port",
+            ),
+            (
+                "[slotgate]\nlisten = []\n",
+                "slotgate.listen",
+                "at least one",
+            ),
+            ("[slotgate]\ncert = \"a.crt\"\n", "slotgate.key", "both"),
+            (
+                "[slotgate]\ntls = false\ncert = \"a\"\nkey = \"b\"\n",
+                "slotgate.tls",
+                "tls = false",
+            ),
+            (
+                "[slotgate]\nauth = \"oidc\"\n",
+                "slotgate.auth",
+                "unknown mode",
+            ),
+            (
+                "[slotgate]\nframe_ancestors = [\"*\"]\n",
+                "slotgate.frame_ancestors",
+                "any site",
+            ),
+            (
+                "[slotgate]\nframe_ancestors = [\"https://a; script-src *\"]\n",
+                "slotgate.frame_ancestors",
+                "not a CSP source",
+            ),
+            (
+                "[slotgate]\nstart_timeout = \"2m\"\n",
+                "slotgate.start_timeout",
+                "60s",
+            ),
+            (
+                "[slotgate]\nmetrics = \"yes\"\n",
+                "slotgate.metrics",
+                "not one of",
+            ),
+            (
+                "[slotgate]\nthreads = 0\n",
+                "slotgate.threads",
+                "out of range",
+            ),
+            (
+                "[slotgate.rate_limits]\nwindow = \"0s\"\n",
+                "slotgate.rate_limits.window",
+                "between",
+            ),
+            (
+                "[slotgate]\nredirect_listen = [\"127.0.0.1:7681\"]\n",
+                "slotgate.redirect_listen",
+                "collides",
+            ),
+        ];
+        for (text, key, reason) in cases {
+            let e = load(text).unwrap_err();
+            assert_eq!(&e.key, key, "{text}: {e}");
+            assert!(
+                e.reason.contains(reason),
+                "{text}: {e} should mention {reason}"
+            );
+            assert_eq!(e.file, "/srv/sg/slotgate.toml");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = load("[slotgate]\nlisten_addr = \"x\"\n").unwrap_err();
+        assert_eq!(e.key, "slotgate");
+        assert!(e.reason.contains("listen_addr"), "{e}");
+        let e = load("[slotgate.rate_limits]\nws_per_ip = 3\n").unwrap_err();
+        assert!(e.reason.contains("ws_per_ip"), "{e}");
+        let e = load("[slotgate]\nstart_timeout = \"soon\"\n").unwrap_err();
+        assert!(e.reason.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn plain_http_is_loopback_only() {
+        let c = load("[slotgate]\ntls = false\n").unwrap();
+        assert!(c.tls.is_none());
+        let e =
+            load("[slotgate]\ntls = false\nredirect_listen = [\"127.0.0.1:8080\"]\n").unwrap_err();
+        assert_eq!(e.key, "slotgate.redirect_listen");
+    }
+
+    #[test]
+    fn frame_sources() {
+        for ok in [
+            "'self'",
+            "'none'",
+            "https:",
+            "https://a.example.com",
+            "https://*.example.com",
+            "http://127.0.0.1:3000",
+        ] {
+            assert!(check_frame_source(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "*",
+            "self",
+            "https://a b",
+            "'unsafe-inline'",
+            "https://a,https://b",
+            "https://a/x/y",
+        ] {
+            assert!(check_frame_source(bad).is_err(), "{bad}");
+        }
+    }
+}

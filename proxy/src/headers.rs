@@ -1,0 +1,169 @@
+//! Header policy in both directions. Downstream, every response (proxied
+//! or generated) gets the same security headers: a `frame-ancestors`
+//! allowlist, `nosniff`, a referrer policy, HSTS under TLS and the request
+//! id. Upstream, a slot sees only what it needs: the ttyd auth header with a
+//! short opaque value, the request id and forwarding facts, and never the
+//! client's cookies or credentials. Values are built once at startup.
+
+use std::net::IpAddr;
+
+use http::HeaderValue;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::Result;
+
+use crate::config::Config;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// Precomputed downstream header values.
+pub struct HeaderPolicy {
+    csp: HeaderValue,
+    frame_options: Option<HeaderValue>,
+    hsts: Option<HeaderValue>,
+}
+
+impl HeaderPolicy {
+    pub fn new(cfg: &Config) -> HeaderPolicy {
+        let csp = format!("frame-ancestors {}", cfg.frame_ancestors.join(" "));
+        // Old browsers ignore frame-ancestors; give them the closest
+        // X-Frame-Options where one exists. Listing other origins has no
+        // X-Frame-Options equivalent, and sending one would break the
+        // embedding that CSP allows.
+        let frame_options = match cfg.frame_ancestors.as_slice() {
+            [one] if one == "'none'" => Some(HeaderValue::from_static("DENY")),
+            [one] if one == "'self'" => Some(HeaderValue::from_static("SAMEORIGIN")),
+            _ => None,
+        };
+        let hsts = match (&cfg.tls, cfg.hsts_max_age) {
+            (Some(_), Some(age)) => {
+                HeaderValue::from_str(&format!("max-age={}", age.as_secs())).ok()
+            }
+            _ => None,
+        };
+        HeaderPolicy {
+            // Validated in config: only keywords, schemes and origins.
+            csp: HeaderValue::from_str(&csp)
+                .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'self'")),
+            frame_options,
+            hsts,
+        }
+    }
+
+    /// Security headers and the request id on a response to the client.
+    pub fn downstream(&self, resp: &mut ResponseHeader, request_id: &str) -> Result<()> {
+        resp.insert_header("content-security-policy", self.csp.clone())?;
+        if let Some(v) = &self.frame_options {
+            resp.insert_header("x-frame-options", v.clone())?;
+        }
+        resp.insert_header(
+            "x-content-type-options",
+            HeaderValue::from_static("nosniff"),
+        )?;
+        resp.insert_header("referrer-policy", HeaderValue::from_static("same-origin"))?;
+        if let Some(v) = &self.hsts {
+            resp.insert_header("strict-transport-security", v.clone())?;
+        }
+        resp.insert_header(REQUEST_ID, request_id)?;
+        resp.remove_header("server");
+        Ok(())
+    }
+}
+
+/// Rewrite the request a slot receives.
+pub fn upstream(
+    req: &mut RequestHeader,
+    request_id: &str,
+    client: Option<IpAddr>,
+    tls: bool,
+) -> Result<()> {
+    // ttyd -H: any non-empty value under 30 bytes is accepted; a
+    // client-supplied value is replaced, never passed on.
+    let auth: &str = &request_id[..request_id.len().min(16)];
+    req.insert_header(slotapi::TTYD_AUTH_HEADER, auth)?;
+    req.insert_header(REQUEST_ID, request_id)?;
+    for name in [
+        "cookie",
+        "authorization",
+        "proxy-authorization",
+        "forwarded",
+        "x-real-ip",
+    ] {
+        req.remove_header(name);
+    }
+    // Keep WebSocket frames uncompressed so the gateway can inspect them.
+    req.remove_header("sec-websocket-extensions");
+    match client {
+        Some(ip) => req.insert_header("x-forwarded-for", ip.to_string())?,
+        None => {
+            req.remove_header("x-forwarded-for");
+        }
+    }
+    req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+    Ok(())
+}
+
+/// A fresh request id: 16 lowercase hex characters.
+pub fn new_request_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use slotapi::config::ConfigFile;
+
+    fn cfg(text: &str) -> Config {
+        let f = ConfigFile::parse(std::path::Path::new("/x/c.toml"), text).unwrap();
+        Config::from_file(&f).unwrap()
+    }
+
+    #[test]
+    fn downstream_headers() {
+        let p = HeaderPolicy::new(&cfg(
+            "[slotgate]\nframe_ancestors = [\"'self'\", \"https://app.example.com\"]\n",
+        ));
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        resp.insert_header("server", "ttyd").unwrap();
+        p.downstream(&mut resp, "abcd").unwrap();
+        let h = |n: &str| resp.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(
+            h("content-security-policy").unwrap(),
+            "frame-ancestors 'self' https://app.example.com"
+        );
+        assert_eq!(h("x-frame-options"), None);
+        assert_eq!(h("x-content-type-options").unwrap(), "nosniff");
+        assert_eq!(h("strict-transport-security").unwrap(), "max-age=15552000");
+        assert_eq!(h("x-request-id").unwrap(), "abcd");
+        assert_eq!(h("server"), None);
+
+        let plain = HeaderPolicy::new(&cfg("[slotgate]\ntls = false\n"));
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        plain.downstream(&mut resp, "x").unwrap();
+        assert!(resp.headers.get("strict-transport-security").is_none());
+        assert_eq!(resp.headers.get("x-frame-options").unwrap(), "SAMEORIGIN");
+    }
+
+    #[test]
+    fn upstream_strips_credentials_and_sets_auth() {
+        let mut req = RequestHeader::build("GET", b"/slot/a/ws", None).unwrap();
+        req.insert_header("cookie", "sg_session=secret").unwrap();
+        req.insert_header("authorization", "Bearer x").unwrap();
+        req.insert_header(slotapi::TTYD_AUTH_HEADER, "forged")
+            .unwrap();
+        req.insert_header("sec-websocket-extensions", "permessage-deflate")
+            .unwrap();
+        req.insert_header("x-forwarded-for", "1.2.3.4").unwrap();
+        let rid = new_request_id();
+        upstream(&mut req, &rid, Some("127.0.0.1".parse().unwrap()), true).unwrap();
+        let h = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(h("cookie"), None);
+        assert_eq!(h("authorization"), None);
+        assert_eq!(h("sec-websocket-extensions"), None);
+        let auth = h(slotapi::TTYD_AUTH_HEADER).unwrap();
+        assert!(!auth.is_empty() && auth.len() < 30 && auth != "forged");
+        assert_eq!(h("x-forwarded-for").unwrap(), "127.0.0.1");
+        assert_eq!(h("x-forwarded-proto").unwrap(), "https");
+        assert_eq!(h("x-request-id").unwrap(), rid);
+        assert_eq!(rid.len(), 16);
+    }
+}

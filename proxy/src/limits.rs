@@ -1,0 +1,277 @@
+//! Rate limits and the cap on concurrent WebSocket sessions. Counting uses
+//! pingora-limits' `Rate` (a count-min sketch per fixed window: constant
+//! memory however many clients there are, and estimates only ever err
+//! upwards). Each category has one window counter keyed by client IP and one
+//! keyed by user. This module only counts and decides; the gateway turns a
+//! [`Limited`] into a 429 with `Retry-After`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pingora_limits::rate::Rate;
+
+use crate::config::LimitsConfig;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Category {
+    /// Every request (off by default).
+    Request,
+    /// Sign-in attempts (used by the identity modes that have a login).
+    Login,
+    /// The gateway's own JSON endpoints.
+    Api,
+    /// WebSocket upgrades to a slot.
+    WsConnect,
+    /// Starting a stopped slot on demand.
+    SlotStart,
+}
+
+impl Category {
+    pub const ALL: [Category; 5] = [
+        Category::Request,
+        Category::Login,
+        Category::Api,
+        Category::WsConnect,
+        Category::SlotStart,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Request => "request",
+            Category::Login => "login",
+            Category::Api => "api",
+            Category::WsConnect => "ws_connect",
+            Category::SlotStart => "slot_start",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A refused event: which limit, for whom, and when to come back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limited {
+    pub category: &'static str,
+    /// `ip`, `user` or `concurrent`.
+    pub scope: &'static str,
+    pub retry_after_secs: u64,
+}
+
+pub struct Limits {
+    cfg: LimitsConfig,
+    per_ip: Vec<Rate>,
+    per_user: Vec<Rate>,
+    open_ws: Mutex<HashMap<String, u32>>,
+}
+
+impl Limits {
+    pub fn new(cfg: LimitsConfig) -> Arc<Limits> {
+        let rates = || {
+            Category::ALL
+                .iter()
+                .map(|_| Rate::new(cfg.window))
+                .collect()
+        };
+        Arc::new(Limits {
+            per_ip: rates(),
+            per_user: rates(),
+            cfg,
+            open_ws: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn caps(&self, cat: Category) -> (u32, u32) {
+        let c = &self.cfg;
+        match cat {
+            Category::Request => (c.requests_per_ip, 0),
+            Category::Login => (c.login_per_ip, c.login_per_user),
+            Category::Api => (c.api_per_ip, c.api_per_user),
+            Category::WsConnect => (c.ws_connect_per_ip, c.ws_connect_per_user),
+            Category::SlotStart => (c.slot_start_per_ip, c.slot_start_per_user),
+        }
+    }
+
+    /// Count one event of `cat` for this client and user (`None` for
+    /// anonymous requests, which the per-IP limit already covers).
+    pub fn check(
+        &self,
+        cat: Category,
+        ip: Option<IpAddr>,
+        user: Option<&str>,
+    ) -> Result<(), Limited> {
+        let (ip_cap, user_cap) = self.caps(cat);
+        if let (Some(ip), true) = (ip, ip_cap > 0) {
+            let rate = &self.per_ip[cat.index()];
+            if rate.observe(&ip, 1) > ip_cap as isize {
+                return Err(self.limited(cat, "ip", rate, &ip));
+            }
+        }
+        if let (Some(user), true) = (user, user_cap > 0) {
+            let rate = &self.per_user[cat.index()];
+            if rate.observe(&user, 1) > user_cap as isize {
+                return Err(self.limited(cat, "user", rate, &user));
+            }
+        }
+        Ok(())
+    }
+
+    fn limited<K: std::hash::Hash>(
+        &self,
+        cat: Category,
+        scope: &'static str,
+        rate: &Rate,
+        key: &K,
+    ) -> Limited {
+        let elapsed = rate.rate_with(key, |c| c.current_interval_fraction);
+        Limited {
+            category: cat.as_str(),
+            scope,
+            retry_after_secs: retry_after(self.cfg.window, elapsed),
+        }
+    }
+
+    /// Reserve one concurrent WebSocket for `key` (a user, or a client
+    /// address when anonymous). The slot is released when the guard drops.
+    pub fn open_ws(self: &Arc<Self>, key: String) -> Result<WsGuard, Limited> {
+        let cap = self.cfg.max_ws_per_user;
+        let mut open = self.open_ws.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key.clone()).or_insert(0);
+        if cap > 0 && *n >= cap {
+            return Err(Limited {
+                category: Category::WsConnect.as_str(),
+                scope: "concurrent",
+                retry_after_secs: 5,
+            });
+        }
+        *n += 1;
+        Ok(WsGuard {
+            limits: Arc::clone(self),
+            key,
+        })
+    }
+
+    #[cfg(test)]
+    fn open_ws_count(&self) -> usize {
+        let open = self.open_ws.lock().unwrap_or_else(|e| e.into_inner());
+        open.values().map(|n| *n as usize).sum()
+    }
+}
+
+/// Seconds until the current window ends (at least 1), from the fraction of
+/// the window already elapsed.
+fn retry_after(window: Duration, elapsed_fraction: f64) -> u64 {
+    let left = window.as_secs_f64() * (1.0 - elapsed_fraction.clamp(0.0, 1.0));
+    (left.ceil() as u64).max(1)
+}
+
+/// One reserved concurrent WebSocket.
+pub struct WsGuard {
+    limits: Arc<Limits>,
+    key: String,
+}
+
+impl std::fmt::Debug for WsGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsGuard").field("key", &self.key).finish()
+    }
+}
+
+impl Drop for WsGuard {
+    fn drop(&mut self) {
+        let mut open = self
+            .limits
+            .open_ws
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> LimitsConfig {
+        LimitsConfig {
+            window: Duration::from_secs(60),
+            ws_connect_per_ip: 3,
+            ws_connect_per_user: 2,
+            max_ws_per_user: 2,
+            ..LimitsConfig::default()
+        }
+    }
+
+    #[test]
+    fn per_ip_limit_refuses_after_cap() {
+        let l = Limits::new(cfg());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.check(Category::WsConnect, Some(ip), None).is_ok());
+        }
+        let e = l.check(Category::WsConnect, Some(ip), None).unwrap_err();
+        assert_eq!((e.category, e.scope), ("ws_connect", "ip"));
+        assert!((1..=60).contains(&e.retry_after_secs), "{e:?}");
+        assert!(l.check(Category::WsConnect, Some(other), None).is_ok());
+        // Other categories count separately.
+        assert!(l.check(Category::Api, Some(ip), None).is_ok());
+    }
+
+    #[test]
+    fn per_user_limit_spans_addresses() {
+        let l = Limits::new(cfg());
+        for i in 0..2 {
+            let ip: IpAddr = format!("192.0.2.{i}").parse().unwrap();
+            assert!(l
+                .check(Category::WsConnect, Some(ip), Some("u:dave"))
+                .is_ok());
+        }
+        let e = l
+            .check(
+                Category::WsConnect,
+                Some("192.0.2.9".parse().unwrap()),
+                Some("u:dave"),
+            )
+            .unwrap_err();
+        assert_eq!(e.scope, "user");
+    }
+
+    #[test]
+    fn zero_switches_off() {
+        let l = Limits::new(cfg());
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        for _ in 0..1000 {
+            assert!(l.check(Category::Request, Some(ip), None).is_ok());
+        }
+    }
+
+    #[test]
+    fn concurrent_ws_cap_releases_on_drop() {
+        let l = Limits::new(cfg());
+        let a = l.open_ws("u:erin".into()).unwrap();
+        let _b = l.open_ws("u:erin".into()).unwrap();
+        assert_eq!(l.open_ws("u:erin".into()).unwrap_err().scope, "concurrent");
+        assert!(l.open_ws("u:frank".into()).is_ok());
+        drop(a);
+        assert!(l.open_ws("u:erin".into()).is_ok());
+        assert_eq!(l.open_ws_count(), 1);
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        let w = Duration::from_secs(60);
+        assert_eq!(retry_after(w, 0.0), 60);
+        assert_eq!(retry_after(w, 0.5), 30);
+        assert_eq!(retry_after(w, 0.999), 1);
+        assert_eq!(retry_after(w, 1.5), 1);
+    }
+}

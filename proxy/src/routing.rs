@@ -1,0 +1,377 @@
+//! Which handler a request goes to, decided from the raw request target
+//! alone. This module owns the path rules that keep odd paths away from the
+//! slots: anything that a decoder, a normaliser or ttyd could read as a
+//! different path (dot segments, encoded dots, slashes and backslashes,
+//! empty segments, control bytes, overlong targets) is refused here with a
+//! 400, before identity, rate limits or a socket are involved. It is pure:
+//! no I/O, no clock, no configuration beyond the length limit.
+
+use slotapi::SlotId;
+
+/// Reserved path segment under `/slot/<id>/` for the gateway's own endpoints;
+/// ttyd never serves it, so it cannot shadow a slot route.
+pub const GATEWAY_SEGMENT: &str = "_slotgate";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// `/healthz`
+    Health,
+    /// `/metrics`
+    Metrics,
+    /// `/`
+    Landing,
+    /// `/slot/<id>` without the trailing slash: redirect so ttyd's relative
+    /// URLs (`token`, `ws`) resolve under the slot.
+    SlotRedirect { id: SlotId, location: String },
+    /// `/slot/<id>/_slotgate/status`: JSON for the "starting" page.
+    SlotStatus { id: SlotId },
+    /// Anything else under `/slot/<id>/`: proxied to the slot's socket.
+    Slot { id: SlotId, kind: SlotRequest },
+}
+
+/// What a proxied slot request is, as far as limits and logs care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotRequest {
+    /// `/slot/<id>/`: ttyd's page.
+    Page,
+    /// `/slot/<id>/ws`: the terminal WebSocket.
+    Ws,
+    /// `/slot/<id>/token` and anything else ttyd serves.
+    Other,
+}
+
+impl Route {
+    /// Short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Route::Health => "health",
+            Route::Metrics => "metrics",
+            Route::Landing => "landing",
+            Route::SlotRedirect { .. } => "slot_redirect",
+            Route::SlotStatus { .. } => "slot_status",
+            Route::Slot { .. } => "slot",
+        }
+    }
+
+    pub fn slot(&self) -> Option<&SlotId> {
+        match self {
+            Route::SlotRedirect { id, .. } | Route::SlotStatus { id } | Route::Slot { id, .. } => {
+                Some(id)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Why a request target was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reject {
+    /// 400: the target is malformed or tries to escape its route.
+    BadRequest(&'static str),
+    /// 404: well-formed, but nothing lives there.
+    NotFound,
+    /// 405: the route exists but not for this method.
+    Method,
+}
+
+impl Reject {
+    pub fn status(&self) -> u16 {
+        match self {
+            Reject::BadRequest(_) => 400,
+            Reject::NotFound => 404,
+            Reject::Method => 405,
+        }
+    }
+}
+
+/// Route a request. `target` is the raw request target exactly as the client
+/// sent it (path and query, still percent-encoded).
+pub fn route(method: &str, target: &[u8], max_len: usize) -> Result<Route, Reject> {
+    if target.len() > max_len {
+        return Err(Reject::BadRequest("request target too long"));
+    }
+    if target.first() != Some(&b'/') {
+        return Err(Reject::BadRequest(
+            "request target must be an absolute path",
+        ));
+    }
+    if target.iter().any(|b| !(0x21..0x7f).contains(b)) {
+        return Err(Reject::BadRequest(
+            "control, space or non-ASCII byte in request target",
+        ));
+    }
+    // Checked ASCII above, so this cannot fail; stay total anyway.
+    let target = std::str::from_utf8(target)
+        .map_err(|_| Reject::BadRequest("request target is not UTF-8"))?;
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    if path.contains('#') || query.is_some_and(|q| q.contains('#')) {
+        return Err(Reject::BadRequest("fragment in request target"));
+    }
+    check_path(path)?;
+
+    let read_only = matches!(method, "GET" | "HEAD");
+    let exact = |route: Route| {
+        if read_only {
+            Ok(route)
+        } else {
+            Err(Reject::Method)
+        }
+    };
+
+    match path {
+        "/" => return exact(Route::Landing),
+        "/healthz" => return exact(Route::Health),
+        "/metrics" => return exact(Route::Metrics),
+        _ => {}
+    }
+    let Some(rest) = path.strip_prefix("/slot/") else {
+        return Err(Reject::NotFound);
+    };
+    let (id, sub) = match rest.split_once('/') {
+        Some((id, sub)) => (id, Some(sub)),
+        None => (rest, None),
+    };
+    if id.is_empty() {
+        return Err(Reject::NotFound);
+    }
+    let id = SlotId::new(id).map_err(|_| Reject::BadRequest("invalid slot id"))?;
+    let route = match sub {
+        None => {
+            let location = match query {
+                Some(q) => format!("/slot/{id}/?{q}"),
+                None => format!("/slot/{id}/"),
+            };
+            Route::SlotRedirect { id, location }
+        }
+        Some("") => Route::Slot {
+            id,
+            kind: SlotRequest::Page,
+        },
+        Some("ws") => Route::Slot {
+            id,
+            kind: SlotRequest::Ws,
+        },
+        Some(sub) if sub == GATEWAY_SEGMENT || sub.starts_with("_slotgate/") => {
+            if sub == "_slotgate/status" {
+                Route::SlotStatus { id }
+            } else {
+                return Err(Reject::NotFound);
+            }
+        }
+        Some(_) => Route::Slot {
+            id,
+            kind: SlotRequest::Other,
+        },
+    };
+    exact(route)
+}
+
+/// Segment rules for every path we accept: `/`-separated, no empty segment
+/// except a trailing one, no `.`/`..`, and only unreserved characters. `%`
+/// is refused outright: ttyd serves no path that needs an escape, and every
+/// escape we let through is one more decoder disagreement to reason about.
+fn check_path(path: &str) -> Result<(), Reject> {
+    if path.contains('\\') {
+        return Err(Reject::BadRequest("backslash in path"));
+    }
+    if path.contains('%') {
+        return Err(Reject::BadRequest("percent-encoding in path"));
+    }
+    if path.contains("//") {
+        return Err(Reject::BadRequest("empty path segment"));
+    }
+    let segments = path[1..].split('/');
+    for seg in segments {
+        if seg == "." || seg == ".." {
+            return Err(Reject::BadRequest("dot segment in path"));
+        }
+        if !seg
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'))
+        {
+            return Err(Reject::BadRequest("reserved character in path"));
+        }
+    }
+    Ok(())
+}
+
+/// Is this a top-level browser navigation (as opposed to a script fetch or a
+/// WebSocket)? Those get an HTML page while a slot starts; the rest wait.
+pub fn is_navigation(
+    method: &str,
+    accept: Option<&str>,
+    sec_fetch_mode: Option<&str>,
+    upgrade: bool,
+) -> bool {
+    if upgrade || method != "GET" {
+        return false;
+    }
+    match sec_fetch_mode {
+        Some(mode) => mode.eq_ignore_ascii_case("navigate"),
+        None => accept.is_some_and(|a| a.contains("text/html")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(s: &str) -> SlotId {
+        SlotId::new(s).unwrap()
+    }
+
+    #[test]
+    fn routes() {
+        let cases: Vec<(&str, &str, Result<Route, Reject>)> = vec![
+            ("GET", "/", Ok(Route::Landing)),
+            ("GET", "/healthz", Ok(Route::Health)),
+            ("HEAD", "/metrics", Ok(Route::Metrics)),
+            (
+                "GET",
+                "/slot/alice/",
+                Ok(Route::Slot {
+                    id: id("alice"),
+                    kind: SlotRequest::Page,
+                }),
+            ),
+            (
+                "GET",
+                "/slot/alice/?arg=x",
+                Ok(Route::Slot {
+                    id: id("alice"),
+                    kind: SlotRequest::Page,
+                }),
+            ),
+            (
+                "GET",
+                "/slot/alice/ws",
+                Ok(Route::Slot {
+                    id: id("alice"),
+                    kind: SlotRequest::Ws,
+                }),
+            ),
+            (
+                "GET",
+                "/slot/alice/token",
+                Ok(Route::Slot {
+                    id: id("alice"),
+                    kind: SlotRequest::Other,
+                }),
+            ),
+            (
+                "GET",
+                "/slot/team-1/auth_token.js",
+                Ok(Route::Slot {
+                    id: id("team-1"),
+                    kind: SlotRequest::Other,
+                }),
+            ),
+            (
+                "GET",
+                "/slot/alice/_slotgate/status",
+                Ok(Route::SlotStatus { id: id("alice") }),
+            ),
+            (
+                "GET",
+                "/slot/alice",
+                Ok(Route::SlotRedirect {
+                    id: id("alice"),
+                    location: "/slot/alice/".into(),
+                }),
+            ),
+            (
+                "GET",
+                "/slot/alice?x=1",
+                Ok(Route::SlotRedirect {
+                    id: id("alice"),
+                    location: "/slot/alice/?x=1".into(),
+                }),
+            ),
+            ("POST", "/slot/alice/", Err(Reject::Method)),
+            ("DELETE", "/healthz", Err(Reject::Method)),
+            ("GET", "/slot/", Err(Reject::NotFound)),
+            ("GET", "/slot", Err(Reject::NotFound)),
+            ("GET", "/slots/alice/", Err(Reject::NotFound)),
+            ("GET", "/favicon.ico", Err(Reject::NotFound)),
+            ("GET", "/slot/alice/_slotgate/other", Err(Reject::NotFound)),
+            ("GET", "/slot/alice/_slotgate", Err(Reject::NotFound)),
+        ];
+        for (method, target, want) in cases {
+            assert_eq!(
+                route(method, target.as_bytes(), 2048),
+                want,
+                "{method} {target}"
+            );
+        }
+    }
+
+    /// The attack table the end-to-end test also sends: every one must be
+    /// refused before anything reaches a slot.
+    #[test]
+    fn refuses_path_tricks() {
+        let cases: &[(&str, &str)] = &[
+            ("/slot/alice/../bob/", "dot segment"),
+            ("/slot/../etc/passwd", "dot segment"),
+            ("/slot/alice/./ws", "dot segment"),
+            ("/slot/alice/..", "dot segment"),
+            ("/slot/alice/%2e%2e/bob/", "percent"),
+            ("/slot/alice/%2E%2E/bob/", "percent"),
+            ("/slot/alice%2f..%2fbob/", "percent"),
+            ("/slot/alice/%2fws", "percent"),
+            ("/slot/%61lice/", "percent"),
+            ("/slot/alice/%00", "percent"),
+            ("/slot/alice/%252e%252e/", "percent"),
+            ("/slot/alice\\..\\bob/", "backslash"),
+            ("/slot/alice/..\\ws", "backslash"),
+            ("//slot/alice/", "empty path segment"),
+            ("/slot//alice/", "empty path segment"),
+            ("/slot/alice//ws", "empty path segment"),
+            ("/slot/Alice/", "invalid slot id"),
+            ("/slot/a.b/", "invalid slot id"),
+            ("/slot/-a/", "invalid slot id"),
+            ("/slot/alice/ws;x", "reserved character"),
+            ("/slot/alice/w s", "control, space"),
+            ("/slot/alice/\u{7f}", "control, space"),
+            ("/slot/alice/é", "control, space"),
+            ("/slot/alice/#x", "fragment"),
+            ("http://evil/slot/alice/", "absolute path"),
+            ("*", "absolute path"),
+        ];
+        for (target, why) in cases {
+            match route("GET", target.as_bytes(), 2048) {
+                Err(Reject::BadRequest(reason)) => {
+                    assert!(
+                        reason.contains(why),
+                        "{target}: {reason} should mention {why}"
+                    )
+                }
+                other => panic!("{target}: expected 400 ({why}), got {other:?}"),
+            }
+        }
+        let long = format!("/slot/alice/{}", "a".repeat(3000));
+        assert_eq!(
+            route("GET", long.as_bytes(), 2048),
+            Err(Reject::BadRequest("request target too long"))
+        );
+        let long_id = format!("/slot/{}/", "a".repeat(33));
+        assert_eq!(
+            route("GET", long_id.as_bytes(), 2048),
+            Err(Reject::BadRequest("invalid slot id"))
+        );
+    }
+
+    #[test]
+    fn navigation() {
+        let nav = "text/html,application/xhtml+xml,*/*;q=0.8";
+        assert!(is_navigation("GET", Some(nav), None, false));
+        assert!(is_navigation("GET", Some("*/*"), Some("navigate"), false));
+        assert!(!is_navigation("GET", Some(nav), Some("cors"), false));
+        assert!(!is_navigation("GET", Some(nav), None, true));
+        assert!(!is_navigation("GET", Some("application/json"), None, false));
+        assert!(!is_navigation("GET", None, None, false));
+        assert!(!is_navigation("HEAD", Some(nav), None, false));
+    }
+}

@@ -1,0 +1,155 @@
+//! Wiring: from a validated [`Config`] to a running Pingora server with the
+//! gateway service on its listeners, the optional HTTPS redirect service,
+//! the access log writer and the certificate watcher. Checks that can fail
+//! (certificates load, addresses bind, the log opens) run before Pingora
+//! starts, so a bad setup exits with a clear error instead of a panic in a
+//! worker thread.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::listening::Service;
+
+use crate::access_log::AccessLog;
+use crate::config::{AuthMode, Config, TlsSource};
+use crate::gateway::Gateway;
+use crate::metrics::Metrics;
+use crate::redirect::RedirectToHttps;
+use crate::slots::Slots;
+use crate::tls::{self, CertStore};
+
+/// The certificate and key files in use, generating the self-signed pair if
+/// that is the configured source.
+pub fn certificate_files(src: &TlsSource) -> anyhow::Result<(PathBuf, PathBuf)> {
+    match src {
+        TlsSource::Files { cert, key } => Ok((cert.clone(), key.clone())),
+        TlsSource::SelfSigned { dir } => {
+            let (cert, key, created) = tls::ensure_self_signed(dir)?;
+            if created {
+                tracing::warn!(
+                    cert = %cert.display(),
+                    "no certificate configured: generated a self-signed certificate; browsers will warn until you set slotgate.cert and slotgate.key"
+                );
+            } else {
+                tracing::info!(cert = %cert.display(), "using the self-signed certificate generated earlier");
+            }
+            Ok((cert, key))
+        }
+    }
+}
+
+/// Everything `check-config` can verify without starting: the certificate
+/// loads and the access log directory can be created.
+pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
+    if let Some(TlsSource::Files { cert, key }) = &cfg.tls {
+        tls::load_pair(cert, key).context("slotgate.cert / slotgate.key")?;
+    }
+    if cfg.access_log.enabled {
+        if let Some(dir) = cfg.access_log.path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("slotgate.access_log.path: cannot create {}", dir.display())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+fn check_bindable(addrs: &[SocketAddr]) -> anyhow::Result<()> {
+    for addr in addrs {
+        TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
+    }
+    Ok(())
+}
+
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    preflight(&cfg)?;
+    check_bindable(&cfg.listen)?;
+    check_bindable(&cfg.redirect_listen)?;
+    if cfg.auth == AuthMode::None {
+        tracing::warn!(
+            "AUTH IS OFF (slotgate.auth = \"none\"): anyone who can reach {:?} can open every slot. \
+             This mode only binds to loopback; configure an identity mode before exposing slotgate.",
+            cfg.listen
+        );
+    }
+
+    let metrics = Arc::new(Metrics::default());
+    let log = AccessLog::start(&cfg.access_log, Arc::clone(&metrics))
+        .with_context(|| format!("opening the access log {}", cfg.access_log.path.display()))?;
+    let slots = Slots::new(cfg.paths.clone(), cfg.start_timeout, Arc::clone(&metrics));
+
+    let cert_store = match &cfg.tls {
+        None => None,
+        Some(src) => {
+            let (cert, key) = certificate_files(src)?;
+            let store = CertStore::new(tls::load_pair(&cert, &key)?);
+            if let TlsSource::Files { .. } = src {
+                tls::watch(Arc::clone(&store), cert, key, Arc::clone(&metrics))?;
+            }
+            Some(store)
+        }
+    };
+
+    let mut conf = ServerConf {
+        threads: cfg.threads,
+        pid_file: cfg.paths.run_dir.join("slotgate.pid").display().to_string(),
+        upgrade_sock: cfg
+            .paths
+            .run_dir
+            .join("slotgate-upgrade.sock")
+            .display()
+            .to_string(),
+        grace_period_seconds: Some(cfg.shutdown_grace.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(2),
+        ..ServerConf::default()
+    };
+    // Pingora counts tries, not retries: a first try, and one more after a
+    // refused connection has started the slot.
+    conf.max_retries = 2;
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let gateway = Gateway::new(&cfg, slots, log, metrics);
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "slotgate");
+    for addr in &cfg.listen {
+        let addr = addr.to_string();
+        match &cert_store {
+            Some(store) => {
+                let mut settings = TlsSettings::intermediate("", "")?;
+                settings.set_cert_resolver(Arc::clone(store) as _);
+                proxy.add_tls_with_settings(&addr, None, settings);
+            }
+            None => proxy.add_tcp(&addr),
+        }
+    }
+    server.add_service(proxy);
+
+    if !cfg.redirect_listen.is_empty() {
+        let Some(https_port) = cfg.listen.first().map(SocketAddr::port) else {
+            bail!("slotgate.redirect_listen needs an HTTPS listener");
+        };
+        let mut redirect = Service::new(
+            "slotgate https redirect".into(),
+            RedirectToHttps { https_port },
+        );
+        for addr in &cfg.redirect_listen {
+            redirect.add_tcp(&addr.to_string());
+        }
+        server.add_service(redirect);
+    }
+
+    let scheme = if cfg.is_tls() { "https" } else { "http" };
+    for addr in &cfg.listen {
+        tracing::info!("slotgate listening on {scheme}://{addr}");
+    }
+    for addr in &cfg.redirect_listen {
+        tracing::info!("redirecting http://{addr} to HTTPS");
+    }
+    server.run_forever();
+}

@@ -1,0 +1,321 @@
+//! slotctl's typed configuration: the `[ttyd]` and `[supervisor]` sections of
+//! the shared config file, plus the slot templates. Raw serde structs reject
+//! unknown keys; `validate` turns them into typed values or an error that
+//! names the file, the key and the reason. Nothing here touches processes.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use slotapi::config::{human, ConfigError, ConfigFile, Paths};
+
+use crate::template::{self, Template};
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTtyd {
+    binary: Option<PathBuf>,
+    tmux: Option<PathBuf>,
+    bwrap: Option<PathBuf>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    ping_interval: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSupervisor {
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    health_interval: Option<Duration>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    health_timeout: Option<Duration>,
+    health_failures: Option<u32>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    start_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    backoff_initial: Option<Duration>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    backoff_max: Option<Duration>,
+    max_failures: Option<u32>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    failure_window: Option<Duration>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    kill_timeout: Option<Duration>,
+    idle_timeout: Option<String>,
+    #[serde(default, deserialize_with = "human::opt_size")]
+    log_max_bytes: Option<u64>,
+    log_keep: Option<u32>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    sample_interval: Option<Duration>,
+    cgroup_root: Option<String>,
+    isolation: Option<String>,
+    max_slots: Option<u32>,
+}
+
+/// How slot trees are accounted for and torn down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IsolationPref {
+    /// cgroup v2 if present, else v1, else rlimits.
+    Auto,
+    /// Never use cgroups (rlimits only); for hosts where cgroups are owned
+    /// by someone else.
+    Rlimit,
+}
+
+#[derive(Debug, Clone)]
+pub struct Supervisor {
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub health_failures: u32,
+    pub start_timeout: Duration,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub max_failures: u32,
+    pub failure_window: Duration,
+    pub kill_timeout: Duration,
+    /// `None` disables idle stop.
+    pub idle_timeout: Option<Duration>,
+    pub log_max_bytes: u64,
+    pub log_keep: u32,
+    pub sample_interval: Duration,
+    pub cgroup_root: String,
+    pub isolation: IsolationPref,
+    pub max_slots: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct Ttyd {
+    /// `None`: look for ttyd on PATH, then in the private prefix that
+    /// `scripts/install-ttyd.sh` makes.
+    pub binary: Option<PathBuf>,
+    pub tmux: PathBuf,
+    pub bwrap: PathBuf,
+    pub ping_interval: Duration,
+}
+
+/// Where `scripts/install-ttyd.sh` puts ttyd when the distribution has none.
+pub const PRIVATE_TTYD: &str = "/opt/slotgate/ttyd/bin/ttyd";
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub paths: Paths,
+    pub ttyd: Ttyd,
+    pub supervisor: Supervisor,
+    pub templates: BTreeMap<String, Template>,
+}
+
+/// Parse "30m", "off", "0" (off).
+fn parse_idle(file: &Path, v: Option<&str>) -> Result<Option<Duration>, ConfigError> {
+    match v {
+        None => Ok(Some(Duration::from_secs(30 * 60))),
+        Some("off") | Some("never") | Some("0") => Ok(None),
+        Some(s) => slotapi::config::parse_duration(s)
+            .map(Some)
+            .map_err(|r| ConfigError::new(file, "supervisor.idle_timeout", r)),
+    }
+}
+
+impl Config {
+    /// Load from a file, or the embedded defaults rooted at `cwd` when `None`.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let cf = match path {
+            Some(p) => ConfigFile::load(p)?,
+            None => ConfigFile::empty(&std::env::current_dir().unwrap_or_else(|_| ".".into())),
+        };
+        Self::from_file(&cf)
+    }
+
+    pub fn from_file(cf: &ConfigFile) -> Result<Config, ConfigError> {
+        let file = cf.path.clone();
+        let paths = cf.paths()?;
+        let rt: RawTtyd = cf.section("ttyd")?;
+        let rs: RawSupervisor = cf.section("supervisor")?;
+        let err = |key: &str, reason: String| ConfigError::new(&file, key, reason);
+
+        let nonzero = |key: &str, d: Duration| {
+            if d.is_zero() {
+                Err(err(key, "must be greater than zero".into()))
+            } else {
+                Ok(d)
+            }
+        };
+        let health_interval = nonzero(
+            "supervisor.health_interval",
+            rs.health_interval.unwrap_or(Duration::from_secs(5)),
+        )?;
+        let health_timeout = nonzero(
+            "supervisor.health_timeout",
+            rs.health_timeout.unwrap_or(Duration::from_secs(2)),
+        )?;
+        let backoff_initial = nonzero(
+            "supervisor.backoff_initial",
+            rs.backoff_initial.unwrap_or(Duration::from_millis(100)),
+        )?;
+        let backoff_max = rs.backoff_max.unwrap_or(Duration::from_secs(30));
+        if backoff_max < backoff_initial {
+            return Err(err(
+                "supervisor.backoff_max",
+                "must be at least supervisor.backoff_initial".into(),
+            ));
+        }
+        let health_failures = rs.health_failures.unwrap_or(3);
+        if health_failures == 0 {
+            return Err(err("supervisor.health_failures", "must be at least 1".into()));
+        }
+        let max_failures = rs.max_failures.unwrap_or(5);
+        if max_failures == 0 {
+            return Err(err("supervisor.max_failures", "must be at least 1".into()));
+        }
+        let cgroup_root = rs.cgroup_root.unwrap_or_else(|| "slotgate".into());
+        if cgroup_root.is_empty()
+            || !cgroup_root
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            || cgroup_root.starts_with('.')
+        {
+            return Err(err(
+                "supervisor.cgroup_root",
+                format!("{cgroup_root:?} must be one directory name (letters, digits, '-', '_', '.')"),
+            ));
+        }
+        let isolation = match rs.isolation.as_deref() {
+            None | Some("auto") => IsolationPref::Auto,
+            Some("rlimit") => IsolationPref::Rlimit,
+            Some(other) => {
+                return Err(err(
+                    "supervisor.isolation",
+                    format!("{other:?} is not one of \"auto\", \"rlimit\""),
+                ))
+            }
+        };
+        let supervisor = Supervisor {
+            health_interval,
+            health_timeout,
+            health_failures,
+            start_timeout: nonzero(
+                "supervisor.start_timeout",
+                rs.start_timeout.unwrap_or(Duration::from_secs(10)),
+            )?,
+            backoff_initial,
+            backoff_max,
+            max_failures,
+            failure_window: nonzero(
+                "supervisor.failure_window",
+                rs.failure_window.unwrap_or(Duration::from_secs(60)),
+            )?,
+            kill_timeout: rs.kill_timeout.unwrap_or(Duration::from_secs(5)),
+            idle_timeout: parse_idle(&file, rs.idle_timeout.as_deref())?,
+            log_max_bytes: rs.log_max_bytes.unwrap_or(10 << 20),
+            log_keep: rs.log_keep.unwrap_or(3),
+            sample_interval: nonzero(
+                "supervisor.sample_interval",
+                rs.sample_interval.unwrap_or(Duration::from_secs(2)),
+            )?,
+            cgroup_root,
+            isolation,
+            max_slots: rs.max_slots.unwrap_or(2000),
+        };
+        let ttyd = Ttyd {
+            binary: rt.binary.map(|p| cf.resolve(&p)),
+            tmux: rt.tmux.unwrap_or_else(|| "tmux".into()),
+            bwrap: rt.bwrap.unwrap_or_else(|| "bwrap".into()),
+            ping_interval: rt.ping_interval.unwrap_or(Duration::from_secs(30)),
+        };
+        let templates = template::load_dir(&paths.templates_dir)?;
+        Ok(Config {
+            file,
+            paths,
+            ttyd,
+            supervisor,
+            templates,
+        })
+    }
+
+    /// The ttyd binary to run: the configured one, else `ttyd` on PATH, else
+    /// the private prefix.
+    pub fn ttyd_binary(&self) -> Option<PathBuf> {
+        if let Some(b) = &self.ttyd.binary {
+            return Some(b.clone());
+        }
+        if let Some(p) = find_on_path("ttyd") {
+            return Some(p);
+        }
+        let private = PathBuf::from(PRIVATE_TTYD);
+        private.exists().then_some(private)
+    }
+}
+
+/// First executable called `name` on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return p.exists().then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| {
+            p.metadata()
+                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+                .unwrap_or(false)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("ttyd-templates")).unwrap();
+        let path = dir.path().join("slotgate.toml");
+        std::fs::write(&path, text).unwrap();
+        let cf = ConfigFile::load(&path)?;
+        Config::from_file(&cf)
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let c = parse("").unwrap();
+        assert_eq!(c.supervisor.idle_timeout, Some(Duration::from_secs(1800)));
+        assert_eq!(c.supervisor.health_failures, 3);
+        assert_eq!(c.supervisor.cgroup_root, "slotgate");
+    }
+
+    #[test]
+    fn typo_in_key_names_file_section_and_key() {
+        let err = parse("[supervisor]\nhealth_intervall = \"5s\"\n").unwrap_err();
+        assert!(err.file.ends_with("slotgate.toml"), "{err}");
+        assert_eq!(err.key, "supervisor");
+        assert!(err.reason.contains("health_intervall"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_reason() {
+        let cases = [
+            ("[supervisor]\nhealth_interval = \"soon\"\n", "supervisor", "not a duration"),
+            ("[supervisor]\nhealth_failures = 0\n", "supervisor.health_failures", "at least 1"),
+            (
+                "[supervisor]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n",
+                "supervisor.backoff_max",
+                "at least",
+            ),
+            ("[supervisor]\ncgroup_root = \"../x\"\n", "supervisor.cgroup_root", "one directory"),
+            ("[supervisor]\nidle_timeout = \"later\"\n", "supervisor.idle_timeout", "not a duration"),
+            ("[supervisor]\nisolation = \"vm\"\n", "supervisor.isolation", "not one of"),
+        ];
+        for (text, key, reason) in cases {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+            assert!(err.reason.contains(reason), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn idle_timeout_can_be_disabled() {
+        let c = parse("[supervisor]\nidle_timeout = \"off\"\n").unwrap();
+        assert_eq!(c.supervisor.idle_timeout, None);
+    }
+}

@@ -1,0 +1,94 @@
+//! `slotctl daemon`: prepare the directories, take the instance lock, start
+//! the supervisor (which re-adopts running slots) and serve the control API
+//! until SIGTERM/SIGINT. Leaving never stops a slot: slots outlive the
+//! daemon by design.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::net::UnixListener;
+use tracing::info;
+
+use crate::config::Config;
+use crate::launch;
+use crate::supervisor::Supervisor;
+
+fn private_dir(p: &Path) -> anyhow::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(p)
+        .with_context(|| format!("creating {}", p.display()))?;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("setting mode 0700 on {}", p.display()))
+}
+
+/// Hold an exclusive lock on `<run>/slotctl.lock` for the daemon's life.
+fn lock(run_dir: &Path) -> anyhow::Result<fs::File> {
+    let path = run_dir.join("slotctl.lock");
+    let mut f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    if rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+        let other = fs::read_to_string(&path).unwrap_or_default();
+        bail!(
+            "another slotctl daemon is already running for {} (pid {})",
+            run_dir.display(),
+            other.trim()
+        );
+    }
+    f.set_len(0)?;
+    write!(f, "{}", std::process::id())?;
+    Ok(f)
+}
+
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let cfg = Arc::new(cfg);
+    let paths = &cfg.paths;
+    private_dir(&paths.data_dir)?;
+    private_dir(&paths.run_dir)?;
+    private_dir(&paths.slots_dir())?;
+    private_dir(&crate::logs::log_dir(&paths.data_dir))?;
+    let _lock = lock(&paths.run_dir)?;
+    fs::write(launch::tmux_conf(paths), launch::TMUX_CONF).context("writing tmux.conf")?;
+
+    let sup = Supervisor::launch(cfg.clone()).await?;
+
+    let sock = paths.control_socket();
+    // We hold the lock, so a socket file here is a leftover.
+    let _ = fs::remove_file(&sock);
+    let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+    fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
+    info!(
+        socket = %sock.display(),
+        config = %cfg.file.display(),
+        slots = sup.list().len(),
+        isolation = sup.isolation(),
+        "slotctl daemon ready"
+    );
+
+    let shutdown = async {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("shutting down; slots keep running and are re-adopted on the next start");
+    };
+    axum::serve(listener, crate::api::router(sup))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the control API")?;
+    let _ = fs::remove_file(&sock);
+    Ok(())
+}

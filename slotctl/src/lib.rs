@@ -1,0 +1,22 @@
+//! slotctl: the supervisor daemon and ops CLI for slotgate's ttyd slots.
+//!
+//! Library layout: `config` and `template` read what the admin wrote;
+//! `launch` turns a slot into a command line; `supervisor` (the only module
+//! that spawns or signals) runs slots; `store` (the only module with SQL)
+//! persists them; `api` serves the control API; `cli` is the client side.
+
+pub mod api;
+pub mod cgroup;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod doctor;
+pub mod launch;
+pub mod lifecycle;
+pub mod logs;
+pub mod process;
+pub mod sandbox;
+pub mod store;
+pub mod supervisor;
+pub mod template;

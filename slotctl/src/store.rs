@@ -1,0 +1,243 @@
+//! `state.db`: desired state and runtime facts of every slot. The only
+//! module that contains SQL. WAL journal, so a crash of the daemon at any
+//! point leaves a consistent database; every change is one transaction.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use slotapi::{SlotId, SlotStatus, UserName};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state database {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("slot {0} already exists")]
+    Exists(SlotId),
+    #[error("state database: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// One slot row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotRecord {
+    pub id: SlotId,
+    pub template: String,
+    pub owner: UserName,
+    pub enabled: bool,
+    pub created_at_ms: u64,
+    pub restarts: u32,
+    pub status: SlotStatus,
+    pub pid: Option<u32>,
+    /// Start time of `pid` in clock ticks since boot.
+    pub start_ticks: Option<u64>,
+    pub boot_id: Option<String>,
+    pub cgroup: String,
+    pub started_at_ms: Option<u64>,
+    pub last_exit: Option<String>,
+    pub reason: Option<String>,
+}
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS slots (
+    id            TEXT PRIMARY KEY,
+    template      TEXT NOT NULL,
+    owner         TEXT NOT NULL,
+    enabled       INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    restarts      INTEGER NOT NULL DEFAULT 0,
+    status        TEXT NOT NULL,
+    pid           INTEGER,
+    start_ticks   INTEGER,
+    boot_id       TEXT,
+    cgroup        TEXT NOT NULL DEFAULT '',
+    started_at_ms INTEGER,
+    last_exit     TEXT,
+    reason        TEXT
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
+";
+
+fn row_to_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<SlotRecord> {
+    let id: String = r.get("id")?;
+    let owner: String = r.get("owner")?;
+    let status: String = r.get("status")?;
+    let bad = |what: &str, v: &str| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            format!("bad {what} {v:?} in state.db").into(),
+        )
+    };
+    Ok(SlotRecord {
+        id: SlotId::new(id.clone()).map_err(|_| bad("slot id", &id))?,
+        template: r.get("template")?,
+        owner: UserName::new(owner.clone()).map_err(|_| bad("owner", &owner))?,
+        enabled: r.get::<_, i64>("enabled")? != 0,
+        created_at_ms: r.get::<_, i64>("created_at_ms")? as u64,
+        restarts: r.get::<_, i64>("restarts")? as u32,
+        status: SlotStatus::parse(&status).ok_or_else(|| bad("status", &status))?,
+        pid: r.get::<_, Option<i64>>("pid")?.map(|p| p as u32),
+        start_ticks: r.get::<_, Option<i64>>("start_ticks")?.map(|p| p as u64),
+        boot_id: r.get("boot_id")?,
+        cgroup: r.get("cgroup")?,
+        started_at_ms: r.get::<_, Option<i64>>("started_at_ms")?.map(|p| p as u64),
+        last_exit: r.get("last_exit")?,
+        reason: r.get("reason")?,
+    })
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open = || -> rusqlite::Result<Connection> {
+            let conn = Connection::open(path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            // NORMAL under WAL never corrupts on a crash; it may only lose the
+            // last commits on power loss, which re-adoption tolerates.
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            conn.execute_batch(SCHEMA)?;
+            Ok(conn)
+        };
+        let conn = open().map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, rec: &SlotRecord) -> Result<(), StoreError> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "INSERT OR IGNORE INTO slots (id, template, owner, enabled, created_at_ms, restarts, status, cgroup)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                rec.id.as_str(),
+                rec.template,
+                rec.owner.as_str(),
+                rec.enabled as i64,
+                rec.created_at_ms as i64,
+                rec.restarts as i64,
+                rec.status.as_str(),
+                rec.cgroup,
+            ],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Exists(rec.id.clone()));
+        }
+        Ok(())
+    }
+
+    /// Write every mutable field of `rec` in one statement.
+    pub fn save(&self, rec: &SlotRecord) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE slots SET enabled = ?2, restarts = ?3, status = ?4, pid = ?5, start_ticks = ?6,
+                boot_id = ?7, cgroup = ?8, started_at_ms = ?9, last_exit = ?10, reason = ?11
+             WHERE id = ?1",
+            params![
+                rec.id.as_str(),
+                rec.enabled as i64,
+                rec.restarts as i64,
+                rec.status.as_str(),
+                rec.pid.map(|p| p as i64),
+                rec.start_ticks.map(|p| p as i64),
+                rec.boot_id,
+                rec.cgroup,
+                rec.started_at_ms.map(|p| p as i64),
+                rec.last_exit,
+                rec.reason,
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn delete(&self, id: &SlotId) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM slots WHERE id = ?1", params![id.as_str()])?
+            > 0)
+    }
+
+    pub fn get(&self, id: &SlotId) -> Result<Option<SlotRecord>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT * FROM slots WHERE id = ?1", params![id.as_str()], row_to_record)
+            .optional()?)
+    }
+
+    pub fn all(&self) -> Result<Vec<SlotRecord>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT * FROM slots ORDER BY id")?;
+        let rows = stmt.query_map([], row_to_record)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str) -> SlotRecord {
+        SlotRecord {
+            id: SlotId::new(id).unwrap(),
+            template: "shell".into(),
+            owner: UserName::new("alice").unwrap(),
+            enabled: true,
+            created_at_ms: 1,
+            restarts: 0,
+            status: SlotStatus::Stopped,
+            pid: None,
+            start_ticks: None,
+            boot_id: None,
+            cgroup: String::new(),
+            started_at_ms: None,
+            last_exit: None,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let s = Store::open(&path).unwrap();
+            s.insert(&rec("a")).unwrap();
+            let mut r = rec("a");
+            r.pid = Some(42);
+            r.start_ticks = Some(7);
+            r.status = SlotStatus::Online;
+            r.restarts = 3;
+            s.save(&r).unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let got = s.get(&SlotId::new("a").unwrap()).unwrap().unwrap();
+        assert_eq!(got.pid, Some(42));
+        assert_eq!(got.status, SlotStatus::Online);
+        assert_eq!(got.restarts, 3);
+    }
+
+    #[test]
+    fn duplicate_insert_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("state.db")).unwrap();
+        s.insert(&rec("a")).unwrap();
+        assert!(matches!(s.insert(&rec("a")), Err(StoreError::Exists(_))));
+        assert!(s.delete(&SlotId::new("a").unwrap()).unwrap());
+        assert!(s.all().unwrap().is_empty());
+    }
+}

@@ -1,0 +1,536 @@
+//! End to end through the gateway: a real slotgate (HTTPS with its
+//! generated certificate, verified by the client) in front of a real slotctl
+//! daemon, real ttyd and real tmux, all on loopback.
+
+use std::time::Duration;
+
+use slotapi::{SlotId, SlotStatus};
+use slotgate_tests::gateway::{self, free_port, Options, Slotgate};
+use slotgate_tests::{bin, wait_for, TestEnv};
+
+const T: Duration = Duration::from_secs(20);
+
+/// A daemon with slot `alice` online and slotgate in front of it.
+async fn stack(opts: Options) -> (TestEnv, Slotgate) {
+    let mut env = TestEnv::new(&[], "");
+    env.start_daemon().await;
+    env.create_online("alice", "shell").await;
+    let gw = Slotgate::start(&env.config, opts)
+        .await
+        .expect("slotgate starts");
+    (env, gw)
+}
+
+fn html() -> [(&'static str, &'static str); 1] {
+    [("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")]
+}
+
+/// The HTTP and WebSocket requests the slot's ttyd logged (its own log notes
+/// each request line).
+fn slot_requests(env: &TestEnv, id: &str) -> Vec<String> {
+    std::fs::read_to_string(env.slot_log(id))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" HTTP ") || l.contains(" WS "))
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn page_token_and_headers_over_tls() {
+    let redirect_port = free_port();
+    let (env, gw) = stack(Options {
+        extra: format!("redirect_listen = [\"127.0.0.1:{redirect_port}\"]\n"),
+        ..Options::default()
+    })
+    .await;
+
+    let page = gw.get("/slot/alice/").await.unwrap();
+    assert_eq!(page.status, 200, "{}", page.text());
+    assert!(
+        page.text().contains("<html"),
+        "ttyd's page: {}",
+        &page.text()[..200.min(page.body.len())]
+    );
+    assert_eq!(
+        page.header("content-security-policy"),
+        Some("frame-ancestors 'self'")
+    );
+    assert_eq!(page.header("x-content-type-options"), Some("nosniff"));
+    assert!(page
+        .header("strict-transport-security")
+        .is_some_and(|v| v.starts_with("max-age=")));
+    let rid = page.header("x-request-id").expect("request id").to_string();
+    assert_eq!(rid.len(), 16);
+
+    let token = gw.get("/slot/alice/token").await.unwrap();
+    assert_eq!(token.status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&token.body).unwrap();
+    assert_eq!(v["token"], "");
+    wait_for("ttyd to log the proxied /token", T, || async {
+        slot_requests(&env, "alice")
+            .iter()
+            .any(|l| l.contains("HTTP /slot/alice/token"))
+    })
+    .await;
+
+    let bare = gw.get("/slot/alice").await.unwrap();
+    assert_eq!(bare.status, 308);
+    assert_eq!(bare.header("location"), Some("/slot/alice/"));
+
+    assert_eq!(gw.get("/healthz").await.unwrap().status, 200);
+    let metrics = gw.get("/metrics").await.unwrap();
+    assert!(
+        metrics
+            .text()
+            .contains("slotgate_requests_total{route=\"slot\",class=\"2xx\"}"),
+        "{}",
+        metrics.text()
+    );
+
+    // The plain-HTTP listener only redirects to HTTPS.
+    let r = gateway::plain_request(
+        ([127, 0, 0, 1], redirect_port).into(),
+        "GET",
+        "/slot/alice/?x=1",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://127.0.0.1:{}/slot/alice/?x=1", gw.addr.port()).as_str())
+    );
+}
+
+#[tokio::test]
+async fn websocket_session_runs_commands_and_is_reported() {
+    let (env, gw) = stack(Options::default()).await;
+    let client = env.client();
+    let alice = SlotId::new("alice").unwrap();
+
+    let mut tty = gw.tty("alice").await.unwrap();
+    let from = tty.screen.len();
+    // The typed line reads `$((6*7))`; only the shell's answer reads 42.
+    tty.input("echo sg-$((6*7))-ok\r").await.unwrap();
+    tty.expect_from(from, "sg-42-ok", T).await.unwrap();
+
+    wait_for("slotctl to count the connected client", T, || async {
+        client
+            .get(&alice)
+            .await
+            .map(|i| i.clients == 1)
+            .unwrap_or(false)
+    })
+    .await;
+    tty.close().await;
+    wait_for("slotctl to see the disconnect", T, || async {
+        client
+            .get(&alice)
+            .await
+            .map(|i| i.clients == 0)
+            .unwrap_or(false)
+    })
+    .await;
+
+    let line = gw
+        .wait_for_log_line(T, |l| l["kind"] == "ws" && l["slot"] == "alice")
+        .await
+        .unwrap();
+    assert_eq!(line["status"], 101);
+    assert!(line["bytes_in"].as_u64().unwrap() > 10, "{line}");
+    assert!(line["bytes_out"].as_u64().unwrap() > 10, "{line}");
+    assert_eq!(line["served_by"], "slot");
+}
+
+#[tokio::test]
+async fn stopped_slot_starts_on_demand() {
+    let (env, gw) = stack(Options::default()).await;
+    let out = env.slotctl(&["stop", "alice"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.wait_status("alice", SlotStatus::Stopped, T).await;
+    wait_for("alice's socket to go", T, || async {
+        !env.slot_socket("alice").exists()
+    })
+    .await;
+
+    // A browser gets the "starting" page at once, which polls the status
+    // endpoint until the slot is online.
+    let page = gw.request("GET", "/slot/alice/", &html()).await.unwrap();
+    assert_eq!(page.status, 503, "{}", page.text());
+    assert!(
+        page.text().contains("/slot/alice/_slotgate/status"),
+        "{}",
+        page.text()
+    );
+    assert!(page.header("retry-after").is_some());
+    wait_for("the status endpoint to say online", T, || async {
+        match gw.get("/slot/alice/_slotgate/status").await {
+            Ok(r) => serde_json::from_slice::<serde_json::Value>(&r.body)
+                .map(|v| v["state"] == "online")
+                .unwrap_or(false),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let page = gw.request("GET", "/slot/alice/", &html()).await.unwrap();
+    assert_eq!(page.status, 200);
+
+    // A WebSocket waits for the start and then connects.
+    let out = env.slotctl(&["stop", "alice"]);
+    assert!(out.status.success());
+    env.wait_status("alice", SlotStatus::Stopped, T).await;
+    let mut tty = gw.tty("alice").await.expect("upgrade waits for the start");
+    let from = tty.screen.len();
+    tty.input("echo sg-$((6*7))-ok\r").await.unwrap();
+    if let Err(e) = tty.expect_from(from, "sg-42-ok", T).await {
+        panic!(
+            "{e:#}\n--- slotgate\n{}\n--- slot log\n{}\n--- daemon\n{}",
+            gw.stderr(),
+            std::fs::read_to_string(env.slot_log("alice")).unwrap_or_default(),
+            env.daemon_log()
+        );
+    }
+    tty.close().await;
+
+    // Unknown slots are a 404 page, for people and programs.
+    let r = gw.request("GET", "/slot/nobody/", &html()).await.unwrap();
+    assert_eq!(r.status, 404);
+    assert!(r.text().contains("No such terminal"), "{}", r.text());
+    let r = gw.get("/slot/nobody/ws").await.unwrap();
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test]
+async fn supervisor_down_is_explained() {
+    let (mut env, gw) = stack(Options::default()).await;
+    let out = env.slotctl(&["stop", "alice"]);
+    assert!(out.status.success());
+    env.wait_status("alice", SlotStatus::Stopped, T).await;
+    env.kill_daemon();
+    let r = gw.request("GET", "/slot/alice/", &html()).await.unwrap();
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("slotctl"), "{}", r.text());
+    assert!(
+        !r.text().contains("slotctl.sock"),
+        "no raw upstream error text: {}",
+        r.text()
+    );
+    let r = gw.get("/slot/alice/token").await.unwrap();
+    assert_eq!(r.status, 503);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["error"], "supervisor_unavailable");
+}
+
+#[tokio::test]
+async fn path_attacks_never_reach_a_slot() {
+    let (env, gw) = stack(Options::default()).await;
+    env.create_online("bob", "shell").await;
+    let long = format!("/slot/alice/{}", "a".repeat(5000));
+    let table: Vec<(&str, &str, u16)> = vec![
+        ("GET", "/slot/alice/../bob/", 400),
+        ("GET", "/slot/alice/%2e%2e/bob/", 400),
+        ("GET", "/slot/alice/%2E%2E/bob/ws", 400),
+        ("GET", "/slot/alice%2f..%2fbob/", 400),
+        ("GET", "/slot/alice/..%2fws", 400),
+        ("GET", "/slot/alice/%252e%252e/bob/", 400),
+        ("GET", "/slot/alice/%00", 400),
+        ("GET", "/slot/alice\\..\\bob/", 400),
+        ("GET", "//slot/alice/", 400),
+        ("GET", "/slot//alice/", 400),
+        ("GET", "/slot/alice//ws", 400),
+        ("GET", "/slot/./alice/", 400),
+        ("GET", "/slot/bob/..;/alice/", 400),
+        ("GET", "/slot/alice/_slotgate/../ws", 400),
+        ("GET", "/slot/Alice/", 400),
+        ("GET", "/slot/al.ice/", 400),
+        ("GET", &long, 400),
+        ("GET", "http://127.0.0.1/slot/alice/", 400),
+        ("GET", "/slotx/alice/", 404),
+        ("GET", "/slot/nobody/", 404),
+        ("GET", "/slot/alice/_slotgate/other", 404),
+        ("POST", "/slot/alice/ws", 405),
+        ("DELETE", "/slot/alice/", 405),
+    ];
+    let before_alice = slot_requests(&env, "alice").len();
+    let before_bob = slot_requests(&env, "bob").len();
+    for (method, target, want) in &table {
+        let r = gw.request(method, target, &[]).await.unwrap();
+        assert_eq!(
+            r.status,
+            *want,
+            "{method} {}: {}",
+            &target[..target.len().min(60)],
+            r.text()
+        );
+    }
+    // A sentinel that does reach alice: once ttyd logged it, everything sent
+    // before it has been handled, so the log can be checked.
+    let sentinel = format!("/slot/alice/sentinel-{}", free_port());
+    let r = gw.get(&sentinel).await.unwrap();
+    assert_eq!(r.status, 404, "ttyd itself answers unknown paths");
+    wait_for("the sentinel in alice's log", T, || async {
+        slot_requests(&env, "alice")
+            .iter()
+            .any(|l| l.contains(&sentinel))
+    })
+    .await;
+    // The daemon's health probe (GET /slot/<id>/token) also shows up; anything
+    // else would be an attack that got through.
+    let probe = |id: &str, l: &str| l.contains(&format!("HTTP /slot/{id}/token "));
+    let leaked: Vec<String> = slot_requests(&env, "alice")[before_alice..]
+        .iter()
+        .filter(|l| !probe("alice", l) && !l.contains(&sentinel))
+        .cloned()
+        .collect();
+    assert!(leaked.is_empty(), "requests reached alice: {leaked:#?}");
+    let leaked: Vec<String> = slot_requests(&env, "bob")[before_bob..]
+        .iter()
+        .filter(|l| !probe("bob", l))
+        .cloned()
+        .collect();
+    assert!(leaked.is_empty(), "requests reached bob: {leaked:#?}");
+}
+
+#[tokio::test]
+async fn ws_connects_are_rate_limited() {
+    let (_env, gw) = stack(Options {
+        extra: "[slotgate.rate_limits]\nwindow = \"1m\"\nws_connect_per_ip = 3\n".into(),
+        ..Options::default()
+    })
+    .await;
+    for i in 0..3 {
+        let tty = gw
+            .tty("alice")
+            .await
+            .unwrap_or_else(|e| panic!("connect {i}: {e:#}"));
+        tty.close().await;
+    }
+    let upgrade = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Protocol", "tty"),
+    ];
+    let mut s = gw.connect().await.unwrap();
+    gateway::send_request(&mut s, "GET", "/slot/alice/ws", &upgrade)
+        .await
+        .unwrap();
+    let r = gateway::read_response(&mut s, false).await.unwrap();
+    assert_eq!(r.status, 429, "{}", r.text());
+    let retry: u64 = r
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    // Plain requests are a different limit and still pass.
+    assert_eq!(gw.get("/slot/alice/token").await.unwrap().status, 200);
+    let m = gw.get("/metrics").await.unwrap().text();
+    assert!(
+        m.contains("slotgate_rate_limited_total{category=\"ws_connect\",scope=\"ip\"} 1"),
+        "{m}"
+    );
+}
+
+#[tokio::test]
+async fn access_log_lines_carry_the_documented_fields() {
+    let (_env, gw) = stack(Options::default()).await;
+    let r = gw
+        .request(
+            "GET",
+            "/slot/alice/token?token=hunter2&view=1",
+            &[("User-Agent", "e2e/1")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    let rid = r.header("x-request-id").unwrap().to_string();
+    let bad = gw.get("/slot/alice/%2e%2e/").await.unwrap();
+    assert_eq!(bad.status, 400);
+    let mut tty = gw.tty("alice").await.unwrap();
+    tty.input("echo sg-$((6*7))-ok\r").await.unwrap();
+    tty.expect("sg-42-ok", T).await.unwrap();
+    tty.close().await;
+
+    let line = gw
+        .wait_for_log_line(T, |l| l["request_id"] == rid.as_str())
+        .await
+        .unwrap();
+    let fields = [
+        "v",
+        "ts",
+        "start",
+        "kind",
+        "request_id",
+        "client_ip",
+        "user",
+        "method",
+        "path",
+        "query",
+        "route",
+        "slot",
+        "status",
+        "bytes_in",
+        "bytes_out",
+        "duration_ms",
+        "tls",
+        "served_by",
+        "user_agent",
+        "error",
+    ];
+    for f in fields {
+        assert!(line.get(f).is_some(), "field {f} missing from {line}");
+    }
+    assert_eq!(line["v"], 1);
+    assert_eq!(line["kind"], "http");
+    assert_eq!(line["method"], "GET");
+    assert_eq!(line["path"], "/slot/alice/token");
+    assert_eq!(line["query"], "token=REDACTED&view=1");
+    assert_eq!(line["slot"], "alice");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    assert_eq!(line["tls"], true);
+    assert_eq!(line["served_by"], "slot");
+    assert_eq!(line["user_agent"], "e2e/1");
+    assert!(line["bytes_out"].as_u64().unwrap() > 0);
+    assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert!(line["ts"].as_str().unwrap().ends_with('Z'));
+
+    let bad = gw
+        .wait_for_log_line(T, |l| {
+            l["status"] == 400 && l["path"] == "/slot/alice/%2e%2e/"
+        })
+        .await
+        .unwrap();
+    assert_eq!(bad["error"], "bad_path");
+    assert_eq!(bad["served_by"], "gateway");
+    gw.wait_for_log_line(T, |l| l["kind"] == "ws")
+        .await
+        .unwrap();
+
+    let raw = std::fs::read_to_string(&gw.access_log).unwrap();
+    assert!(!raw.contains("hunter2"), "a secret reached the access log");
+    for line in raw.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    }
+}
+
+#[tokio::test]
+async fn certificate_files_are_reloaded_without_dropping_connections() {
+    let mut env = TestEnv::new(&[], "");
+    env.start_daemon().await;
+    env.create_online("alice", "shell").await;
+    let certs = env.path("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    let (cert, key) = gateway::write_test_cert(&certs, "host").unwrap();
+    let (next_cert, next_key) = gateway::write_test_cert(&env.path(""), "next").unwrap();
+    let mut gw = Slotgate::start(
+        &env.config,
+        Options {
+            cert: Some((cert.clone(), key.clone())),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    gw.trust(&next_cert).unwrap();
+    let first = gateway::cert_der(&cert).unwrap();
+    let second = gateway::cert_der(&next_cert).unwrap();
+
+    let (mut open, leaf) = gw.connect_with_cert().await.unwrap();
+    assert_eq!(leaf.as_deref(), Some(first.as_slice()));
+    gateway::send_request(&mut open, "GET", "/slot/alice/token", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        gateway::read_response(&mut open, false)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    gateway::replace_file(&next_key, &key).unwrap();
+    gateway::replace_file(&next_cert, &cert).unwrap();
+    wait_for(
+        "new handshakes to present the new certificate",
+        T,
+        || async { matches!(gw.connect_with_cert().await, Ok((_, Some(leaf))) if leaf == second) },
+    )
+    .await;
+
+    // The connection opened before the reload still works.
+    gateway::send_request(&mut open, "GET", "/slot/alice/token", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        gateway::read_response(&mut open, false)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    // A broken file keeps the current certificate.
+    std::fs::write(&cert, "not a certificate").unwrap();
+    wait_for("the failed reload to be counted", T, || async {
+        gw.get("/metrics")
+            .await
+            .map(|r| {
+                r.text()
+                    .contains("slotgate_tls_reloads_total{result=\"failed\"} 1")
+            })
+            .unwrap_or(false)
+    })
+    .await;
+    let (_, leaf) = gw.connect_with_cert().await.unwrap();
+    assert_eq!(leaf.as_deref(), Some(second.as_slice()));
+}
+
+#[test]
+fn check_config_validates_like_nginx_t() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "[paths]\ndata_dir = \"d\"\n[slotgate]\nlisten = [\"127.0.0.1:9443\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin("slotgate"))
+        .args(["check-config", "--config"])
+        .arg(&good)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("is OK"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[slotgate]\nlisten = [\"0.0.0.0:7681\"]\n").unwrap();
+    let out = std::process::Command::new(bin("slotgate"))
+        .args(["check-config", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("bad.toml") && err.contains("slotgate.auth"),
+        "{err}"
+    );
+
+    let out = std::process::Command::new(bin("slotgate"))
+        .args(["check-config", "--no-such-flag"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
