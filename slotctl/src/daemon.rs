@@ -50,7 +50,24 @@ fn lock(run_dir: &Path) -> anyhow::Result<fs::File> {
     Ok(f)
 }
 
+/// Each running slot holds a pidfd and, while probed, a socket: lift the
+/// soft open-files limit to the hard one so a thousand slots fit.
+fn raise_nofile() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        let _ = setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            },
+        );
+    }
+}
+
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    raise_nofile();
     let cfg = Arc::new(cfg);
     let paths = &cfg.paths;
     private_dir(&paths.data_dir)?;
@@ -85,10 +102,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         }
         info!("shutting down; slots keep running and are re-adopted on the next start");
     };
-    axum::serve(listener, crate::api::router(sup))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("serving the control API")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, crate::api::router(sup)).with_graceful_shutdown(async {
+        let _ = stop_rx.await;
+    });
+    tokio::select! {
+        r = server => r.context("serving the control API")?,
+        _ = shutdown => {
+            let _ = stop_tx.send(());
+            // Followers of logs and events never end by themselves; the
+            // slots do not need the daemon, so leaving promptly is safe.
+        }
+    }
     let _ = fs::remove_file(&sock);
     Ok(())
 }

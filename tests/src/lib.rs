@@ -83,6 +83,12 @@ impl TestEnv {
     /// templates (name, TOML), and `supervisor_extra` appended to the
     /// `[supervisor]` section.
     pub fn new(extra_templates: &[(&str, &str)], supervisor_extra: &str) -> TestEnv {
+        Self::custom(extra_templates, &format!("{FAST_SUPERVISOR}{supervisor_extra}"))
+    }
+
+    /// Like `new`, with `supervisor` as the whole `[supervisor]` body
+    /// (besides the instance's cgroup root): benchmarks use the defaults.
+    pub fn custom(extra_templates: &[(&str, &str)], supervisor: &str) -> TestEnv {
         // Short paths: unix socket paths are limited to 108 bytes.
         let dir = tempfile::Builder::new()
             .prefix("sg")
@@ -113,7 +119,7 @@ impl TestEnv {
             &config,
             format!(
                 "[paths]\ndata_dir = \"data\"\nrun_dir = \"run\"\ntemplates_dir = \"ttyd-templates\"\n\n\
-                 [supervisor]\ncgroup_root = \"{instance}\"\n{FAST_SUPERVISOR}{supervisor_extra}\n"
+                 [supervisor]\ncgroup_root = \"{instance}\"\n{supervisor}\n"
             ),
         )
         .unwrap();

@@ -88,6 +88,8 @@ pub enum Cmd {
     },
     /// Check this host: ttyd, tmux, bubblewrap, cgroups, directories, daemon.
     Doctor,
+    /// Validate the config file and templates (like `nginx -t`).
+    CheckConfig,
 }
 
 /// Which config file applies.
@@ -273,5 +275,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status { id } => status::run(&ctx, &id).await,
         Cmd::Logs { id, follow, lines } => logs::run(&ctx, &id, follow, lines).await,
         Cmd::Doctor => doctor::run(&ctx).await,
+        Cmd::CheckConfig => {
+            let file = ctx.cfg.file.display().to_string();
+            let templates: Vec<&str> = ctx.cfg.templates.keys().map(String::as_str).collect();
+            if ctx.json {
+                print_json(&serde_json::json!({"ok": true, "file": file, "templates": templates}));
+            } else {
+                println!("{file}: ok ({} templates: {})", templates.len(), templates.join(", "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }

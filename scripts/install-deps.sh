@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what slotgate needs on a Debian/Ubuntu host, idempotently:
+#   tmux (holds every session), bubblewrap (sandboxes), cmake + pkg-config
+#   (Pingora's build), nginx-light + wrk (the gateway benchmark's baseline),
+#   and ttyd (scripts/install-ttyd.sh: PATH, distribution package, or Debian
+#   sid's build in a private prefix).
+# Rust (cargo) and Node.js are expected from the machine image.
+set -euo pipefail
+log() { echo "install-deps: $*" >&2; }
+
+need=()
+have_cmd() { command -v "$1" >/dev/null 2>&1; }
+have_cmd tmux || need+=(tmux)
+have_cmd bwrap || need+=(bubblewrap)
+have_cmd cmake || need+=(cmake)
+have_cmd pkg-config || need+=(pkg-config)
+have_cmd nginx || need+=(nginx-light)
+have_cmd wrk || need+=(wrk)
+have_cmd cc || need+=(build-essential)
+
+if ((${#need[@]})); then
+  log "installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >&2
+  apt-get install -y -q --no-install-recommends "${need[@]}" >&2
+fi
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ttyd="$("$here/install-ttyd.sh")"
+log "ttyd: $ttyd"
