@@ -276,7 +276,10 @@ impl Drop for TestEnv {
                 break;
             }
             for p in pids {
-                let _ = Command::new("kill").args(["-9", &p.to_string()]).status();
+                let _ = Command::new("kill")
+                    .args(["-9", &p.to_string()])
+                    .stderr(Stdio::null())
+                    .status();
             }
             std::thread::sleep(Duration::from_millis(20));
         }
