@@ -28,3 +28,15 @@ fi
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ttyd="$("$here/install-ttyd.sh")"
 log "ttyd: $ttyd"
+
+# Node packages the tests drive (a real OpenID Provider).
+if command -v npm >/dev/null 2>&1; then
+  for dir in tests/oidc; do
+    if [[ -f "$here/../$dir/package-lock.json" && ! -d "$here/../$dir/node_modules" ]]; then
+      log "npm ci in $dir"
+      (cd "$here/../$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)
+    fi
+  done
+else
+  log "npm not found: install Node.js (the identity tests run a real OpenID Provider on it)"
+fi

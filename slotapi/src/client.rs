@@ -114,12 +114,13 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let stream = UnixStream::connect(&self.socket)
-            .await
-            .map_err(|source| ClientError::NotRunning {
-                path: self.socket.clone(),
-                source,
-            })?;
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::NotRunning {
+                    path: self.socket.clone(),
+                    source,
+                })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;
@@ -255,7 +256,11 @@ impl Client {
 
 fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, ClientError> {
     if status.is_success() {
-        let bytes = if bytes.is_empty() { b"null" as &[u8] } else { bytes };
+        let bytes = if bytes.is_empty() {
+            b"null" as &[u8]
+        } else {
+            bytes
+        };
         serde_json::from_slice(bytes).map_err(|e| ClientError::Decode(e.to_string()))
     } else {
         match serde_json::from_slice::<ErrorBody>(bytes) {
@@ -285,12 +290,13 @@ pub async fn get_unix(
     timeout: Duration,
 ) -> Result<(u16, Bytes), ClientError> {
     let fut = async {
-        let stream = UnixStream::connect(socket)
-            .await
-            .map_err(|source| ClientError::NotRunning {
-                path: socket.to_path_buf(),
-                source,
-            })?;
+        let stream =
+            UnixStream::connect(socket)
+                .await
+                .map_err(|source| ClientError::NotRunning {
+                    path: socket.to_path_buf(),
+                    source,
+                })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| ClientError::Transport(e.to_string()))?;

@@ -97,7 +97,10 @@ impl ConfigFile {
                 return Err(ConfigError::new(
                     path,
                     key,
-                    format!("unknown section; known sections are {}", SECTIONS.join(", ")),
+                    format!(
+                        "unknown section; known sections are {}",
+                        SECTIONS.join(", ")
+                    ),
                 ));
             }
         }
@@ -149,9 +152,12 @@ impl ConfigFile {
         let raw: RawPaths = self.section("paths")?;
         let data_dir = self.resolve(&raw.data_dir.unwrap_or_else(|| ".slotgate/data".into()));
         let run_dir = self.resolve(&raw.run_dir.unwrap_or_else(|| ".slotgate/run".into()));
-        let templates_dir = self.resolve(&raw.templates_dir.unwrap_or_else(|| "ttyd-templates".into()));
+        let templates_dir =
+            self.resolve(&raw.templates_dir.unwrap_or_else(|| "ttyd-templates".into()));
         // sun_path is 108 bytes; leave room for "slots/<32 chars>.sock".
-        let longest = run_dir.join("slots").join(format!("{}.sock", "x".repeat(32)));
+        let longest = run_dir
+            .join("slots")
+            .join(format!("{}.sock", "x".repeat(32)));
         if longest.as_os_str().len() >= 108 {
             return Err(ConfigError::new(
                 &self.path,
@@ -172,7 +178,8 @@ impl ConfigFile {
 
 /// Parse a duration such as `250ms`, `5s`, `30m`, `1h 30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 500ms, 5s, 30m"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration ({e}); write e.g. 500ms, 5s, 30m"))
 }
 
 /// Parse a size such as `200M`, `1G`, `512K`, `4096` (bytes).
@@ -195,7 +202,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let n: u64 = num
         .parse()
         .map_err(|_| format!("{s:?} is not a size; write e.g. 512K, 200M, 1G"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
 }
 
 /// serde helpers for human-written durations and sizes in config structs.
@@ -250,7 +258,11 @@ mod tests {
 
     #[test]
     fn relative_paths_resolve_against_config_dir() {
-        let cf = ConfigFile::parse(Path::new("/srv/sg/slotgate.toml"), "[paths]\ndata_dir = \"d\"\n").unwrap();
+        let cf = ConfigFile::parse(
+            Path::new("/srv/sg/slotgate.toml"),
+            "[paths]\ndata_dir = \"d\"\n",
+        )
+        .unwrap();
         let p = cf.paths().unwrap();
         assert_eq!(p.data_dir, PathBuf::from("/srv/sg/d"));
         assert_eq!(p.run_dir, PathBuf::from("/srv/sg/.slotgate/run"));
@@ -259,7 +271,11 @@ mod tests {
     #[test]
     fn overlong_run_dir_is_refused() {
         let long = format!("/{}", "r".repeat(90));
-        let cf = ConfigFile::parse(Path::new("c.toml"), &format!("[paths]\nrun_dir = \"{long}\"\n")).unwrap();
+        let cf = ConfigFile::parse(
+            Path::new("c.toml"),
+            &format!("[paths]\nrun_dir = \"{long}\"\n"),
+        )
+        .unwrap();
         let err = cf.paths().unwrap_err();
         assert_eq!(err.key, "paths.run_dir");
     }

@@ -5,8 +5,8 @@
 //! SQLite or know about Pingora, so the proxy can link it without linking the
 //! supervisor.
 
-pub mod config;
 mod client;
+pub mod config;
 mod id;
 mod types;
 

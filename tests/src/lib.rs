@@ -83,7 +83,10 @@ impl TestEnv {
     /// templates (name, TOML), and `supervisor_extra` appended to the
     /// `[supervisor]` section.
     pub fn new(extra_templates: &[(&str, &str)], supervisor_extra: &str) -> TestEnv {
-        Self::custom(extra_templates, &format!("{FAST_SUPERVISOR}{supervisor_extra}"))
+        Self::custom(
+            extra_templates,
+            &format!("{FAST_SUPERVISOR}{supervisor_extra}"),
+        )
     }
 
     /// Like `new`, with `supervisor` as the whole `[supervisor]` body

@@ -57,7 +57,12 @@ async fn cold_starts(n: usize) -> anyhow::Result<Vec<f64>> {
         let id = SlotId::new(format!("cold{i}"))?;
         let t0 = Instant::now();
         client
-            .create(&CreateSlot { id: id.clone(), template: "shell".into(), owner: None, start: true })
+            .create(&CreateSlot {
+                id: id.clone(),
+                template: "shell".into(),
+                owner: None,
+                start: true,
+            })
             .await?;
         client.ensure(&id, Duration::from_secs(10)).await?;
         let mut c = ttyd::connect_unix(&env.slot_socket(id.as_str()), id.as_str(), "bench").await?;
@@ -86,7 +91,12 @@ async fn restarts(n: usize) -> anyhow::Result<Vec<f64>> {
     let client = env.client();
     let id = SlotId::new("victim")?;
     client
-        .create(&CreateSlot { id: id.clone(), template: "shell".into(), owner: None, start: true })
+        .create(&CreateSlot {
+            id: id.clone(),
+            template: "shell".into(),
+            owner: None,
+            start: true,
+        })
         .await?;
     let mut out = Vec::new();
     let sock = env.slot_socket("victim");
@@ -109,7 +119,9 @@ async fn restarts(n: usize) -> anyhow::Result<Vec<f64>> {
             )
             .await
             {
-                if client.get(&id).await.is_ok_and(|s| s.pid != Some(pid)) || t0.elapsed() > Duration::from_millis(5) {
+                if client.get(&id).await.is_ok_and(|s| s.pid != Some(pid))
+                    || t0.elapsed() > Duration::from_millis(5)
+                {
                     break;
                 }
             }
@@ -139,7 +151,10 @@ struct Many {
 }
 
 async fn many(n: usize) -> anyhow::Result<Many> {
-    let mut env = TestEnv::custom(&[], &format!("{SUPERVISOR_DEFAULTS}health_interval = \"10s\"\n"));
+    let mut env = TestEnv::custom(
+        &[],
+        &format!("{SUPERVISOR_DEFAULTS}health_interval = \"10s\"\n"),
+    );
     let daemon = env.start_daemon().await;
     let client = env.client();
     let t0 = Instant::now();
@@ -150,7 +165,12 @@ async fn many(n: usize) -> anyhow::Result<Many> {
             async move {
                 let id = SlotId::new(format!("m{i}")).unwrap();
                 client
-                    .create(&CreateSlot { id: id.clone(), template: "shell".into(), owner: None, start: true })
+                    .create(&CreateSlot {
+                        id: id.clone(),
+                        template: "shell".into(),
+                        owner: None,
+                        start: true,
+                    })
                     .await?;
                 client.ensure(&id, Duration::from_secs(60)).await
             }
@@ -159,7 +179,10 @@ async fn many(n: usize) -> anyhow::Result<Many> {
     }
     let failed = tasks.iter().filter(|r| r.is_err()).count();
     if failed > 0 {
-        bail!("{failed} of {n} slots did not come online: {:?}", tasks.iter().find(|r| r.is_err()));
+        bail!(
+            "{failed} of {n} slots did not come online: {:?}",
+            tasks.iter().find(|r| r.is_err())
+        );
     }
     let create_all_s = t0.elapsed().as_secs_f64();
     // Let a sampling round pass so the daemon holds its steady-state data.
@@ -185,7 +208,13 @@ async fn many(n: usize) -> anyhow::Result<Many> {
     if left > 0 {
         bail!("{left} processes left after stop all");
     }
-    Ok(Many { n, create_all_s, daemon_rss_mib, list_ms: summary(lat), stop_all_s })
+    Ok(Many {
+        n,
+        create_all_s,
+        daemon_rss_mib,
+        list_ms: summary(lat),
+        stop_all_s,
+    })
 }
 
 #[tokio::main]
@@ -204,12 +233,21 @@ async fn main() -> anyhow::Result<()> {
     println!("|---|---|---|");
     println!("| slot cold start, create → first prompt byte (n={cold_n}) | p50 {c50:.1} ms, p95 {c95:.1} ms | p50 < 150 ms |");
     println!("| kill -9 ttyd → socket serving again (n={restart_n}) | p50 {r50:.1} ms, p95 {r95:.1} ms | p50 ≤ 50 ms |");
-    println!("| {} slots: create + online (all) | {:.1} s | — |", m.n, m.create_all_s);
-    println!("| {} slots: daemon RSS | {:.1} MiB | < 20 MB |", m.n, m.daemon_rss_mib);
+    println!(
+        "| {} slots: create + online (all) | {:.1} s | — |",
+        m.n, m.create_all_s
+    );
+    println!(
+        "| {} slots: daemon RSS | {:.1} MiB | < 20 MB |",
+        m.n, m.daemon_rss_mib
+    );
     println!(
         "| {} slots: `slotctl list --json` (n=20) | p50 {:.1} ms, p95 {:.1} ms | < 50 ms |",
         m.n, m.list_ms.0, m.list_ms.1
     );
-    println!("| {} slots: `slotctl stop all` | {:.2} s | < 3 s |", m.n, m.stop_all_s);
+    println!(
+        "| {} slots: `slotctl stop all` | {:.2} s | < 3 s |",
+        m.n, m.stop_all_s
+    );
     Ok(())
 }
