@@ -44,6 +44,7 @@ mod tests {
         a.cron_restart = Some("0 4 * * *".into());
         a.health = Some(HealthCheck {
             url: "http://127.0.0.1:3000/health".into(),
+            ..Default::default()
         });
         let b = AppSpec::new("worker", "bin/worker");
         let text = to_toml(&[a.clone(), b.clone()]);

@@ -177,11 +177,36 @@ pub struct AppSpec {
 }
 
 /// A health probe for an app (slotgate extension; not a PM2 feature).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Exactly one of `url`, `tcp`, `unix` and `command` says what to probe.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthCheck {
-    /// `http://` or `https://` URL that must answer 2xx or 3xx.
+    /// `http://` URL that must answer 2xx or 3xx.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// `host:port` that must accept a TCP connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<String>,
+    /// Unix socket path: an HTTP `GET <unix_path>` over it must answer
+    /// 2xx/3xx (or, with no `unix_path`, accept a connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix: Option<String>,
+    /// HTTP path to request over `unix`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unix_path: Option<String>,
+    /// Shell command (`sh -c`) that must exit 0, run in the app's cwd.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// Time between probes (default 5 s).
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub interval_ms: Option<u64>,
+    /// Longest a probe may take (default 2 s).
+    #[serde(default, with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// Consecutive failures that make a running app unhealthy and restart
+    /// it (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries: Option<u32>,
 }
 
 /// PM2's documented defaults, with slotgate's meaning of a missing value.

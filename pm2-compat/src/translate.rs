@@ -956,7 +956,10 @@ pub(crate) fn translate_app(
     }
     if let Some(url) = r.text("health_check_url") {
         if url.starts_with("http://") || url.starts_with("https://") {
-            spec.health = Some(HealthCheck { url });
+            spec.health = Some(HealthCheck {
+                url,
+                ..Default::default()
+            });
         } else {
             r.error(
                 "health_check_url",

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use crate::{Activity, CreateSlot, EnsureSlot, ErrorBody, Health, SlotId, SlotInfo};
+use crate::{Activity, AppInfo, CreateSlot, EnsureSlot, ErrorBody, Health, SlotId, SlotInfo, StartApps};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -232,6 +232,44 @@ impl Client {
     /// Any GET that answers JSON (for routes without a typed helper).
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::GET, path, None).await
+    }
+
+    /// Any POST with an optional JSON body that answers JSON.
+    pub async fn post_json<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        self.call(Method::POST, path, body.and_then(Self::json)).await
+    }
+
+    /// `GET /v1/apps`: every app instance, ordered by `pm_id`.
+    pub async fn list_apps(&self) -> Result<Vec<AppInfo>, ClientError> {
+        self.call(Method::GET, "/v1/apps", None).await
+    }
+
+    pub async fn get_app(&self, pm_id: u32) -> Result<AppInfo, ClientError> {
+        self.call(Method::GET, &format!("/v1/apps/{pm_id}"), None)
+            .await
+    }
+
+    /// Register runtime apps and start those with `autostart`.
+    pub async fn start_apps(&self, req: &StartApps) -> Result<Vec<AppInfo>, ClientError> {
+        self.call(Method::POST, "/v1/apps", Self::json(req)).await
+    }
+
+    /// `action` is one of `start`, `stop`, `restart`, `reload`, `reset`,
+    /// `flush`.
+    pub async fn app_action(&self, pm_id: u32, action: &str) -> Result<AppInfo, ClientError> {
+        self.call(Method::POST, &format!("/v1/apps/{pm_id}/{action}"), None)
+            .await
+    }
+
+    /// Stop the instance and forget it (a config app comes back on the
+    /// next daemon start unless it is removed from the file).
+    pub async fn delete_app(&self, pm_id: u32) -> Result<AppInfo, ClientError> {
+        self.call(Method::DELETE, &format!("/v1/apps/{pm_id}"), None)
+            .await
     }
 
     /// A streamed GET (`/v1/slots/{id}/logs?follow=true`, `/v1/events`).

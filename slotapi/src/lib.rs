@@ -5,11 +5,13 @@
 //! SQLite or know about Pingora, so the proxy can link it without linking the
 //! supervisor.
 
+mod app;
 mod client;
 pub mod config;
 mod id;
 mod types;
 
+pub use app::*;
 pub use client::{get_unix, Client, ClientError, LineStream};
 pub use id::{IdError, SlotId, UserName};
 pub use types::*;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use slotapi::config::{human, ConfigError, ConfigFile, Paths};
 
+use crate::app::App;
 use crate::template::{self, Template};
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,6 +104,8 @@ pub struct Config {
     pub ttyd: Ttyd,
     pub supervisor: Supervisor,
     pub templates: BTreeMap<String, Template>,
+    /// `[[apps]]`: generic services, in file order.
+    pub apps: Vec<App>,
 }
 
 /// Parse "30m", "off", "0" (off).
@@ -223,12 +226,14 @@ impl Config {
             ping_interval: rt.ping_interval.unwrap_or(Duration::from_secs(30)),
         };
         let templates = template::load_dir(&paths.templates_dir)?;
+        let apps = load_apps(cf)?;
         Ok(Config {
             file,
             paths,
             ttyd,
             supervisor,
             templates,
+            apps,
         })
     }
 
@@ -244,6 +249,28 @@ impl Config {
         let private = PathBuf::from(PRIVATE_TTYD);
         private.exists().then_some(private)
     }
+}
+
+/// `[[apps]]` → validated apps. Relative `cwd`s resolve against the config
+/// file's directory; names must be unique.
+fn load_apps(cf: &ConfigFile) -> Result<Vec<App>, ConfigError> {
+    let raw: Vec<pm2_compat::AppSpec> = cf.section("apps")?;
+    let mut out: Vec<App> = Vec::with_capacity(raw.len());
+    for (i, mut spec) in raw.into_iter().enumerate() {
+        let label = format!("apps[{i}]");
+        spec.cwd = Some(cf.resolve(spec.cwd.as_deref().unwrap_or(Path::new("."))));
+        let app = App::validate(spec)
+            .map_err(|e| ConfigError::new(&cf.path, format!("{label}.{}", e.key), e.reason))?;
+        if out.iter().any(|a| a.name == app.name) {
+            return Err(ConfigError::new(
+                &cf.path,
+                format!("{label}.name"),
+                format!("{:?} is already the name of another app", app.name.as_str()),
+            ));
+        }
+        out.push(app);
+    }
+    Ok(out)
 }
 
 /// First executable called `name` on PATH.
@@ -311,6 +338,22 @@ mod tests {
             assert_eq!(err.key, key, "{text}: {err}");
             assert!(err.reason.contains(reason), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn apps_tables_are_strict_and_validated() {
+        let c = parse("[[apps]]\nname = \"api\"\ncommand = \"sleep\"\nargs = [\"100\"]\n").unwrap();
+        assert_eq!(c.apps.len(), 1);
+        assert_eq!(c.apps[0].spec.kill_timeout_ms, 1600);
+        assert!(c.apps[0].spec.cwd.as_ref().unwrap().is_absolute());
+        let err = parse("[[apps]]\nname = \"api\"\ncommand = \"x\"\nscirpt = 1\n").unwrap_err();
+        assert_eq!(err.key, "apps");
+        assert!(err.reason.contains("scirpt"), "{err}");
+        let err = parse("[[apps]]\nname = \"a\"\ncommand = \"x\"\nstop_signal = \"NOPE\"\n").unwrap_err();
+        assert_eq!(err.key, "apps[0].stop_signal");
+        let err = parse("[[apps]]\nname = \"a\"\ncommand = \"x\"\n[[apps]]\nname = \"a\"\ncommand = \"y\"\n")
+            .unwrap_err();
+        assert_eq!(err.key, "apps[1].name");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! persists them; `api` serves the control API; `cli` is the client side.
 
 pub mod api;
+pub mod app;
 pub mod cgroup;
 pub mod cli;
 pub mod clock;
