@@ -6,3 +6,7 @@
 //! the proxy wires it into its request phases.
 
 pub mod frames;
+pub mod access;
+pub mod redirect;
+pub mod session;
+pub mod store;

@@ -17,7 +17,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
-use slotapi::{Activity, CreateSlot, DeleteSlot, EnsureSlot, ErrorBody, Health, SlotId, SlotStatus};
+use slotapi::{Activity, StartApps, CreateSlot, DeleteSlot, EnsureSlot, ErrorBody, Health, SlotId, SlotStatus};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -42,7 +42,7 @@ impl IntoResponse for ApiError {
 impl From<SupError> for ApiError {
     fn from(e: SupError) -> Self {
         let (status, code) = match &e {
-            SupError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            SupError::NotFound(_) | SupError::NotFoundApp(_) => (StatusCode::NOT_FOUND, "not_found"),
             SupError::Exists(_) | SupError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             SupError::UnknownTemplate { .. } | SupError::BadRequest(_) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
@@ -80,6 +80,20 @@ pub fn router(sup: Arc<Supervisor>) -> Router {
         .route("/v1/slots/{id}/activity", post(activity))
         .route("/v1/slots/{id}/logs", get(slot_logs))
         .route("/v1/events", get(events))
+        .route("/v1/apps", get(list_apps).post(start_apps))
+        .route("/v1/apps/save", post(save_apps))
+        .route("/v1/apps/resurrect", post(resurrect_apps))
+        .route("/v1/apps/{pm_id}", get(get_app).delete(delete_app))
+        .route("/v1/apps/{pm_id}/spec", get(app_spec))
+        .route("/v1/apps/{pm_id}/start", post(start_app))
+        .route("/v1/apps/{pm_id}/stop", post(stop_app))
+        .route("/v1/apps/{pm_id}/restart", post(restart_app))
+        .route("/v1/apps/{pm_id}/reload", post(reload_app))
+        .route("/v1/apps/{pm_id}/reset", post(reset_app))
+        .route("/v1/apps/{pm_id}/flush", post(flush_app))
+        .route("/v1/apps/{pm_id}/wait", post(wait_app))
+        .route("/v1/apps/{pm_id}/logs", get(app_logs))
+        .route("/v1/shutdown", post(shutdown))
         .fallback(|| async {
             ApiError(StatusCode::NOT_FOUND, "not_found", "no such route; the API lives under /v1".into())
         })
@@ -270,4 +284,139 @@ async fn events(State(sup): Sup) -> Response {
         }
     });
     stream_response(out, "application/x-ndjson")
+}
+
+fn pm_id(raw: &str) -> Result<u32, ApiError> {
+    raw.parse()
+        .map_err(|_| bad(format!("{raw:?} is not a pm_id (a non-negative integer)")))
+}
+
+async fn list_apps(State(sup): Sup) -> impl IntoResponse {
+    Json(sup.list_apps())
+}
+
+async fn start_apps(
+    State(sup): Sup,
+    req: Result<Json<StartApps>, JsonRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let req = body(req)?;
+    Ok(Json(sup.start_apps(req).await?))
+}
+
+async fn get_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(sup.get_app(pm_id(&id)?)?))
+}
+
+async fn app_spec(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(sup.app_spec(pm_id(&id)?)?))
+}
+
+async fn delete_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(sup.delete_app(pm_id(&id)?).await?))
+}
+
+async fn start_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(sup.app_action(pm_id(&id)?, "start").await?))
+}
+
+async fn stop_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(sup.app_action(pm_id(&id)?, "stop").await?))
+}
+
+async fn restart_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(sup.app_action(pm_id(&id)?, "restart").await?))
+}
+
+async fn reload_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(sup.app_action(pm_id(&id)?, "reload").await?))
+}
+
+async fn reset_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(sup.app_action(pm_id(&id)?, "reset").await?))
+}
+
+async fn flush_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(sup.app_action(pm_id(&id)?, "flush").await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WaitQuery {
+    timeout_ms: Option<u64>,
+}
+
+async fn wait_app(
+    State(sup): Sup,
+    Path(id): Path<String>,
+    q: Result<Query<WaitQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    let wait = Duration::from_millis(q.timeout_ms.unwrap_or(10_000).min(60_000));
+    Ok(Json(sup.wait_app(pm_id(&id)?, wait).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppLogQuery {
+    /// `out`, `err` or `combined` (default: out).
+    stream: Option<String>,
+    lines: Option<usize>,
+    follow: Option<bool>,
+}
+
+async fn app_logs(
+    State(sup): Sup,
+    Path(id): Path<String>,
+    q: Result<Query<AppLogQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    let info = sup.get_app(pm_id(&id)?)?;
+    let path = match q.stream.as_deref().unwrap_or("out") {
+        "out" => info.out_log,
+        "err" => info.err_log,
+        "combined" => info.combined_log,
+        other => return Err(bad(format!("stream {other:?} is not out, err or combined"))),
+    };
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let Some(path) = path.map(std::path::PathBuf::from) else {
+        drop(tx);
+        return Ok(stream_response(rx, "text/plain; charset=utf-8"));
+    };
+    let n = q.lines.unwrap_or(15).min(100_000);
+    let (lines, offset) = logs::tail(&path, n).map_err(|e| bad(format!("reading log: {e}")))?;
+    let follow = q.follow.unwrap_or(false);
+    tokio::spawn(async move {
+        for l in lines {
+            if tx.send(Bytes::from(format!("{l}\n"))).await.is_err() {
+                return;
+            }
+        }
+        if follow {
+            follow_file(path, offset, tx).await;
+        }
+    });
+    Ok(stream_response(rx, "text/plain; charset=utf-8"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SaveQuery {
+    force: Option<bool>,
+}
+
+async fn save_apps(
+    State(sup): Sup,
+    q: Result<Query<SaveQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    Ok(Json(sup.save_dump(q.force.unwrap_or(false))?))
+}
+
+async fn resurrect_apps(State(sup): Sup) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(sup.resurrect().await?))
+}
+
+async fn shutdown(State(sup): Sup) -> impl IntoResponse {
+    sup.shutdown.notify_one();
+    Json(serde_json::json!({"ok": true, "pid": std::process::id()}))
 }

@@ -103,6 +103,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         info!("shutting down; slots keep running and are re-adopted on the next start");
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let asked = sup.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = asked.shutdown.notified() => info!("shutdown requested through the API"),
+        }
+    };
     let server = axum::serve(listener, crate::api::router(sup)).with_graceful_shutdown(async {
         let _ = stop_rx.await;
     });

@@ -11,6 +11,14 @@
 //! start the daemon re-adopts every slot whose recorded (pid, start time,
 //! boot id) still names a live ttyd in the slot's cgroup whose socket
 //! answers, and watches it again through a pidfd.
+//!
+//! Generic services ("apps") are the other flavour, in `apps`: same
+//! cgroup-per-instance accounting, pidfd watch and re-adoption, with PM2's
+//! restart rules instead of the slot lifecycle.
+
+mod apps;
+
+pub use apps::{APP_ENV, MEMORY_CHECK_INTERVAL};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
@@ -45,6 +53,8 @@ const PROBE_IDENTITY: &str = "slotctl-probe";
 pub enum SupError {
     #[error("no slot named {0}")]
     NotFound(SlotId),
+    #[error("no app with pm_id {0}")]
+    NotFoundApp(u32),
     #[error("slot {0} already exists")]
     Exists(SlotId),
     #[error("no template named {name:?}; templates: {known}")]
@@ -122,6 +132,11 @@ pub struct Supervisor {
     slots: RwLock<BTreeMap<SlotId, Arc<Slot>>>,
     events: broadcast::Sender<Event>,
     started: std::time::Instant,
+    apps: apps::AppTable,
+    /// PATH, HOME and LANG of the daemon, given to apps that do not set them.
+    app_host_env: BTreeMap<String, String>,
+    /// Notified by `POST /v1/shutdown` (`slotctl pm2 kill`).
+    pub shutdown: tokio::sync::Notify,
 }
 
 /// How an actor begins.
@@ -166,6 +181,12 @@ impl Supervisor {
             slots: RwLock::new(BTreeMap::new()),
             events,
             started: std::time::Instant::now(),
+            apps: apps::AppTable::default(),
+            app_host_env: ["PATH", "HOME", "LANG"]
+                .iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+                .collect(),
+            shutdown: tokio::sync::Notify::new(),
             cfg,
         });
         for rec in sup.store.all()? {
@@ -173,6 +194,7 @@ impl Supervisor {
             sup.spawn_actor(rec, initial);
         }
         tokio::spawn(sampler(Arc::downgrade(&sup)));
+        sup.launch_apps()?;
         Ok(sup)
     }
 
