@@ -10,3 +10,4 @@ pub mod access;
 pub mod redirect;
 pub mod session;
 pub mod store;
+pub mod oidc;

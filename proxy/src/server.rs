@@ -106,11 +106,6 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
             .to_string(),
         grace_period_seconds: Some(cfg.shutdown_grace.as_secs()),
         graceful_shutdown_timeout_seconds: Some(2),
-        // One single-threaded runtime per thread: a connection and both
-        // directions of its WebSocket stay on one thread, so relaying a
-        // keystroke never pays for a cross-thread wake-up (which showed as
-        // a few tens of microseconds per round trip).
-        work_stealing: false,
         ..ServerConf::default()
     };
     // Pingora counts tries, not retries: a first try, and one more after a

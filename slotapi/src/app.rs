@@ -186,6 +186,9 @@ pub struct AppInfo {
     /// The program as run (interpreter first when there is one).
     pub command: String,
     pub args: Vec<String>,
+    /// The script (or program) path, resolved against cwd (PM2's
+    /// `pm_exec_path`).
+    pub exec_path: String,
     pub interpreter: Option<String>,
     pub cwd: String,
     pub out_log: Option<String>,

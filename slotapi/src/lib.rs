@@ -13,7 +13,7 @@ mod types;
 
 pub use app::*;
 pub use client::{get_unix, Client, ClientError, LineStream};
-pub use id::{IdError, SlotId, UserName};
+pub use id::{IdError, SlotId, UserName, MAX_ID_LEN};
 pub use types::*;
 
 /// Version prefix of every control API route.

@@ -322,6 +322,15 @@ pub fn resolve_id(file: &str, value: &str) -> Option<(u32, Option<u32>)> {
     })
 }
 
+/// The name of a uid (or gid) in `/etc/passwd` (`/etc/group`).
+pub fn resolve_name(file: &str, id: u32) -> Option<String> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 3 && f[2].parse::<u32>().ok() == Some(id)).then(|| f[0].to_string())
+    })
+}
+
 /// Whether `path` (relative to the watched root) matches an `ignore_watch`
 /// pattern: a glob (`*`, `?`) against the whole relative path or any one
 /// component, or a `/regex/`-style pattern treated as a substring (slotctl

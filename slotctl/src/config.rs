@@ -258,7 +258,10 @@ fn load_apps(cf: &ConfigFile) -> Result<Vec<App>, ConfigError> {
     let mut out: Vec<App> = Vec::with_capacity(raw.len());
     for (i, mut spec) in raw.into_iter().enumerate() {
         let label = format!("apps[{i}]");
-        spec.cwd = Some(cf.resolve(spec.cwd.as_deref().unwrap_or(Path::new("."))));
+        spec.cwd = Some(match spec.cwd.as_deref() {
+            Some(c) => cf.resolve(c),
+            None => cf.base_dir.clone(),
+        });
         let app = App::validate(spec)
             .map_err(|e| ConfigError::new(&cf.path, format!("{label}.{}", e.key), e.reason))?;
         if out.iter().any(|a| a.name == app.name) {

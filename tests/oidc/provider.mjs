@@ -12,6 +12,9 @@ import http from 'node:http';
 import { readFileSync } from 'node:fs';
 import Provider from 'oidc-provider';
 
+// stdout carries only the ready line; the provider's notices go to stderr.
+console.log = console.info = (...a) => process.stderr.write(a.join(' ') + '\n');
+
 const cfg = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const host = cfg.host ?? '127.0.0.1';
 const users = cfg.users ?? {};

@@ -6,6 +6,7 @@
 //! each other's processes.
 
 pub mod gateway;
+pub mod oidc;
 pub mod ttyd;
 
 use std::path::{Path, PathBuf};
@@ -267,6 +268,51 @@ impl TestEnv {
                     .collect()
             })
             .unwrap_or_default()
+    }
+}
+
+/// A PM2 fixture under `tests/fixtures/pm2/`.
+pub fn pm2_fixture(rel: &str) -> PathBuf {
+    repo_root().join("tests/fixtures/pm2").join(rel)
+}
+
+impl TestEnv {
+    /// Append TOML (e.g. `[[apps]]` tables) to the config file; takes
+    /// effect at the next daemon start.
+    pub fn append_config(&self, text: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.config)
+            .unwrap();
+        writeln!(f, "\n{text}").unwrap();
+    }
+
+    /// Every app instance through the API (empty while the daemon is down).
+    pub async fn apps(&self) -> Vec<slotapi::AppInfo> {
+        self.client().list_apps().await.unwrap_or_default()
+    }
+
+    /// Wait until the app instance `pm_id` satisfies `pred`; returns it.
+    pub async fn wait_app<F>(&self, pm_id: u32, what: &str, limit: Duration, pred: F) -> slotapi::AppInfo
+    where
+        F: Fn(&slotapi::AppInfo) -> bool,
+    {
+        let client = self.client();
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = client.get_app(pm_id).await;
+            if let Ok(info) = &got {
+                if pred(info) {
+                    return info.clone();
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {limit:?} waiting for app {pm_id} to be {what}; last: {got:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 

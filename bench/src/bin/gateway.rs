@@ -18,7 +18,8 @@
 //!
 //! Environment: BENCH_KEYS (keystrokes per round, default 400), BENCH_ROUNDS
 //! (default 3), BENCH_WRK_SECS (default 5), BENCH_WRK_RUNS (default 3),
-//! BENCH_WORKERS (nginx workers and slotgate threads, default 2),
+//! BENCH_WORKERS (nginx workers, default 2), BENCH_THREADS (slotgate
+//! threads; default: slotgate's own default),
 //! SLOTGATE_TTYD (ttyd binary).
 
 use std::path::{Path, PathBuf};
@@ -73,7 +74,7 @@ impl Setup {
             Way::Direct => 0,
             Way::Nginx => self.nginx_port,
             Way::NginxKa => self.nginx_ka_port,
-            Way::Slotgate => self.gateway.addr.port(),
+            Way::Slotgate => std::env::var("XPORT").ok().and_then(|p| p.parse().ok()).unwrap_or(self.gateway.addr.port()),
         }
     }
 }
@@ -146,6 +147,12 @@ async fn connect(setup: &Setup, way: Way) -> anyhow::Result<Tty> {
         }
         Way::Nginx | Way::NginxKa => {
             let port = setup.port(way);
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            tcp.set_nodelay(true)?;
+            tty_over(Box::new(tcp), &format!("127.0.0.1:{port}"), &path, &[]).await
+        }
+        Way::Slotgate if std::env::var("XPORT").is_ok() => {
+            let port: u16 = std::env::var("XPORT").unwrap().parse().unwrap();
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
             tcp.set_nodelay(true)?;
             tty_over(Box::new(tcp), &format!("127.0.0.1:{port}"), &path, &[]).await
@@ -295,7 +302,10 @@ async fn run() -> anyhow::Result<()> {
         &config,
         Options {
             tls: false,
-            extra: format!("threads = {workers}\n"),
+            extra: match std::env::var("BENCH_THREADS") {
+                Ok(t) => format!("threads = {t}\n"),
+                Err(_) => String::new(),
+            },
             ..Options::default()
         },
     )
@@ -307,6 +317,7 @@ async fn run() -> anyhow::Result<()> {
         gateway,
     };
     let load_before = load_average();
+    let threads = std::env::var("BENCH_THREADS").unwrap_or_else(|_| "default".into());
 
     let ways = [Way::Direct, Way::Nginx, Way::NginxKa, Way::Slotgate];
     let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); ways.len()];
@@ -338,7 +349,7 @@ async fn run() -> anyhow::Result<()> {
 
     println!(
         "Gateway benchmark: {} keystrokes per way ({rounds} rounds of {keys}), wrk -t1 -c16 -d{wrk_secs}s x{wrk_runs} (median), \
-         {workers} nginx workers / slotgate threads, load average before: {load_before}",
+         {workers} nginx workers, slotgate threads: {threads}, load average before: {load_before}",
         samples[0].len(),
     );
     println!();

@@ -7,7 +7,10 @@ mod create;
 mod daemon;
 mod delete;
 mod doctor;
+mod import;
 mod list;
+mod log_writer;
+mod pm2;
 mod logs;
 mod status;
 
@@ -90,6 +93,21 @@ pub enum Cmd {
     Doctor,
     /// Validate the config file and templates (like `nginx -t`).
     CheckConfig,
+    /// PM2's commands over slotctl's apps (`slotctl pm2 ls`, `pm2 jlist`, …).
+    /// A `pm2` symlink to slotctl runs these directly.
+    Pm2 {
+        #[command(subcommand)]
+        verb: pm2::Verb,
+    },
+    /// Import another supervisor's configuration into the config file.
+    Import {
+        #[command(subcommand)]
+        what: import::What,
+    },
+    /// Internal: copies an app's output into its log files (runs in the
+    /// app's cgroup, outlives the daemon).
+    #[command(name = "__log-writer", hide = true)]
+    LogWriter(log_writer::Args),
 }
 
 /// Which config file applies.
@@ -224,8 +242,27 @@ fn init_tracing(verbose: u8, quiet: bool, daemon: bool) {
         .try_init();
 }
 
+/// argv with `pm2` inserted when slotctl runs under the name `pm2` (a
+/// symlink on PATH), so `pm2 ls` means `slotctl pm2 ls`.
+fn argv() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let called = args
+        .first()
+        .and_then(|a| Path::new(a).file_name().map(|n| n.to_os_string()));
+    if called.as_deref() == Some(std::ffi::OsStr::new("pm2")) {
+        args.insert(1, "pm2".into());
+    }
+    args
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let args = argv();
+    // The log writer must not build a multi-threaded runtime or read the
+    // config: it is one tiny process per app stream.
+    if args.get(1).is_some_and(|a| a == "__log-writer") {
+        return log_writer::main(args);
+    }
+    let cli = Cli::parse_from(args);
     init_tracing(cli.verbose, cli.quiet, matches!(cli.cmd, Cmd::Daemon { .. }));
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -275,6 +312,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status { id } => status::run(&ctx, &id).await,
         Cmd::Logs { id, follow, lines } => logs::run(&ctx, &id, follow, lines).await,
         Cmd::Doctor => doctor::run(&ctx).await,
+        Cmd::Pm2 { verb } => pm2::run(&ctx, verb).await,
+        Cmd::Import { what } => import::run(&ctx, what).await,
+        Cmd::LogWriter(_) => Ok(ExitCode::SUCCESS),
         Cmd::CheckConfig => {
             let file = ctx.cfg.file.display().to_string();
             let templates: Vec<&str> = ctx.cfg.templates.keys().map(String::as_str).collect();

@@ -330,6 +330,7 @@ impl Supervisor {
             processes: if running { st.usage.processes } else { 0 },
             command: program,
             args,
+            exec_path: app.exec_path(data).display().to_string(),
             interpreter: app.spec.interpreter.clone(),
             cwd: app.cwd(data).display().to_string(),
             out_log: show(&logs.out),
