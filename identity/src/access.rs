@@ -108,7 +108,10 @@ mod tests {
     use super::*;
 
     fn id(user: &str, role: Role) -> Identity {
-        Identity { user: user.into(), role }
+        Identity {
+            user: user.into(),
+            role,
+        }
     }
 
     #[test]
@@ -125,15 +128,28 @@ mod tests {
             (id("vic", Role::User), Access::ReadOnly),
             (id("vic", Role::Viewer), Access::ReadOnly),
             (id("root", Role::Admin), Access::Write),
-            (id("mallory", Role::User), Access::Deny("not the owner, a member or a viewer of this slot")),
-            (id("mallory", Role::Viewer), Access::Deny("not the owner, a member or a viewer of this slot")),
+            (
+                id("mallory", Role::User),
+                Access::Deny("not the owner, a member or a viewer of this slot"),
+            ),
+            (
+                id("mallory", Role::Viewer),
+                Access::Deny("not the owner, a member or a viewer of this slot"),
+            ),
             (id("alice", Role::Viewer), Access::ReadOnly),
         ];
         for (who, want) in cases {
             assert_eq!(slot_access(&who, &acl), want, "{who:?}");
         }
-        let demo = SlotAcl { owner: "demo".into(), public_read: true, ..Default::default() };
-        assert_eq!(slot_access(&id("anyone", Role::User), &demo), Access::ReadOnly);
+        let demo = SlotAcl {
+            owner: "demo".into(),
+            public_read: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            slot_access(&id("anyone", Role::User), &demo),
+            Access::ReadOnly
+        );
     }
 
     #[test]
@@ -142,10 +158,25 @@ mod tests {
         let admins = s(&["ops"]);
         let viewers = s(&["auditors"]);
         let allowed = s(&["eng"]);
-        assert_eq!(role_from_groups(&s(&["eng", "ops"]), &admins, &viewers, &allowed, Role::User), Some(Role::Admin));
-        assert_eq!(role_from_groups(&s(&["eng"]), &admins, &viewers, &allowed, Role::User), Some(Role::User));
-        assert_eq!(role_from_groups(&s(&["auditors"]), &admins, &viewers, &allowed, Role::User), Some(Role::Viewer));
-        assert_eq!(role_from_groups(&s(&["sales"]), &admins, &viewers, &allowed, Role::User), None);
-        assert_eq!(role_from_groups(&s(&[]), &admins, &viewers, &[], Role::User), Some(Role::User));
+        assert_eq!(
+            role_from_groups(&s(&["eng", "ops"]), &admins, &viewers, &allowed, Role::User),
+            Some(Role::Admin)
+        );
+        assert_eq!(
+            role_from_groups(&s(&["eng"]), &admins, &viewers, &allowed, Role::User),
+            Some(Role::User)
+        );
+        assert_eq!(
+            role_from_groups(&s(&["auditors"]), &admins, &viewers, &allowed, Role::User),
+            Some(Role::Viewer)
+        );
+        assert_eq!(
+            role_from_groups(&s(&["sales"]), &admins, &viewers, &allowed, Role::User),
+            None
+        );
+        assert_eq!(
+            role_from_groups(&s(&[]), &admins, &viewers, &[], Role::User),
+            Some(Role::User)
+        );
     }
 }

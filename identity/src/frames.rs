@@ -166,7 +166,10 @@ impl ViewerFilter {
         let opcode = h[0] & 0x0f;
         let (len, mask_at) = match h[1] & 0x7f {
             126 => (u16::from_be_bytes([h[2], h[3]]) as u64, 4),
-            127 => (u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")), 10),
+            127 => (
+                u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
+                10,
+            ),
             n => (n as u64, 2),
         };
         self.mask.copy_from_slice(&h[mask_at..mask_at + 4]);
@@ -255,11 +258,18 @@ mod tests {
             let opcode = s[0] & 0x0f;
             let (len, at) = match s[1] & 0x7f {
                 126 => (u16::from_be_bytes([s[2], s[3]]) as usize, 4),
-                127 => (u64::from_be_bytes(s[2..10].try_into().unwrap()) as usize, 10),
+                127 => (
+                    u64::from_be_bytes(s[2..10].try_into().unwrap()) as usize,
+                    10,
+                ),
                 n => (n as usize, 2),
             };
             let mask = &s[at..at + 4];
-            let p: Vec<u8> = s[at + 4..at + 4 + len].iter().enumerate().map(|(i, b)| b ^ mask[i % 4]).collect();
+            let p: Vec<u8> = s[at + 4..at + 4 + len]
+                .iter()
+                .enumerate()
+                .map(|(i, b)| b ^ mask[i % 4])
+                .collect();
             out.push((opcode, p));
             s = &s[at + 4 + len..];
         }
@@ -277,7 +287,11 @@ mod tests {
 
     fn session() -> Vec<u8> {
         let mut s = vec![];
-        s.extend(frame(true, 2, br#"{"AuthToken":"","columns":80,"rows":24}"#));
+        s.extend(frame(
+            true,
+            2,
+            br#"{"AuthToken":"","columns":80,"rows":24}"#,
+        ));
         s.extend(frame(true, 2, b"0rm -rf ~\r"));
         s.extend(frame(true, 9, b"ping"));
         s.extend(frame(true, 2, br#"1{"columns":10,"rows":5}"#));
@@ -333,7 +347,10 @@ mod tests {
             let (out, _) = run(&s, chunk);
             for (op, p) in decode(&out) {
                 if op == 1 || op == 2 {
-                    assert!(p.first() != Some(&b'0') && p.first() != Some(&b'1'), "chunk {chunk}: {p:?}");
+                    assert!(
+                        p.first() != Some(&b'0') && p.first() != Some(&b'1'),
+                        "chunk {chunk}: {p:?}"
+                    );
                 }
                 assert!(!String::from_utf8_lossy(&p).contains("pwned"));
             }
@@ -356,10 +373,19 @@ mod tests {
         let unmasked = [0x82, 0x01, b'0'];
         assert_eq!(f.feed(&unmasked, &mut out), Err(FrameError::Unmasked));
         let mut f = ViewerFilter::new();
-        assert_eq!(f.feed(&frame(true, 0, b"0x"), &mut out), Err(FrameError::Orphan));
+        assert_eq!(
+            f.feed(&frame(true, 0, b"0x"), &mut out),
+            Err(FrameError::Orphan)
+        );
         let mut f = ViewerFilter::new();
-        assert_eq!(f.feed(&frame(false, 9, b""), &mut out), Err(FrameError::BadControl));
+        assert_eq!(
+            f.feed(&frame(false, 9, b""), &mut out),
+            Err(FrameError::BadControl)
+        );
         let mut f = ViewerFilter::new();
-        assert_eq!(f.feed(&frame(true, 3, b""), &mut out), Err(FrameError::Opcode(3)));
+        assert_eq!(
+            f.feed(&frame(true, 3, b""), &mut out),
+            Err(FrameError::Opcode(3))
+        );
     }
 }

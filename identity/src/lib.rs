@@ -5,9 +5,11 @@
 //! SQLite. This crate never speaks HTTP to browsers and never touches slots:
 //! the proxy wires it into its request phases.
 
-pub mod frames;
 pub mod access;
+pub mod frames;
+pub mod header;
+pub mod oauth;
+pub mod oidc;
 pub mod redirect;
 pub mod session;
 pub mod store;
-pub mod oidc;

@@ -154,7 +154,13 @@ pub fn username_from_claim(value: &str) -> Option<String> {
     let local = value.split('@').next().unwrap_or(value).to_lowercase();
     let mut s: String = local
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     s = s.trim_start_matches(['-', '_']).to_string();
     s.truncate(slotapi::MAX_ID_LEN);
@@ -171,8 +177,15 @@ fn claim_str(v: &serde_json::Value, name: &str) -> Option<String> {
 
 fn claim_list(v: &serde_json::Value, name: &str) -> Vec<String> {
     match v.get(name) {
-        Some(serde_json::Value::Array(a)) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
-        Some(serde_json::Value::String(s)) => s.split([',', ' ']).filter(|x| !x.is_empty()).map(String::from).collect(),
+        Some(serde_json::Value::Array(a)) => a
+            .iter()
+            .filter_map(|x| x.as_str().map(String::from))
+            .collect(),
+        Some(serde_json::Value::String(s)) => s
+            .split([',', ' '])
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect(),
         _ => vec![],
     }
 }
@@ -191,8 +204,15 @@ pub fn map_claims(cfg: &OidcConfig, claims: &serde_json::Value) -> Result<Extern
     })?;
     let email = claim_str(claims, &cfg.email_claim);
     if !cfg.allowed_domains.is_empty() {
-        let domain = email.as_deref().and_then(|e| e.rsplit_once('@')).map(|(_, d)| d.to_lowercase());
-        if !domain.is_some_and(|d| cfg.allowed_domains.iter().any(|a| a.eq_ignore_ascii_case(&d))) {
+        let domain = email
+            .as_deref()
+            .and_then(|e| e.rsplit_once('@'))
+            .map(|(_, d)| d.to_lowercase());
+        if !domain.is_some_and(|d| {
+            cfg.allowed_domains
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(&d))
+        }) {
             return Err(OidcError::NotAllowed {
                 user: username,
                 reason: "e-mail domain is not allowed".into(),
@@ -200,11 +220,17 @@ pub fn map_claims(cfg: &OidcConfig, claims: &serde_json::Value) -> Result<Extern
         }
     }
     let groups = claim_list(claims, &cfg.groups_claim);
-    let role = role_from_groups(&groups, &cfg.admin_groups, &cfg.viewer_groups, &cfg.allowed_groups, cfg.default_role)
-        .ok_or_else(|| OidcError::NotAllowed {
-            user: username.clone(),
-            reason: "not in an allowed group".into(),
-        })?;
+    let role = role_from_groups(
+        &groups,
+        &cfg.admin_groups,
+        &cfg.viewer_groups,
+        &cfg.allowed_groups,
+        cfg.default_role,
+    )
+    .ok_or_else(|| OidcError::NotAllowed {
+        user: username.clone(),
+        reason: "not in an allowed group".into(),
+    })?;
     Ok(ExternalUser {
         provider: cfg.name.clone(),
         username,
@@ -220,7 +246,10 @@ impl OidcProvider {
     pub async fn discover(cfg: OidcConfig) -> Result<OidcProvider, OidcError> {
         let http = http_client();
         let md = Self::fetch(&cfg, &http).await?;
-        let doc_url = format!("{}/.well-known/openid-configuration", cfg.issuer.trim_end_matches('/'));
+        let doc_url = format!(
+            "{}/.well-known/openid-configuration",
+            cfg.issuer.trim_end_matches('/')
+        );
         let end_session = match http.get(doc_url).send().await {
             Ok(r) => r
                 .bytes()
@@ -238,8 +267,12 @@ impl OidcProvider {
         })
     }
 
-    async fn fetch(cfg: &OidcConfig, http: &reqwest::Client) -> Result<CoreProviderMetadata, OidcError> {
-        let issuer = IssuerUrl::new(cfg.issuer.clone()).map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
+    async fn fetch(
+        cfg: &OidcConfig,
+        http: &reqwest::Client,
+    ) -> Result<CoreProviderMetadata, OidcError> {
+        let issuer = IssuerUrl::new(cfg.issuer.clone())
+            .map_err(|e| OidcError::Config(format!("issuer: {e}")))?;
         CoreProviderMetadata::discover_async(issuer, http)
             .await
             .map_err(|e| OidcError::Discovery {
@@ -249,8 +282,14 @@ impl OidcProvider {
     }
 
     fn client(&self) -> Result<Client, OidcError> {
-        let md = self.metadata.read().unwrap_or_else(|e| e.into_inner()).0.clone();
-        let redirect = RedirectUrl::new(self.cfg.redirect_uri.clone()).map_err(|e| OidcError::Config(format!("redirect_uri: {e}")))?;
+        let md = self
+            .metadata
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .0
+            .clone();
+        let redirect = RedirectUrl::new(self.cfg.redirect_uri.clone())
+            .map_err(|e| OidcError::Config(format!("redirect_uri: {e}")))?;
         Ok(CoreClient::from_provider_metadata(
             md,
             ClientId::new(self.cfg.client_id.clone()),
@@ -263,7 +302,11 @@ impl OidcProvider {
     pub fn begin(&self, next: &str) -> Result<(String, Pending), OidcError> {
         let client = self.client()?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
-        let mut req = client.authorize_url(CoreAuthenticationFlow::AuthorizationCode, CsrfToken::new_random, Nonce::new_random);
+        let mut req = client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
         for s in self.cfg.scopes.iter().filter(|s| *s != "openid") {
             req = req.add_scope(Scope::new(s.clone()));
         }
@@ -282,7 +325,12 @@ impl OidcProvider {
     }
 
     /// Finish a sign-in from the callback's `code` and `state`.
-    pub async fn finish(&self, pending: Pending, code: &str, state: &str) -> Result<ExternalUser, OidcError> {
+    pub async fn finish(
+        &self,
+        pending: Pending,
+        code: &str,
+        state: &str,
+    ) -> Result<ExternalUser, OidcError> {
         let provider = self.cfg.name.clone();
         if !bool::from(pending.state.as_bytes().ct_eq(state.as_bytes())) {
             return Err(OidcError::State { provider });
@@ -317,20 +365,36 @@ impl OidcProvider {
             Err(e) if e.contains("key") && self.refresh().await => {
                 let client = self.client()?;
                 let verifier = client.id_token_verifier();
-                id_token.claims(&verifier, &nonce).cloned().map_err(|e| OidcError::IdToken {
-                    provider: provider.clone(),
-                    reason: e.to_string(),
-                })?
+                id_token
+                    .claims(&verifier, &nonce)
+                    .cloned()
+                    .map_err(|e| OidcError::IdToken {
+                        provider: provider.clone(),
+                        reason: e.to_string(),
+                    })?
             }
             Err(reason) => return Err(OidcError::IdToken { provider, reason }),
         };
         if let Some(expected) = claims.access_token_hash() {
             let client = self.client()?;
             let verifier = client.id_token_verifier();
-            let alg = id_token.signing_alg().map_err(|e| OidcError::IdToken { provider: provider.clone(), reason: e.to_string() })?;
-            let key = id_token.signing_key(&verifier).map_err(|e| OidcError::IdToken { provider: provider.clone(), reason: e.to_string() })?;
-            let actual = AccessTokenHash::from_token(token.access_token(), alg, key)
-                .map_err(|e| OidcError::IdToken { provider: provider.clone(), reason: e.to_string() })?;
+            let alg = id_token.signing_alg().map_err(|e| OidcError::IdToken {
+                provider: provider.clone(),
+                reason: e.to_string(),
+            })?;
+            let key = id_token
+                .signing_key(&verifier)
+                .map_err(|e| OidcError::IdToken {
+                    provider: provider.clone(),
+                    reason: e.to_string(),
+                })?;
+            let actual =
+                AccessTokenHash::from_token(token.access_token(), alg, key).map_err(|e| {
+                    OidcError::IdToken {
+                        provider: provider.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
             if actual != *expected {
                 return Err(OidcError::IdToken {
                     provider,
@@ -343,7 +407,11 @@ impl OidcProvider {
         let mut payload: serde_json::Value = raw
             .split('.')
             .nth(1)
-            .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+            .and_then(|p| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(p)
+                    .ok()
+            })
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default();
         // Userinfo fills in what the ID token left out (groups, often).
@@ -361,8 +429,21 @@ impl OidcProvider {
 
     /// The raw userinfo document (for non-standard claims such as groups).
     async fn userinfo_json(&self, access_token: &str) -> Option<serde_json::Value> {
-        let url = self.metadata.read().ok()?.0.userinfo_endpoint()?.url().clone();
-        let resp = self.http.get(url).bearer_auth(access_token).send().await.ok()?;
+        let url = self
+            .metadata
+            .read()
+            .ok()?
+            .0
+            .userinfo_endpoint()?
+            .url()
+            .clone();
+        let resp = self
+            .http
+            .get(url)
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .ok()?;
         if !resp.status().is_success() {
             return None;
         }
@@ -390,7 +471,11 @@ impl OidcProvider {
     }
 
     /// RP-initiated logout URL, when the provider offers one.
-    pub fn end_session_url(&self, id_token_hint: Option<&str>, post_logout: &str) -> Option<String> {
+    pub fn end_session_url(
+        &self,
+        id_token_hint: Option<&str>,
+        post_logout: &str,
+    ) -> Option<String> {
         let mut url = url_with(self.end_session.as_deref()?)?;
         {
             let mut q = url.query_pairs_mut();
@@ -435,10 +520,16 @@ mod tests {
 
     #[test]
     fn usernames_from_claims() {
-        assert_eq!(username_from_claim("Alice.Smith@example.com").as_deref(), Some("alice-smith"));
+        assert_eq!(
+            username_from_claim("Alice.Smith@example.com").as_deref(),
+            Some("alice-smith")
+        );
         assert_eq!(username_from_claim("bob").as_deref(), Some("bob"));
         assert_eq!(username_from_claim("..."), None);
-        assert_eq!(username_from_claim(&"x".repeat(80)).map(|s| s.len()), Some(32));
+        assert_eq!(
+            username_from_claim(&"x".repeat(80)).map(|s| s.len()),
+            Some(32)
+        );
     }
 
     #[test]
@@ -448,9 +539,18 @@ mod tests {
         assert_eq!((u.username.as_str(), u.role), ("alice", Role::User));
         let a = map_claims(&c, &serde_json::json!({"preferred_username": "root", "email": "r@EXAMPLE.com", "groups": ["ops"]})).unwrap();
         assert_eq!(a.role, Role::Admin);
-        let outside = map_claims(&c, &serde_json::json!({"preferred_username": "eve", "email": "eve@example.com", "groups": ["sales"]}));
-        assert!(matches!(outside, Err(OidcError::NotAllowed { .. })), "{outside:?}");
-        let domain = map_claims(&c, &serde_json::json!({"preferred_username": "mal", "email": "mal@evil.test", "groups": ["eng"]}));
+        let outside = map_claims(
+            &c,
+            &serde_json::json!({"preferred_username": "eve", "email": "eve@example.com", "groups": ["sales"]}),
+        );
+        assert!(
+            matches!(outside, Err(OidcError::NotAllowed { .. })),
+            "{outside:?}"
+        );
+        let domain = map_claims(
+            &c,
+            &serde_json::json!({"preferred_username": "mal", "email": "mal@evil.test", "groups": ["eng"]}),
+        );
         assert!(matches!(domain, Err(OidcError::NotAllowed { .. })));
     }
 }

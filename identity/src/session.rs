@@ -59,7 +59,10 @@ impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print key material.
         f.debug_struct("Keys")
-            .field("kids", &self.keys.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .field(
+                "kids",
+                &self.keys.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
@@ -104,8 +107,12 @@ impl Keys {
                 .mode(0o600)
                 .open(path)
                 .map_err(|e| err(e.to_string()))?;
-            f.write_all(serde_json::to_string_pretty(&keys).expect("json").as_bytes())
-                .map_err(|e| err(e.to_string()))?;
+            f.write_all(
+                serde_json::to_string_pretty(&keys)
+                    .expect("json")
+                    .as_bytes(),
+            )
+            .map_err(|e| err(e.to_string()))?;
         }
         let meta = fs::metadata(path).map_err(|e| err(e.to_string()))?;
         if meta.permissions().mode() & 0o077 != 0 {
@@ -141,7 +148,8 @@ impl Keys {
         };
         Keys::load_or_create(path)?;
         let text = fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let mut stored: Vec<StoredKey> = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let mut stored: Vec<StoredKey> =
+            serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
         let kid = random_token(6);
         stored.insert(
             0,
@@ -160,8 +168,12 @@ impl Keys {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| err(e.to_string()))?;
-        f.write_all(serde_json::to_string_pretty(&stored).expect("json").as_bytes())
-            .map_err(|e| err(e.to_string()))?;
+        f.write_all(
+            serde_json::to_string_pretty(&stored)
+                .expect("json")
+                .as_bytes(),
+        )
+        .map_err(|e| err(e.to_string()))?;
         fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
         Ok(kid)
     }
@@ -176,9 +188,13 @@ impl Keys {
 
     /// Verify signature (by key id), algorithm, issuer, audience and expiry.
     pub fn verify(&self, token: &str) -> Result<Claims, SessionError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| SessionError::Invalid(e.to_string()))?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| SessionError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::HS256 {
-            return Err(SessionError::Invalid(format!("algorithm {:?} is not accepted", header.alg)));
+            return Err(SessionError::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
         }
         let kid = header
             .kid
@@ -261,13 +277,19 @@ mod tests {
     #[test]
     fn key_file_is_private_and_stable() {
         let (_d, path, k) = keys();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let again = Keys::load_or_create(&path).unwrap();
         let t = k.sign(&Claims::new("alice", Role::User, "s1", "local", 60));
         assert_eq!(again.verify(&t).unwrap().sub, "alice");
         assert!(!format!("{k:?}").contains(&b64().encode(&k.keys[0].1)));
         fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(Keys::load_or_create(&path).unwrap_err().to_string().contains("chmod 600"));
+        assert!(Keys::load_or_create(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("chmod 600"));
     }
 
     #[test]
@@ -277,10 +299,16 @@ mod tests {
         let kid = Keys::rotate(&path).unwrap();
         let new = Keys::load_or_create(&path).unwrap();
         let t_new = new.sign(&Claims::new("bob", Role::Admin, "s2", "local", 60));
-        assert_eq!(jsonwebtoken::decode_header(&t_new).unwrap().kid.as_deref(), Some(kid.as_str()));
+        assert_eq!(
+            jsonwebtoken::decode_header(&t_new).unwrap().kid.as_deref(),
+            Some(kid.as_str())
+        );
         assert_eq!(new.verify(&t_old).unwrap().sub, "alice");
         assert_eq!(new.verify(&t_new).unwrap().role, Role::Admin);
-        assert!(old.verify(&t_new).is_err(), "a key the verifier lacks is refused");
+        assert!(
+            old.verify(&t_new).is_err(),
+            "a key the verifier lacks is refused"
+        );
     }
 
     #[test]
@@ -292,7 +320,12 @@ mod tests {
         let mut payload: serde_json::Value =
             serde_json::from_slice(&b64().decode(parts[1]).unwrap()).unwrap();
         payload["role"] = "admin".into();
-        let forged = format!("{}.{}.{}", parts[0], b64().encode(payload.to_string()), parts[2]);
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64().encode(payload.to_string()),
+            parts[2]
+        );
         assert!(k.verify(&forged).is_err());
         // alg: none.
         let none_header = b64().encode(r#"{"alg":"none","typ":"JWT"}"#);
@@ -301,23 +334,35 @@ mod tests {
         // Expired.
         let mut c = Claims::new("alice", Role::User, "s1", "local", 60);
         c.exp = c.iat - 120;
-        assert!(k.verify(&k.sign(&c)).unwrap_err().to_string().contains("xpired"));
+        assert!(k
+            .verify(&k.sign(&c))
+            .unwrap_err()
+            .to_string()
+            .contains("xpired"));
         // Wrong audience.
         let mut c = Claims::new("alice", Role::User, "s1", "local", 60);
         c.aud = "someone-else".into();
         assert!(k.verify(&k.sign(&c)).is_err());
         // Another installation's key.
         let (_d2, _p2, other) = keys();
-        assert!(k.verify(&other.sign(&Claims::new("alice", Role::User, "s1", "local", 60))).is_err());
+        assert!(k
+            .verify(&other.sign(&Claims::new("alice", Role::User, "s1", "local", 60)))
+            .is_err());
     }
 
     #[test]
     fn cookies() {
         let c = set_cookie("tok", 900, false, true);
-        assert_eq!(c, "slotgate_session=tok; Path=/; HttpOnly; Max-Age=900; SameSite=Lax; Secure");
+        assert_eq!(
+            c,
+            "slotgate_session=tok; Path=/; HttpOnly; Max-Age=900; SameSite=Lax; Secure"
+        );
         let e = set_cookie("tok", 900, true, true);
         assert!(e.ends_with("SameSite=None; Secure; Partitioned"));
-        assert_eq!(from_cookie_header("a=1; slotgate_session=xyz; b=2"), Some("xyz"));
+        assert_eq!(
+            from_cookie_header("a=1; slotgate_session=xyz; b=2"),
+            Some("xyz")
+        );
         assert_eq!(from_cookie_header("slotgate_session="), None);
         assert_eq!(from_cookie_header("other=slotgate_session"), None);
     }

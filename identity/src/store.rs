@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::sync::Mutex;
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
 use argon2::Argon2;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -20,7 +22,10 @@ use crate::session::random_token;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("identity database {path}: {source}")]
-    Open { path: String, source: rusqlite::Error },
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
     #[error("identity database: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("user {0} already exists")]
@@ -131,7 +136,11 @@ pub fn hash_password(password: &str) -> String {
 
 fn verify_hash(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 
@@ -163,7 +172,9 @@ impl Store {
             path: path.display().to_string(),
             source,
         })?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -176,7 +187,9 @@ impl Store {
     /// one-time password that must be changed at first sign-in. Returns the
     /// password so the caller can print it once.
     pub fn bootstrap_admin(&self) -> Result<Option<String>, StoreError> {
-        let n: i64 = self.conn().query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
         if n > 0 {
             return Ok(None);
         }
@@ -188,8 +201,15 @@ impl Store {
         Ok(Some(password))
     }
 
-    pub fn add_user(&self, name: &str, role: Role, password: Option<&str>, email: Option<&str>) -> Result<User, StoreError> {
-        slotapi::UserName::new(name).map_err(|e| StoreError::BadName(name.into(), e.to_string()))?;
+    pub fn add_user(
+        &self,
+        name: &str,
+        role: Role,
+        password: Option<&str>,
+        email: Option<&str>,
+    ) -> Result<User, StoreError> {
+        slotapi::UserName::new(name)
+            .map_err(|e| StoreError::BadName(name.into(), e.to_string()))?;
         if password.is_some_and(|p| p.chars().count() < 10) {
             return Err(StoreError::WeakPassword);
         }
@@ -200,24 +220,37 @@ impl Store {
         if n == 0 {
             return Err(StoreError::UserExists(name.into()));
         }
-        self.user(name)?.ok_or_else(|| StoreError::NoSuchUser(name.into()))
+        self.user(name)?
+            .ok_or_else(|| StoreError::NoSuchUser(name.into()))
     }
 
     /// Create or update a user who signed in through an identity provider.
-    pub fn upsert_external(&self, name: &str, role: Role, email: Option<&str>, display: Option<&str>) -> Result<User, StoreError> {
-        slotapi::UserName::new(name).map_err(|e| StoreError::BadName(name.into(), e.to_string()))?;
+    pub fn upsert_external(
+        &self,
+        name: &str,
+        role: Role,
+        email: Option<&str>,
+        display: Option<&str>,
+    ) -> Result<User, StoreError> {
+        slotapi::UserName::new(name)
+            .map_err(|e| StoreError::BadName(name.into(), e.to_string()))?;
         self.conn().execute(
             "INSERT INTO users (name, role, email, display_name, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(name) DO UPDATE SET role = excluded.role, email = excluded.email, display_name = excluded.display_name",
             params![name, role.as_str(), email, display, now_ms() as i64],
         )?;
-        self.user(name)?.ok_or_else(|| StoreError::NoSuchUser(name.into()))
+        self.user(name)?
+            .ok_or_else(|| StoreError::NoSuchUser(name.into()))
     }
 
     pub fn user(&self, name: &str) -> Result<Option<User>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT * FROM users WHERE name = ?1", params![name], row_user)
+            .query_row(
+                "SELECT * FROM users WHERE name = ?1",
+                params![name],
+                row_user,
+            )
             .optional()?)
     }
 
@@ -228,7 +261,12 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn update_user(&self, sql: &str, name: &str, value: &dyn rusqlite::ToSql) -> Result<(), StoreError> {
+    fn update_user(
+        &self,
+        sql: &str,
+        name: &str,
+        value: &dyn rusqlite::ToSql,
+    ) -> Result<(), StoreError> {
         let n = self.conn().execute(sql, params![name, value])?;
         if n == 0 {
             return Err(StoreError::NoSuchUser(name.into()));
@@ -236,7 +274,12 @@ impl Store {
         Ok(())
     }
 
-    pub fn set_password(&self, name: &str, password: &str, must_change: bool) -> Result<(), StoreError> {
+    pub fn set_password(
+        &self,
+        name: &str,
+        password: &str,
+        must_change: bool,
+    ) -> Result<(), StoreError> {
         if password.chars().count() < 10 {
             return Err(StoreError::WeakPassword);
         }
@@ -252,7 +295,11 @@ impl Store {
 
     /// Disabling a user also revokes every session of theirs.
     pub fn set_disabled(&self, name: &str, disabled: bool) -> Result<(), StoreError> {
-        self.update_user("UPDATE users SET disabled = ?2 WHERE name = ?1", name, &(disabled as i64))?;
+        self.update_user(
+            "UPDATE users SET disabled = ?2 WHERE name = ?1",
+            name,
+            &(disabled as i64),
+        )?;
         if disabled {
             self.revoke_user_sessions(name)?;
         }
@@ -260,7 +307,11 @@ impl Store {
     }
 
     pub fn set_role(&self, name: &str, role: Role) -> Result<(), StoreError> {
-        self.update_user("UPDATE users SET role = ?2 WHERE name = ?1", name, &role.as_str())
+        self.update_user(
+            "UPDATE users SET role = ?2 WHERE name = ?1",
+            name,
+            &role.as_str(),
+        )
     }
 
     /// Check a local password. Unknown users cost the same hashing time as
@@ -285,7 +336,10 @@ impl Store {
                 }
             }
             _ => {
-                let _ = verify_hash(password, DUMMY.get_or_init(|| hash_password("dummy-password")));
+                let _ = verify_hash(
+                    password,
+                    DUMMY.get_or_init(|| hash_password("dummy-password")),
+                );
                 Err(LoginError::NoSuchUser)
             }
         }
@@ -293,7 +347,14 @@ impl Store {
 
     // ---- sessions ----
 
-    pub fn create_session(&self, user: &str, amr: &str, ttl_ms: u64, ip: Option<&str>, ua: Option<&str>) -> Result<String, StoreError> {
+    pub fn create_session(
+        &self,
+        user: &str,
+        amr: &str,
+        ttl_ms: u64,
+        ip: Option<&str>,
+        ua: Option<&str>,
+    ) -> Result<String, StoreError> {
         let sid = random_token(18);
         let now = now_ms();
         self.conn().execute(
@@ -347,8 +408,12 @@ impl Store {
     /// close open WebSockets within seconds).
     pub fn revoked_since(&self, since_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
         let c = self.conn();
-        let mut st = c.prepare("SELECT sid, revoked_ms FROM sessions WHERE revoked_ms >= ?1 ORDER BY revoked_ms")?;
-        let rows = st.query_map(params![since_ms as i64], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        let mut st = c.prepare(
+            "SELECT sid, revoked_ms FROM sessions WHERE revoked_ms >= ?1 ORDER BY revoked_ms",
+        )?;
+        let rows = st.query_map(params![since_ms as i64], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -377,7 +442,13 @@ impl Store {
 
     /// Create a token; the returned string (`sgt_<id>_<secret>`) is shown
     /// once and never stored.
-    pub fn create_api_token(&self, user: &str, name: &str, scopes: &[String], ttl_ms: Option<u64>) -> Result<(ApiToken, String), StoreError> {
+    pub fn create_api_token(
+        &self,
+        user: &str,
+        name: &str,
+        scopes: &[String],
+        ttl_ms: Option<u64>,
+    ) -> Result<(ApiToken, String), StoreError> {
         if self.user(user)?.is_none() {
             return Err(StoreError::NoSuchUser(user.into()));
         }
@@ -427,12 +498,22 @@ impl Store {
             .optional()
             .ok()??;
         let (user, name, hash, scopes, created, expires, last_used, revoked) = row;
-        if !bool::from(hash.ct_eq(&sha256(secret))) || revoked != 0 || expires.is_some_and(|e| e <= now) {
+        if !bool::from(hash.ct_eq(&sha256(secret)))
+            || revoked != 0
+            || expires.is_some_and(|e| e <= now)
+        {
             return None;
         }
-        let _ = c.execute("UPDATE api_tokens SET last_used_ms = ?2 WHERE id = ?1", params![id, now]);
+        let _ = c.execute(
+            "UPDATE api_tokens SET last_used_ms = ?2 WHERE id = ?1",
+            params![id, now],
+        );
         let u = c
-            .query_row("SELECT * FROM users WHERE name = ?1 AND disabled = 0", params![user], row_user)
+            .query_row(
+                "SELECT * FROM users WHERE name = ?1 AND disabled = 0",
+                params![user],
+                row_user,
+            )
             .optional()
             .ok()??;
         Some((
@@ -451,18 +532,27 @@ impl Store {
     }
 
     pub fn revoke_api_token(&self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("UPDATE api_tokens SET revoked = 1 WHERE id = ?1", params![id])? == 1)
+        Ok(self.conn().execute(
+            "UPDATE api_tokens SET revoked = 1 WHERE id = ?1",
+            params![id],
+        )? == 1)
     }
 
     pub fn api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiToken>, StoreError> {
         let c = self.conn();
-        let mut st = c.prepare("SELECT * FROM api_tokens WHERE (?1 IS NULL OR user = ?1) ORDER BY created_ms")?;
+        let mut st = c.prepare(
+            "SELECT * FROM api_tokens WHERE (?1 IS NULL OR user = ?1) ORDER BY created_ms",
+        )?;
         let rows = st.query_map(params![user], |r| {
             Ok(ApiToken {
                 id: r.get("id")?,
                 user: r.get("user")?,
                 name: r.get("name")?,
-                scopes: r.get::<_, String>("scopes")?.split_whitespace().map(str::to_string).collect(),
+                scopes: r
+                    .get::<_, String>("scopes")?
+                    .split_whitespace()
+                    .map(str::to_string)
+                    .collect(),
                 created_ms: r.get::<_, i64>("created_ms")? as u64,
                 expires_ms: r.get::<_, Option<i64>>("expires_ms")?.map(|e| e as u64),
                 last_used_ms: r.get::<_, Option<i64>>("last_used_ms")?.map(|e| e as u64),
@@ -476,7 +566,13 @@ impl Store {
 
     /// A single-use token (at most 60 s) bound to user, slot and the
     /// embedding origin.
-    pub fn create_embed_token(&self, user: &str, slot: &str, origin: &str, ttl_ms: u64) -> Result<String, StoreError> {
+    pub fn create_embed_token(
+        &self,
+        user: &str,
+        slot: &str,
+        origin: &str,
+        ttl_ms: u64,
+    ) -> Result<String, StoreError> {
         let secret = random_token(24);
         self.conn().execute(
             "INSERT INTO embed_tokens (secret_sha256, user, slot, origin, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -518,15 +614,24 @@ impl Store {
     }
 
     pub fn revoke_access(&self, slot: &str, user: &str) -> Result<bool, StoreError> {
-        Ok(self.conn().execute("DELETE FROM slot_access WHERE slot = ?1 AND user = ?2", params![slot, user])? == 1)
+        Ok(self.conn().execute(
+            "DELETE FROM slot_access WHERE slot = ?1 AND user = ?2",
+            params![slot, user],
+        )? == 1)
     }
 
     /// The access list of a slot owned by `owner`.
     pub fn acl(&self, slot: &str, owner: &str) -> Result<SlotAcl, StoreError> {
         let c = self.conn();
-        let mut st = c.prepare("SELECT user, level FROM slot_access WHERE slot = ?1 ORDER BY user")?;
-        let mut acl = SlotAcl { owner: owner.into(), ..Default::default() };
-        for row in st.query_map(params![slot], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let mut st =
+            c.prepare("SELECT user, level FROM slot_access WHERE slot = ?1 ORDER BY user")?;
+        let mut acl = SlotAcl {
+            owner: owner.into(),
+            ..Default::default()
+        };
+        for row in st.query_map(params![slot], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })? {
             let (u, level) = row?;
             if level == "member" {
                 acl.members.push(u);
@@ -551,39 +656,78 @@ mod tests {
     #[test]
     fn bootstrap_admin_once_and_must_change() {
         let (_d, s) = store();
-        let pw = s.bootstrap_admin().unwrap().expect("first start creates admin");
+        let pw = s
+            .bootstrap_admin()
+            .unwrap()
+            .expect("first start creates admin");
         assert!(s.bootstrap_admin().unwrap().is_none());
         let admin = s.check_password("admin", &pw).unwrap();
         assert_eq!(admin.role, Role::Admin);
         assert!(admin.must_change_password);
-        s.set_password("admin", "a-new-long-password", false).unwrap();
-        assert_eq!(s.check_password("admin", &pw), Err(LoginError::WrongPassword));
-        assert!(!s.check_password("admin", "a-new-long-password").unwrap().must_change_password);
+        s.set_password("admin", "a-new-long-password", false)
+            .unwrap();
+        assert_eq!(
+            s.check_password("admin", &pw),
+            Err(LoginError::WrongPassword)
+        );
+        assert!(
+            !s.check_password("admin", "a-new-long-password")
+                .unwrap()
+                .must_change_password
+        );
     }
 
     #[test]
     fn login_refusals() {
         let (_d, s) = store();
-        s.add_user("alice", Role::User, Some("correct horse battery"), None).unwrap();
-        assert_eq!(s.check_password("alice", "nope"), Err(LoginError::WrongPassword));
-        assert_eq!(s.check_password("bob", "whatever"), Err(LoginError::NoSuchUser));
-        assert_eq!(LoginError::NoSuchUser.to_string(), LoginError::WrongPassword.to_string());
-        let sid = s.create_session("alice", "local", 60_000, None, None).unwrap();
+        s.add_user("alice", Role::User, Some("correct horse battery"), None)
+            .unwrap();
+        assert_eq!(
+            s.check_password("alice", "nope"),
+            Err(LoginError::WrongPassword)
+        );
+        assert_eq!(
+            s.check_password("bob", "whatever"),
+            Err(LoginError::NoSuchUser)
+        );
+        assert_eq!(
+            LoginError::NoSuchUser.to_string(),
+            LoginError::WrongPassword.to_string()
+        );
+        let sid = s
+            .create_session("alice", "local", 60_000, None, None)
+            .unwrap();
         assert!(s.session_live(&sid).unwrap());
         s.set_disabled("alice", true).unwrap();
-        assert_eq!(s.check_password("alice", "correct horse battery"), Err(LoginError::Disabled));
+        assert_eq!(
+            s.check_password("alice", "correct horse battery"),
+            Err(LoginError::Disabled)
+        );
         assert!(!s.session_live(&sid).unwrap(), "disabling revokes sessions");
-        assert!(matches!(s.add_user("x", Role::User, Some("short"), None), Err(StoreError::WeakPassword)));
-        assert!(matches!(s.add_user("../x", Role::User, None, None), Err(StoreError::BadName(..))));
-        assert!(matches!(s.add_user("alice", Role::User, None, None), Err(StoreError::UserExists(_))));
+        assert!(matches!(
+            s.add_user("x", Role::User, Some("short"), None),
+            Err(StoreError::WeakPassword)
+        ));
+        assert!(matches!(
+            s.add_user("../x", Role::User, None, None),
+            Err(StoreError::BadName(..))
+        ));
+        assert!(matches!(
+            s.add_user("alice", Role::User, None, None),
+            Err(StoreError::UserExists(_))
+        ));
     }
 
     #[test]
     fn sessions_revoke_and_report() {
         let (_d, s) = store();
         s.add_user("alice", Role::User, None, None).unwrap();
-        let a = s.create_session("alice", "local", 60_000, Some("127.0.0.1"), Some("test")).unwrap();
-        let b = s.create_session("alice", "oidc:kc", 60_000, None, None).unwrap();
+        let a = s
+            .create_session("alice", "local", 60_000, Some("127.0.0.1"), Some("test"))
+            .unwrap();
+        let b = s
+            .create_session("alice", "oidc:kc", 60_000, None, None)
+            .unwrap();
         let t0 = now_ms();
         assert!(s.touch_session(&a, 60_000).unwrap());
         assert!(s.revoke_session(&a).unwrap());
@@ -591,7 +735,12 @@ mod tests {
         assert!(!s.session_live(&a).unwrap());
         assert!(s.session_live(&b).unwrap());
         assert_eq!(s.revoke_user_sessions("alice").unwrap(), 1);
-        let revoked: Vec<String> = s.revoked_since(t0).unwrap().into_iter().map(|r| r.0).collect();
+        let revoked: Vec<String> = s
+            .revoked_since(t0)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.0)
+            .collect();
         assert_eq!(revoked, vec![a, b]);
     }
 
@@ -599,12 +748,25 @@ mod tests {
     fn api_tokens_hashed_scoped_revocable() {
         let (_d, s) = store();
         s.add_user("svc", Role::User, None, None).unwrap();
-        let (info, token) = s.create_api_token("svc", "host app", &["embed".into()], None).unwrap();
+        let (info, token) = s
+            .create_api_token("svc", "host app", &["embed".into()], None)
+            .unwrap();
         let (u, t) = s.verify_api_token(&token).unwrap();
-        assert_eq!((u.name.as_str(), t.scopes.clone()), ("svc", vec!["embed".to_string()]));
-        let stored: Vec<u8> = s.conn().query_row("SELECT secret_sha256 FROM api_tokens", [], |r| r.get(0)).unwrap();
-        assert!(!token.as_bytes().windows(stored.len()).any(|w| w == stored.as_slice()));
-        assert!(s.verify_api_token(&token.replace("sgt_", "sgt_x")).is_none());
+        assert_eq!(
+            (u.name.as_str(), t.scopes.clone()),
+            ("svc", vec!["embed".to_string()])
+        );
+        let stored: Vec<u8> = s
+            .conn()
+            .query_row("SELECT secret_sha256 FROM api_tokens", [], |r| r.get(0))
+            .unwrap();
+        assert!(!token
+            .as_bytes()
+            .windows(stored.len())
+            .any(|w| w == stored.as_slice()));
+        assert!(s
+            .verify_api_token(&token.replace("sgt_", "sgt_x"))
+            .is_none());
         let mut wrong = token.clone();
         wrong.pop();
         assert!(s.verify_api_token(&wrong).is_none());
@@ -617,11 +779,18 @@ mod tests {
     #[test]
     fn embed_tokens_are_single_use_and_bound_to_the_slot() {
         let (_d, s) = store();
-        let t = s.create_embed_token("alice", "alice", "https://app.example", 60_000).unwrap();
+        let t = s
+            .create_embed_token("alice", "alice", "https://app.example", 60_000)
+            .unwrap();
         assert!(s.consume_embed_token(&t, "bob").is_none(), "other slot");
-        assert_eq!(s.consume_embed_token(&t, "alice"), Some(("alice".into(), "https://app.example".into())));
+        assert_eq!(
+            s.consume_embed_token(&t, "alice"),
+            Some(("alice".into(), "https://app.example".into()))
+        );
         assert!(s.consume_embed_token(&t, "alice").is_none(), "replay");
-        let expired = s.create_embed_token("alice", "alice", "https://app.example", 0).unwrap();
+        let expired = s
+            .create_embed_token("alice", "alice", "https://app.example", 0)
+            .unwrap();
         assert!(s.consume_embed_token(&expired, "alice").is_none());
     }
 

@@ -46,9 +46,23 @@ async fn code_flow_signs_in_with_groups_and_roles() {
     let op = provider();
     let p = OidcProvider::discover(config(&op.issuer)).await.unwrap();
     let (url, pending) = p.begin("/slot/alice/").unwrap();
-    assert!(url.contains("code_challenge_method=S256") && url.contains("nonce=") && url.contains("state="), "{url}");
-    let back = drive_login(&browser(), &url, "alice", REDIRECT).await.unwrap();
-    let user = p.finish(pending.clone(), &query(&back, "code"), &query(&back, "state")).await.unwrap();
+    assert!(
+        url.contains("code_challenge_method=S256")
+            && url.contains("nonce=")
+            && url.contains("state="),
+        "{url}"
+    );
+    let back = drive_login(&browser(), &url, "alice", REDIRECT)
+        .await
+        .unwrap();
+    let user = p
+        .finish(
+            pending.clone(),
+            &query(&back, "code"),
+            &query(&back, "state"),
+        )
+        .await
+        .unwrap();
     assert_eq!(user.username, "alice");
     assert_eq!(user.email.as_deref(), Some("alice@example.com"));
     assert_eq!(user.display_name.as_deref(), Some("Alice A"));
@@ -58,18 +72,33 @@ async fn code_flow_signs_in_with_groups_and_roles() {
     assert_eq!(pending.next, "/slot/alice/");
 
     // The same code again: the provider refuses a replayed code.
-    let replay = p.finish(pending, &query(&back, "code"), &query(&back, "state")).await;
-    assert!(matches!(replay, Err(OidcError::Exchange { .. })), "{replay:?}");
+    let replay = p
+        .finish(pending, &query(&back, "code"), &query(&back, "state"))
+        .await;
+    assert!(
+        matches!(replay, Err(OidcError::Exchange { .. })),
+        "{replay:?}"
+    );
 
     // An admin group maps to admin.
     let (url, pending) = p.begin("/").unwrap();
-    let back = drive_login(&browser(), &url, "olga", REDIRECT).await.unwrap();
-    let olga = p.finish(pending, &query(&back, "code"), &query(&back, "state")).await.unwrap();
+    let back = drive_login(&browser(), &url, "olga", REDIRECT)
+        .await
+        .unwrap();
+    let olga = p
+        .finish(pending, &query(&back, "code"), &query(&back, "state"))
+        .await
+        .unwrap();
     assert_eq!(olga.role, Role::Admin);
 
     // RP-initiated logout is offered.
-    let end = p.end_session_url(olga.id_token.as_deref(), "https://127.0.0.1:7681/").unwrap();
-    assert!(end.starts_with(&format!("{}/session/end", op.issuer)), "{end}");
+    let end = p
+        .end_session_url(olga.id_token.as_deref(), "https://127.0.0.1:7681/")
+        .unwrap();
+    assert!(
+        end.starts_with(&format!("{}/session/end", op.issuer)),
+        "{end}"
+    );
 }
 
 #[tokio::test]
@@ -79,24 +108,42 @@ async fn wrong_state_wrong_nonce_and_outsiders_are_refused() {
 
     // Wrong state: refused before the code is even exchanged.
     let (url, pending) = p.begin("/").unwrap();
-    let back = drive_login(&browser(), &url, "alice", REDIRECT).await.unwrap();
-    let r = p.finish(pending.clone(), &query(&back, "code"), "forged-state").await;
+    let back = drive_login(&browser(), &url, "alice", REDIRECT)
+        .await
+        .unwrap();
+    let r = p
+        .finish(pending.clone(), &query(&back, "code"), "forged-state")
+        .await;
     assert!(matches!(r, Err(OidcError::State { .. })), "{r:?}");
 
     // A callback meant for another login attempt (its nonce differs): the
     // code is exchanged but the ID token's nonce does not match.
     let (url2, other) = p.begin("/").unwrap();
-    let back2 = drive_login(&browser(), &url2, "alice", REDIRECT).await.unwrap();
+    let back2 = drive_login(&browser(), &url2, "alice", REDIRECT)
+        .await
+        .unwrap();
     let mut crossed = pending.clone();
     crossed.state = other.state.clone();
     // Same state check passes, PKCE verifier and nonce are the first login's.
-    let r = p.finish(crossed, &query(&back2, "code"), &query(&back2, "state")).await;
-    assert!(matches!(r, Err(OidcError::Exchange { .. }) | Err(OidcError::IdToken { .. })), "{r:?}");
+    let r = p
+        .finish(crossed, &query(&back2, "code"), &query(&back2, "state"))
+        .await;
+    assert!(
+        matches!(
+            r,
+            Err(OidcError::Exchange { .. }) | Err(OidcError::IdToken { .. })
+        ),
+        "{r:?}"
+    );
 
     // Someone outside the allowed groups.
     let (url, pending) = p.begin("/").unwrap();
-    let back = drive_login(&browser(), &url, "sam", REDIRECT).await.unwrap();
-    let r = p.finish(pending, &query(&back, "code"), &query(&back, "state")).await;
+    let back = drive_login(&browser(), &url, "sam", REDIRECT)
+        .await
+        .unwrap();
+    let r = p
+        .finish(pending, &query(&back, "code"), &query(&back, "state"))
+        .await;
     assert!(matches!(r, Err(OidcError::NotAllowed { .. })), "{r:?}");
 }
 
@@ -104,5 +151,8 @@ async fn wrong_state_wrong_nonce_and_outsiders_are_refused() {
 async fn discovery_failure_is_a_clear_error() {
     let r = OidcProvider::discover(config("http://127.0.0.1:9")).await;
     let msg = r.err().unwrap().to_string();
-    assert!(msg.contains("identity provider op: discovery failed"), "{msg}");
+    assert!(
+        msg.contains("identity provider op: discovery failed"),
+        "{msg}"
+    );
 }

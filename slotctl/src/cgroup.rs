@@ -222,6 +222,15 @@ impl Cgroups {
         Ok(())
     }
 
+    /// The `cgroup.procs` files a process writes its pid into to join the
+    /// group (one per v1 controller, one for v2, none in rlimit mode).
+    pub fn procs_files(&self, slot: &str) -> Vec<PathBuf> {
+        self.dirs(slot)
+            .into_iter()
+            .map(|(_, d)| d.join("cgroup.procs"))
+            .collect()
+    }
+
     /// Every process of the slot tree.
     pub fn pids(&self, slot: &str) -> Vec<u32> {
         match &self.mode {

@@ -21,10 +21,16 @@ impl OpenIdProvider {
     pub fn start(clients: serde_json::Value, users: serde_json::Value) -> OpenIdProvider {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("op.json");
-        std::fs::write(&cfg, json!({"port": 0, "clients": clients, "users": users}).to_string()).unwrap();
+        std::fs::write(
+            &cfg,
+            json!({"port": 0, "clients": clients, "users": users}).to_string(),
+        )
+        .unwrap();
         let script = crate::repo_root().join("tests/oidc/provider.mjs");
         assert!(
-            crate::repo_root().join("tests/oidc/node_modules/oidc-provider").exists(),
+            crate::repo_root()
+                .join("tests/oidc/node_modules/oidc-provider")
+                .exists(),
             "oidc-provider is not installed: run scripts/install-deps.sh (npm ci in tests/oidc)"
         );
         let mut child = Command::new("node")
@@ -38,8 +44,8 @@ impl OpenIdProvider {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("provider did not start ({e}): {line:?}"));
+        let v: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("provider did not start ({e}): {line:?}"));
         OpenIdProvider {
             issuer: v["issuer"].as_str().unwrap().to_string(),
             child,
@@ -71,7 +77,8 @@ fn hidden_inputs(html: &str) -> Vec<(String, String)> {
         let tag_end = rest[at..].find('>').map_or(rest.len(), |e| at + e);
         let tag = &rest[at..tag_end];
         if tag.contains("type=\"hidden\"") {
-            if let (Some(n), Some(v)) = (attr(tag, "<input", "name"), attr(tag, "<input", "value")) {
+            if let (Some(n), Some(v)) = (attr(tag, "<input", "name"), attr(tag, "<input", "value"))
+            {
                 out.push((n.to_string(), v.to_string()));
             }
         }
@@ -113,10 +120,14 @@ pub async fn drive_login(
         }
         let html = resp.text().await?;
         if !status.is_success() {
-            anyhow::bail!("provider answered {status}: {}", &html[..html.len().min(300)]);
+            anyhow::bail!(
+                "provider answered {status}: {}",
+                &html[..html.len().min(300)]
+            );
         }
-        let action = attr(&html, "<form", "action")
-            .ok_or_else(|| anyhow::anyhow!("no form on provider page: {}", &html[..html.len().min(300)]))?;
+        let action = attr(&html, "<form", "action").ok_or_else(|| {
+            anyhow::anyhow!("no form on provider page: {}", &html[..html.len().min(300)])
+        })?;
         url = url.join(action)?;
         // The form's hidden fields (`prompt=login` / `prompt=consent`),
         // plus the credentials on the login page (any password works).

@@ -147,7 +147,7 @@ async fn crash_loop_ends_errored_and_stop_exit_codes_are_not_restarted() {
         .await;
     // A manual restart clears the errored state.
     let again = env.client().app_action(0, "restart").await.unwrap();
-    assert_eq!(again.unstable_restarts, 0);
+    assert!(again.restarts > c.restarts, "{again:?}");
 }
 
 #[tokio::test]

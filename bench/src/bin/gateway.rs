@@ -74,7 +74,7 @@ impl Setup {
             Way::Direct => 0,
             Way::Nginx => self.nginx_port,
             Way::NginxKa => self.nginx_ka_port,
-            Way::Slotgate => std::env::var("XPORT").ok().and_then(|p| p.parse().ok()).unwrap_or(self.gateway.addr.port()),
+            Way::Slotgate => self.gateway.addr.port(),
         }
     }
 }
@@ -147,12 +147,6 @@ async fn connect(setup: &Setup, way: Way) -> anyhow::Result<Tty> {
         }
         Way::Nginx | Way::NginxKa => {
             let port = setup.port(way);
-            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-            tcp.set_nodelay(true)?;
-            tty_over(Box::new(tcp), &format!("127.0.0.1:{port}"), &path, &[]).await
-        }
-        Way::Slotgate if std::env::var("XPORT").is_ok() => {
-            let port: u16 = std::env::var("XPORT").unwrap().parse().unwrap();
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
             tcp.set_nodelay(true)?;
             tty_over(Box::new(tcp), &format!("127.0.0.1:{port}"), &path, &[]).await

@@ -47,6 +47,10 @@ const BACKOFF_CAP_MS: u64 = 15_000;
 /// A run this long resets the exponential backoff (PM2's
 /// EXP_BACKOFF_RESET_TIMER).
 const BACKOFF_RESET: Duration = Duration::from_secs(30);
+/// `sh -c` script: join the cgroups named by the first `$1` arguments,
+/// then exec the rest. Exit 127 (and a message) when joining fails.
+const CGROUP_SHIM: &str = r#"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1" || { echo "slotctl: cannot join cgroup $1" >&2; exit 127; }; shift; n=$((n-1)); done; exec "$@""#;
+
 /// Environment marker naming the app instance (besides the cgroup).
 pub const APP_ENV: &str = "SLOTGATE_APP";
 
@@ -902,14 +906,27 @@ impl AppActor {
             (open(&logs.out)?, open(&logs.err)?)
         };
         let (program, args) = app.argv(data);
+        // The app joins its cgroup before it execs: `sh` writes its own pid
+        // into the group and then becomes the app (same pid), so nothing the
+        // app forks in its first milliseconds can escape the group.
+        let files = sup.cgroups.procs_files(key);
+        let mut shim_args: Vec<String> = vec![
+            "-c".into(),
+            CGROUP_SHIM.into(),
+            "slotctl-cgexec".into(),
+            files.len().to_string(),
+        ];
+        shim_args.extend(files.iter().map(|f| f.display().to_string()));
+        shim_args.push(program.clone());
+        shim_args.extend(args);
         let mut env = app.env(instance, &sup.app_host_env);
         env.extend(markers.iter().cloned());
         let cwd = app.cwd(data);
         if !cwd.is_dir() {
             return Err(format!("cwd {} is not a directory", cwd.display()));
         }
-        let mut cmd = Command::new(&program);
-        cmd.args(&args)
+        let mut cmd = Command::new("/bin/sh");
+        cmd.args(&shim_args)
             .env_clear()
             .envs(&env)
             .current_dir(&cwd)
@@ -960,7 +977,6 @@ impl AppActor {
                 r.start_ticks = start_ticks;
                 r.boot_id = Some(boot);
                 r.started_at_ms = Some(now_ms());
-                r.reason = None;
             },
         );
         let now = Instant::now();
