@@ -238,10 +238,26 @@ mod tests {
 
     #[test]
     fn app_names() {
-        for ok in ["claudebox-router", "slot_manager", "api.v2", "A1", &"a".repeat(64)] {
+        for ok in [
+            "claudebox-router",
+            "slot_manager",
+            "api.v2",
+            "A1",
+            &"a".repeat(64),
+        ] {
             assert!(AppName::new(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".x", "-x", "a/b", "a b", "all", "é", &"a".repeat(65), ".."] {
+        for bad in [
+            "",
+            ".x",
+            "-x",
+            "a/b",
+            "a b",
+            "all",
+            "é",
+            &"a".repeat(65),
+            "..",
+        ] {
             assert!(AppName::new(bad).is_err(), "{bad}");
         }
     }

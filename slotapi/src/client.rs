@@ -14,7 +14,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use crate::{Activity, AppInfo, CreateSlot, EnsureSlot, ErrorBody, Health, SlotId, SlotInfo, StartApps};
+use crate::{
+    Activity, AppInfo, CreateSlot, EnsureSlot, ErrorBody, Health, SlotId, SlotInfo, StartApps,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -240,7 +242,8 @@ impl Client {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ClientError> {
-        self.call(Method::POST, path, body.and_then(Self::json)).await
+        self.call(Method::POST, path, body.and_then(Self::json))
+            .await
     }
 
     /// `GET /v1/apps`: every app instance, ordered by `pm_id`.

@@ -17,7 +17,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Deserialize;
-use slotapi::{Activity, StartApps, CreateSlot, DeleteSlot, EnsureSlot, ErrorBody, Health, SlotId, SlotStatus};
+use slotapi::{
+    Activity, CreateSlot, DeleteSlot, EnsureSlot, ErrorBody, Health, SlotId, SlotStatus, StartApps,
+};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -42,7 +44,9 @@ impl IntoResponse for ApiError {
 impl From<SupError> for ApiError {
     fn from(e: SupError) -> Self {
         let (status, code) = match &e {
-            SupError::NotFound(_) | SupError::NotFoundApp(_) => (StatusCode::NOT_FOUND, "not_found"),
+            SupError::NotFound(_) | SupError::NotFoundApp(_) => {
+                (StatusCode::NOT_FOUND, "not_found")
+            }
             SupError::Exists(_) | SupError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             SupError::UnknownTemplate { .. } | SupError::BadRequest(_) => {
                 (StatusCode::BAD_REQUEST, "bad_request")
@@ -95,10 +99,18 @@ pub fn router(sup: Arc<Supervisor>) -> Router {
         .route("/v1/apps/{pm_id}/logs", get(app_logs))
         .route("/v1/shutdown", post(shutdown))
         .fallback(|| async {
-            ApiError(StatusCode::NOT_FOUND, "not_found", "no such route; the API lives under /v1".into())
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route; the API lives under /v1".into(),
+            )
         })
         .method_not_allowed_fallback(|| async {
-            ApiError(StatusCode::METHOD_NOT_ALLOWED, "bad_request", "method not allowed on this route".into())
+            ApiError(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "bad_request",
+                "method not allowed on this route".into(),
+            )
         })
         .with_state(sup)
 }
@@ -109,7 +121,10 @@ async fn health(State(sup): Sup) -> Json<Health> {
         version: env!("CARGO_PKG_VERSION").into(),
         pid: std::process::id(),
         uptime_ms: sup.uptime().as_millis() as u64,
-        online: slots.iter().filter(|s| s.status == SlotStatus::Online).count(),
+        online: slots
+            .iter()
+            .filter(|s| s.status == SlotStatus::Online)
+            .count(),
         slots: slots.len(),
     })
 }
@@ -136,7 +151,10 @@ async fn start(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoRespo
 }
 
 async fn stop(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(sup.stop(&slot_id(&id)?, Some("stopped by request".into())).await?))
+    Ok(Json(
+        sup.stop(&slot_id(&id)?, Some("stopped by request".into()))
+            .await?,
+    ))
 }
 
 async fn restart(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
@@ -149,7 +167,10 @@ async fn delete(
     q: Result<Query<DeleteSlot>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
     let Query(q) = q.map_err(|e| bad(e.body_text()))?;
-    Ok(Json(sup.delete(&slot_id(&id)?, q.keep_sandbox.unwrap_or(true)).await?))
+    Ok(Json(
+        sup.delete(&slot_id(&id)?, q.keep_sandbox.unwrap_or(true))
+            .await?,
+    ))
 }
 
 async fn ensure(
@@ -311,7 +332,10 @@ async fn app_spec(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoRe
     Ok(Json(sup.app_spec(pm_id(&id)?)?))
 }
 
-async fn delete_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn delete_app(
+    State(sup): Sup,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(sup.delete_app(pm_id(&id)?).await?))
 }
 
@@ -323,11 +347,17 @@ async fn stop_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoRe
     Ok(Json(sup.app_action(pm_id(&id)?, "stop").await?))
 }
 
-async fn restart_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn restart_app(
+    State(sup): Sup,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(sup.app_action(pm_id(&id)?, "restart").await?))
 }
 
-async fn reload_app(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {
+async fn reload_app(
+    State(sup): Sup,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(sup.app_action(pm_id(&id)?, "reload").await?))
 }
 

@@ -23,9 +23,15 @@ pub fn unit_key(name: &AppName, instance: u32) -> String {
 /// A health probe, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeKind {
-    Http { authority: String, path: String },
+    Http {
+        authority: String,
+        path: String,
+    },
     Tcp(String),
-    Unix { path: PathBuf, http_path: Option<String> },
+    Unix {
+        path: PathBuf,
+        http_path: Option<String>,
+    },
     Command(String),
 }
 
@@ -97,7 +103,10 @@ fn parse_probe(h: &pm2_compat::HealthCheck) -> Result<Probe, Invalid> {
     let mut kinds = Vec::new();
     if !h.url.is_empty() {
         let rest = h.url.strip_prefix("http://").ok_or_else(|| {
-            invalid("health.url", format!("{:?}: only http:// URLs can be probed", h.url))
+            invalid(
+                "health.url",
+                format!("{:?}: only http:// URLs can be probed", h.url),
+            )
         })?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
@@ -196,7 +205,10 @@ impl App {
     }
 
     pub fn cwd(&self, data_dir: &Path) -> PathBuf {
-        self.spec.cwd.clone().unwrap_or_else(|| data_dir.to_path_buf())
+        self.spec
+            .cwd
+            .clone()
+            .unwrap_or_else(|| data_dir.to_path_buf())
     }
 
     /// The script or program with a relative path resolved against cwd
@@ -291,7 +303,10 @@ fn is_null(p: &Path) -> bool {
 
 /// `x/app-out.log` → `x/app-out-3.log` (PM2's per-instance naming).
 fn suffixed(p: &Path, pm_id: u32) -> PathBuf {
-    let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = p
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let name = match p.extension() {
         Some(ext) => format!("{stem}-{pm_id}.{}", ext.to_string_lossy()),
         None => format!("{stem}-{pm_id}"),
@@ -343,11 +358,17 @@ pub fn ignored(patterns: &[String], rel: &Path) -> bool {
         .map(|c| c.as_os_str().to_string_lossy().into_owned())
         .collect();
     if patterns.is_empty() {
-        return comps.iter().any(|c| c.starts_with('.') || c == "node_modules");
+        return comps
+            .iter()
+            .any(|c| c.starts_with('.') || c == "node_modules");
     }
     patterns.iter().any(|p| {
         let p = p.trim();
-        if let Some(inner) = p.strip_prefix('/').and_then(|r| r.rsplit_once('/')).map(|(s, _)| s) {
+        if let Some(inner) = p
+            .strip_prefix('/')
+            .and_then(|r| r.rsplit_once('/'))
+            .map(|(s, _)| s)
+        {
             let literal: String = inner.chars().filter(|c| !"\\^$".contains(*c)).collect();
             return !literal.is_empty() && text.contains(&literal);
         }
@@ -394,7 +415,9 @@ pub fn format_timestamp(fmt: &str, t: &chrono::DateTime<chrono::Local>) -> Strin
     let mut out = String::with_capacity(fmt.len() + 8);
     let mut rest = fmt;
     // Longest tokens first.
-    let tokens: &[&str] = &["YYYY", "SSS", "MM", "DD", "HH", "mm", "ss", "ZZ", "YY", "Z", "M", "D", "H", "m", "s"];
+    let tokens: &[&str] = &[
+        "YYYY", "SSS", "MM", "DD", "HH", "mm", "ss", "ZZ", "YY", "Z", "M", "D", "H", "m", "s",
+    ];
     while !rest.is_empty() {
         if let Some(inner) = rest.strip_prefix('[') {
             if let Some(end) = inner.find(']') {
@@ -446,12 +469,19 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        let cases: Vec<(Box<dyn FnOnce(&mut AppSpec)>, &str)> = vec![
+        type Edit = Box<dyn FnOnce(&mut AppSpec)>;
+        let cases: Vec<(Edit, &str)> = vec![
             (Box::new(|s| s.name = "a b".into()), "name"),
             (Box::new(|s| s.stop_signal = "SIGFOO".into()), "stop_signal"),
-            (Box::new(|s| s.cron_restart = Some("61 * * * *".into())), "cron_restart"),
+            (
+                Box::new(|s| s.cron_restart = Some("61 * * * *".into())),
+                "cron_restart",
+            ),
             (Box::new(|s| s.instances = 0), "instances"),
-            (Box::new(|s| s.increment_var = Some("PORT".into())), "increment_var"),
+            (
+                Box::new(|s| s.increment_var = Some("PORT".into())),
+                "increment_var",
+            ),
             (
                 Box::new(|s| s.health = Some(pm2_compat::HealthCheck::default())),
                 "health",
@@ -485,7 +515,14 @@ mod tests {
         let data = Path::new("/d");
         assert_eq!(
             a.argv(data),
-            ("node".into(), vec!["--inspect".into(), "/srv/api/server.js".into(), "--x".into()])
+            (
+                "node".into(),
+                vec![
+                    "--inspect".into(),
+                    "/srv/api/server.js".into(),
+                    "--x".into()
+                ]
+            )
         );
         let host = BTreeMap::from([("PATH".to_string(), "/bin".to_string())]);
         let env = a.env(1, &host);
@@ -503,7 +540,11 @@ mod tests {
 
     #[test]
     fn ignore_patterns() {
-        let pats = vec!["__pycache__".to_string(), "*.log".to_string(), "/tmp\\//".to_string()];
+        let pats = vec![
+            "__pycache__".to_string(),
+            "*.log".to_string(),
+            "/tmp\\//".to_string(),
+        ];
         assert!(ignored(&pats, Path::new("__pycache__/x.pyc")));
         assert!(ignored(&pats, Path::new("a/b.log")));
         assert!(ignored(&pats, Path::new("tmp/x")));

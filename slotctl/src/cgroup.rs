@@ -23,9 +23,15 @@ pub const ROOT_ENV: &str = "SLOTGATE_INSTANCE";
 
 #[derive(Debug, Clone)]
 pub enum Mode {
-    V2 { dir: PathBuf },
-    V1 { controllers: BTreeMap<&'static str, PathBuf> },
-    Rlimit { why: String },
+    V2 {
+        dir: PathBuf,
+    },
+    V1 {
+        controllers: BTreeMap<&'static str, PathBuf>,
+    },
+    Rlimit {
+        why: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +71,12 @@ fn v1_mounts() -> BTreeMap<&'static str, PathBuf> {
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {
-    fs::write(path, value).map_err(|e| io::Error::new(e.kind(), format!("writing {value:?} to {}: {e}", path.display())))
+    fs::write(path, value).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("writing {value:?} to {}: {e}", path.display()),
+        )
+    })
 }
 
 impl Cgroups {
@@ -89,11 +100,13 @@ impl Cgroups {
         let unified = Path::new("/sys/fs/cgroup");
         if unified.join("cgroup.controllers").exists() {
             let dir = unified.join(root);
-            let ok = fs::create_dir_all(&dir)
-                .and_then(|_| {
-                    let _ = write(&unified.join("cgroup.subtree_control"), "+memory +cpu +pids");
-                    write(&dir.join("cgroup.subtree_control"), "+memory +cpu +pids")
-                });
+            let ok = fs::create_dir_all(&dir).and_then(|_| {
+                let _ = write(
+                    &unified.join("cgroup.subtree_control"),
+                    "+memory +cpu +pids",
+                );
+                write(&dir.join("cgroup.subtree_control"), "+memory +cpu +pids")
+            });
             return match ok {
                 Ok(()) => Mode::V2 { dir },
                 Err(e) => Mode::Rlimit {
@@ -185,23 +198,35 @@ impl Cgroups {
         match &self.mode {
             Mode::V2 { .. } => {
                 let d = self.dir(slot, "unified").expect("v2 dir");
-                write(&d.join("memory.max"), &limits.memory_bytes.map_or("max".into(), |b| b.to_string()))?;
+                write(
+                    &d.join("memory.max"),
+                    &limits.memory_bytes.map_or("max".into(), |b| b.to_string()),
+                )?;
                 if limits.memory_bytes.is_some() {
                     let _ = write(&d.join("memory.swap.max"), "0");
                 }
-                write(&d.join("pids.max"), &limits.pids.map_or("max".into(), |p| p.to_string()))?;
-                let cpu = limits
-                    .cpu
-                    .map_or("max 100000".into(), |c| format!("{} 100000", (c * 100_000.0) as u64));
+                write(
+                    &d.join("pids.max"),
+                    &limits.pids.map_or("max".into(), |p| p.to_string()),
+                )?;
+                let cpu = limits.cpu.map_or("max 100000".into(), |c| {
+                    format!("{} 100000", (c * 100_000.0) as u64)
+                });
                 write(&d.join("cpu.max"), &cpu)?;
             }
             Mode::V1 { .. } => {
                 if let Some(d) = self.dir(slot, "memory") {
                     // -1 removes a previous limit.
-                    write(&d.join("memory.limit_in_bytes"), &limits.memory_bytes.map_or("-1".into(), |b| b.to_string()))?;
+                    write(
+                        &d.join("memory.limit_in_bytes"),
+                        &limits.memory_bytes.map_or("-1".into(), |b| b.to_string()),
+                    )?;
                 }
                 if let Some(d) = self.dir(slot, "pids") {
-                    write(&d.join("pids.max"), &limits.pids.map_or("max".into(), |p| p.to_string()))?;
+                    write(
+                        &d.join("pids.max"),
+                        &limits.pids.map_or("max".into(), |p| p.to_string()),
+                    )?;
                 }
                 if let Some(d) = self.dir(slot, "cpu") {
                     write(&d.join("cpu.cfs_period_us"), "100000")?;
@@ -234,7 +259,9 @@ impl Cgroups {
     /// Every process of the slot tree.
     pub fn pids(&self, slot: &str) -> Vec<u32> {
         match &self.mode {
-            Mode::Rlimit { .. } => process::pids_with_env(&[(SLOT_ENV, slot), (ROOT_ENV, &self.root)]),
+            Mode::Rlimit { .. } => {
+                process::pids_with_env(&[(SLOT_ENV, slot), (ROOT_ENV, &self.root)])
+            }
             _ => {
                 let Some(d) = self.dir(slot, "pids").or_else(|| self.dir(slot, "memory")) else {
                     return vec![];
@@ -252,17 +279,24 @@ impl Cgroups {
 
     /// Whole-tree usage. In rlimit mode the tree is summed from /proc.
     pub fn usage(&self, slot: &str) -> Usage {
-        let read = |p: Option<PathBuf>| p.and_then(|p| fs::read_to_string(p).ok()).unwrap_or_default();
+        let read = |p: Option<PathBuf>| {
+            p.and_then(|p| fs::read_to_string(p).ok())
+                .unwrap_or_default()
+        };
         let stat_field = |text: &str, key: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(key).and_then(|v| v.trim().parse::<u64>().ok()))
+            text.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+            })
         };
         match &self.mode {
             Mode::V2 { .. } => {
                 let d = self.dir(slot, "unified");
-                let cpu = stat_field(&read(d.as_ref().map(|d| d.join("cpu.stat"))), "usage_usec ").unwrap_or(0);
+                let cpu = stat_field(&read(d.as_ref().map(|d| d.join("cpu.stat"))), "usage_usec ")
+                    .unwrap_or(0);
                 let mem = read(d.as_ref().map(|d| d.join("memory.stat")));
-                let rss = stat_field(&mem, "anon ").unwrap_or(0) + stat_field(&mem, "shmem ").unwrap_or(0);
+                let rss = stat_field(&mem, "anon ").unwrap_or(0)
+                    + stat_field(&mem, "shmem ").unwrap_or(0);
                 Usage {
                     cpu_ns: cpu * 1000,
                     rss_bytes: rss,
@@ -343,8 +377,14 @@ mod tests {
 
     #[test]
     fn cpu_percent_is_delta_over_wall() {
-        let a = Usage { cpu_ns: 1_000_000_000, ..Default::default() };
-        let b = Usage { cpu_ns: 1_500_000_000, ..Default::default() };
+        let a = Usage {
+            cpu_ns: 1_000_000_000,
+            ..Default::default()
+        };
+        let b = Usage {
+            cpu_ns: 1_500_000_000,
+            ..Default::default()
+        };
         assert!((b.cpu_percent_since(&a, 1_000_000_000) - 50.0).abs() < 1e-9);
         // A counter that went backwards (group re-created) reads as 0, not garbage.
         assert_eq!(a.cpu_percent_since(&b, 1_000_000_000), 0.0);

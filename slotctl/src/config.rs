@@ -164,7 +164,10 @@ impl Config {
         }
         let health_failures = rs.health_failures.unwrap_or(3);
         if health_failures == 0 {
-            return Err(err("supervisor.health_failures", "must be at least 1".into()));
+            return Err(err(
+                "supervisor.health_failures",
+                "must be at least 1".into(),
+            ));
         }
         let max_failures = rs.max_failures.unwrap_or(5);
         if max_failures == 0 {
@@ -179,7 +182,9 @@ impl Config {
         {
             return Err(err(
                 "supervisor.cgroup_root",
-                format!("{cgroup_root:?} must be one directory name (letters, digits, '-', '_', '.')"),
+                format!(
+                    "{cgroup_root:?} must be one directory name (letters, digits, '-', '_', '.')"
+                ),
             ));
         }
         let isolation = match rs.isolation.as_deref() {
@@ -325,16 +330,36 @@ mod tests {
     #[test]
     fn bad_values_are_refused_with_reason() {
         let cases = [
-            ("[supervisor]\nhealth_interval = \"soon\"\n", "supervisor", "not a duration"),
-            ("[supervisor]\nhealth_failures = 0\n", "supervisor.health_failures", "at least 1"),
+            (
+                "[supervisor]\nhealth_interval = \"soon\"\n",
+                "supervisor",
+                "not a duration",
+            ),
+            (
+                "[supervisor]\nhealth_failures = 0\n",
+                "supervisor.health_failures",
+                "at least 1",
+            ),
             (
                 "[supervisor]\nbackoff_initial = \"10s\"\nbackoff_max = \"1s\"\n",
                 "supervisor.backoff_max",
                 "at least",
             ),
-            ("[supervisor]\ncgroup_root = \"../x\"\n", "supervisor.cgroup_root", "one directory"),
-            ("[supervisor]\nidle_timeout = \"later\"\n", "supervisor.idle_timeout", "not a duration"),
-            ("[supervisor]\nisolation = \"vm\"\n", "supervisor.isolation", "not one of"),
+            (
+                "[supervisor]\ncgroup_root = \"../x\"\n",
+                "supervisor.cgroup_root",
+                "one directory",
+            ),
+            (
+                "[supervisor]\nidle_timeout = \"later\"\n",
+                "supervisor.idle_timeout",
+                "not a duration",
+            ),
+            (
+                "[supervisor]\nisolation = \"vm\"\n",
+                "supervisor.isolation",
+                "not one of",
+            ),
         ];
         for (text, key, reason) in cases {
             let err = parse(text).unwrap_err();
@@ -352,10 +377,13 @@ mod tests {
         let err = parse("[[apps]]\nname = \"api\"\ncommand = \"x\"\nscirpt = 1\n").unwrap_err();
         assert_eq!(err.key, "apps");
         assert!(err.reason.contains("scirpt"), "{err}");
-        let err = parse("[[apps]]\nname = \"a\"\ncommand = \"x\"\nstop_signal = \"NOPE\"\n").unwrap_err();
+        let err =
+            parse("[[apps]]\nname = \"a\"\ncommand = \"x\"\nstop_signal = \"NOPE\"\n").unwrap_err();
         assert_eq!(err.key, "apps[0].stop_signal");
-        let err = parse("[[apps]]\nname = \"a\"\ncommand = \"x\"\n[[apps]]\nname = \"a\"\ncommand = \"y\"\n")
-            .unwrap_err();
+        let err = parse(
+            "[[apps]]\nname = \"a\"\ncommand = \"x\"\n[[apps]]\nname = \"a\"\ncommand = \"y\"\n",
+        )
+        .unwrap_err();
         assert_eq!(err.key, "apps[1].name");
     }
 

@@ -82,7 +82,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let sock = paths.control_socket();
     // We hold the lock, so a socket file here is a leftover.
     let _ = fs::remove_file(&sock);
-    let listener = UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
+    let listener =
+        UnixListener::bind(&sock).with_context(|| format!("binding {}", sock.display()))?;
     fs::set_permissions(&sock, fs::Permissions::from_mode(0o600))?;
     info!(
         socket = %sock.display(),

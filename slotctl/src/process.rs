@@ -111,10 +111,7 @@ impl ExitWatch {
         // the fd lives exactly as long as the registration.
         #[allow(deprecated)]
         let fd = AsyncFd::new(fd)?;
-        Ok(ExitWatch {
-            fd,
-            pid,
-        })
+        Ok(ExitWatch { fd, pid })
     }
 
     pub fn pid(&self) -> u32 {
@@ -124,14 +121,9 @@ impl ExitWatch {
     /// Wait for the exit; for our own child also reap it and describe how
     /// it ended (`exit 1`, `signal 9`).
     pub async fn wait(&self) -> Option<String> {
-        loop {
-            match self.fd.readable().await {
-                Ok(mut guard) => {
-                    guard.retain_ready();
-                    break;
-                }
-                Err(_) => return None,
-            }
+        match self.fd.readable().await {
+            Ok(mut guard) => guard.retain_ready(),
+            Err(_) => return None,
         }
         reap(self.pid)
     }
@@ -176,7 +168,12 @@ mod tests {
 
     #[tokio::test]
     async fn exit_watch_reports_exit_code_of_child() {
-        let child = std::process::Command::new("sh").args(["-c", "exit 3"]).spawn().unwrap();
+        // Reaped by `wait` below through waitpid.
+        #[allow(clippy::zombie_processes)]
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
         let w = ExitWatch::new(child.id()).unwrap();
         assert_eq!(w.wait().await.as_deref(), Some("exit 3"));
     }

@@ -254,7 +254,11 @@ impl Store {
     pub fn get(&self, id: &SlotId) -> Result<Option<SlotRecord>, StoreError> {
         Ok(self
             .conn()
-            .query_row("SELECT * FROM slots WHERE id = ?1", params![id.as_str()], row_to_record)
+            .query_row(
+                "SELECT * FROM slots WHERE id = ?1",
+                params![id.as_str()],
+                row_to_record,
+            )
             .optional()?)
     }
 
@@ -323,7 +327,9 @@ impl Store {
         let conn = self.conn();
         let tx = conn.unchecked_transaction()?;
         let stored: Option<String> = tx
-            .query_row("SELECT value FROM meta WHERE key = 'next_pm_id'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key = 'next_pm_id'", [], |r| {
+                r.get(0)
+            })
             .optional()?;
         let max: Option<i64> = tx.query_row("SELECT MAX(pm_id) FROM apps", [], |r| r.get(0))?;
         let next = stored

@@ -294,7 +294,13 @@ impl TestEnv {
     }
 
     /// Wait until the app instance `pm_id` satisfies `pred`; returns it.
-    pub async fn wait_app<F>(&self, pm_id: u32, what: &str, limit: Duration, pred: F) -> slotapi::AppInfo
+    pub async fn wait_app<F>(
+        &self,
+        pm_id: u32,
+        what: &str,
+        limit: Duration,
+        pred: F,
+    ) -> slotapi::AppInfo
     where
         F: Fn(&slotapi::AppInfo) -> bool,
     {

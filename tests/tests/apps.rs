@@ -12,7 +12,9 @@ use slotgate_tests::{pm2_fixture, TestEnv};
 const T: Duration = Duration::from_secs(10);
 
 fn script(name: &str) -> String {
-    pm2_fixture(&format!("scripts/{name}")).display().to_string()
+    pm2_fixture(&format!("scripts/{name}"))
+        .display()
+        .to_string()
 }
 
 fn alive(pid: u32) -> bool {
@@ -70,16 +72,23 @@ async fn config_app_instances_restart_on_crash_and_stop_as_a_whole_tree() {
     ));
     env.start_daemon().await;
     let a0 = env
-        .wait_app(0, "online", T, |a| a.status == AppStatus::Online && a.pid.is_some())
+        .wait_app(0, "online", T, |a| {
+            a.status == AppStatus::Online && a.pid.is_some()
+        })
         .await;
     let a1 = env
-        .wait_app(1, "online", T, |a| a.status == AppStatus::Online && a.pid.is_some())
+        .wait_app(1, "online", T, |a| {
+            a.status == AppStatus::Online && a.pid.is_some()
+        })
         .await;
     assert_eq!((a0.name.as_str(), a1.name.as_str()), ("sleeper", "sleeper"));
     assert_eq!((a0.instance, a1.instance), (0, 1));
     let pid = a1.pid.unwrap();
     let vars = environ(pid);
-    assert!(vars.contains(&"NODE_APP_INSTANCE=1".to_string()), "{vars:?}");
+    assert!(
+        vars.contains(&"NODE_APP_INSTANCE=1".to_string()),
+        "{vars:?}"
+    );
     assert!(vars.contains(&"GREETING=hi".to_string()), "{vars:?}");
     // The app's own environment only: nothing of the test's leaks in.
     assert!(!vars.iter().any(|v| v.starts_with("CARGO")), "{vars:?}");
@@ -137,14 +146,21 @@ async fn crash_loop_ends_errored_and_stop_exit_codes_are_not_restarted() {
     assert_eq!(c.unstable_restarts, 3, "{c:?}");
     assert_eq!(c.restarts, 2, "{c:?}");
     assert_eq!(c.exit_code, Some(3));
-    assert!(c.reason.as_deref().unwrap_or("").contains("max_restarts"), "{c:?}");
+    assert!(
+        c.reason.as_deref().unwrap_or("").contains("max_restarts"),
+        "{c:?}"
+    );
     let d = env
-        .wait_app(1, "stopped", T, |a| a.status == AppStatus::Stopped && a.exit_code.is_some())
+        .wait_app(1, "stopped", T, |a| {
+            a.status == AppStatus::Stopped && a.exit_code.is_some()
+        })
         .await;
     assert_eq!((d.exit_code, d.restarts), (Some(0), 0), "{d:?}");
     // Backoff: PM2's status string while the delay runs.
-    env.wait_app(2, "waiting restart", T, |a| a.status == AppStatus::WaitingRestart)
-        .await;
+    env.wait_app(2, "waiting restart", T, |a| {
+        a.status == AppStatus::WaitingRestart
+    })
+    .await;
     // A manual restart clears the errored state.
     let again = env.client().app_action(0, "restart").await.unwrap();
     assert!(again.restarts > c.restarts, "{again:?}");
@@ -180,7 +196,10 @@ async fn daemon_kill9_readopts_apps_and_their_log_pipes_survive() {
     let len = std::fs::metadata(&out).unwrap().len();
     let deadline = std::time::Instant::now() + T;
     while std::fs::metadata(&out).unwrap().len() == len {
-        assert!(std::time::Instant::now() < deadline, "log stopped growing without the daemon");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "log stopped growing without the daemon"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(alive(before.pid.unwrap()));
@@ -191,7 +210,7 @@ async fn daemon_kill9_readopts_apps_and_their_log_pipes_survive() {
         .await;
     assert_eq!(after.pid, before.pid, "re-adopted, not restarted");
     assert_eq!(after.restarts, 0);
-    wait_file(&out, "re-adopted pid").await;
+    wait_file(&env.path("data/logs/apps/mon-error.log"), "re-adopted pid").await;
 }
 
 #[tokio::test]
@@ -208,11 +227,17 @@ async fn max_memory_restart_counts_the_whole_tree() {
         .await;
     // The main python process stays small; its grandchild holds 96 MiB.
     let restarted = env
-        .wait_app(0, "restarted for memory", Duration::from_secs(20), |a| a.restarts >= 1)
+        .wait_app(0, "restarted for memory", Duration::from_secs(20), |a| {
+            a.restarts >= 1
+        })
         .await;
     assert_ne!(restarted.pid, first.pid);
     assert!(
-        restarted.reason.as_deref().unwrap_or("").contains("max_memory_restart"),
+        restarted
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("max_memory_restart"),
         "{restarted:?}"
     );
 }
@@ -229,8 +254,10 @@ async fn cron_restart_and_watch_restart_the_app() {
         d = dir.display()
     ));
     env.start_daemon().await;
-    env.wait_app(0, "restarted by cron", T, |a| a.restarts >= 1 && a.status == AppStatus::Online)
-        .await;
+    env.wait_app(0, "restarted by cron", T, |a| {
+        a.restarts >= 1 && a.status == AppStatus::Online
+    })
+    .await;
     let w = env
         .wait_app(1, "online", T, |a| a.status == AppStatus::Online)
         .await;
@@ -242,7 +269,9 @@ async fn cron_restart_and_watch_restart_the_app() {
     // …a watched one restarts the app once the delay has passed.
     std::fs::write(dir.join("config.json"), "{}").unwrap();
     let r = env
-        .wait_app(1, "restarted by watch", T, |a| a.restarts >= 1 && a.status == AppStatus::Online)
+        .wait_app(1, "restarted by watch", T, |a| {
+            a.restarts >= 1 && a.status == AppStatus::Online
+        })
         .await;
     assert_ne!(r.pid, w.pid);
 }

@@ -53,5 +53,9 @@ pub async fn run(ctx: &Ctx, ids: &[String], action: Action) -> anyhow::Result<Ex
     if ctx.json {
         print_json(&ok);
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -38,7 +38,12 @@ pub async fn run(
     if ctx.json {
         print_json(&info);
     } else if info.status == SlotStatus::Online {
-        println!("created {} ({}), online, pid {}", info.id, info.template, info.pid.unwrap_or(0));
+        println!(
+            "created {} ({}), online, pid {}",
+            info.id,
+            info.template,
+            info.pid.unwrap_or(0)
+        );
     } else {
         println!("created {} ({}), {}", info.id, info.template, info.status);
     }

@@ -35,7 +35,10 @@ pub async fn run(ctx: Ctx, background: bool) -> anyhow::Result<ExitCode> {
     drop(child);
     for _ in 0..200 {
         if client.health().await.is_ok() {
-            println!("slotctl daemon started (pid {pid}, log {})", log_path.display());
+            println!(
+                "slotctl daemon started (pid {pid}, log {})",
+                log_path.display()
+            );
             return Ok(ExitCode::SUCCESS);
         }
         if crate::process::reap(pid).is_some() {
@@ -43,5 +46,8 @@ pub async fn run(ctx: Ctx, background: bool) -> anyhow::Result<ExitCode> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    bail!("the daemon did not answer within 10 s; see {}", log_path.display())
+    bail!(
+        "the daemon did not answer within 10 s; see {}",
+        log_path.display()
+    )
 }

@@ -13,7 +13,10 @@ pub async fn run(ctx: &Ctx, ids: &[String], purge: bool) -> anyhow::Result<ExitC
         match client.delete(&id, !purge).await {
             Ok(info) => {
                 if !ctx.json {
-                    println!("deleted {id}{}", if purge { " and its sandbox" } else { "" });
+                    println!(
+                        "deleted {id}{}",
+                        if purge { " and its sandbox" } else { "" }
+                    );
                 }
                 done.push(info);
             }
@@ -26,5 +29,9 @@ pub async fn run(ctx: &Ctx, ids: &[String], purge: bool) -> anyhow::Result<ExitC
     if ctx.json {
         print_json(&done);
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

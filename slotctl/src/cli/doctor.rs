@@ -6,7 +6,10 @@ use super::{print_json, table, Ctx};
 
 pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let daemon = match ctx.client().health().await {
-        Ok(h) => Ok(format!("running, pid {}, {} slots ({} online)", h.pid, h.slots, h.online)),
+        Ok(h) => Ok(format!(
+            "running, pid {}, {} slots ({} online)",
+            h.pid, h.slots, h.online
+        )),
         Err(e) => Err(format!("{:#}", ctx.explain(e))),
     };
     let checks = crate::doctor::run(&ctx.cfg, daemon);
@@ -20,5 +23,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         table(&["CHECK", "STATUS", "DETAIL"], &rows);
     }
     let failed = checks.iter().any(|c| c.status == "fail");
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -70,7 +70,10 @@ pub fn diff(old: &str, new: &str) -> String {
 }
 
 fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let mut tmp = tempfile_in(dir)?;
     tmp.1.write_all(text.as_bytes())?;
     tmp.1.sync_all()?;
@@ -149,8 +152,10 @@ pub async fn run(ctx: &Ctx, what: What) -> anyhow::Result<ExitCode> {
     ));
     new.push_str(&pm2_compat::to_toml(&t.apps));
     // The whole new file must load before anything is written.
-    let cf = ConfigFile::parse(&target, &new).map_err(|e| anyhow::anyhow!("the result would not load: {e}"))?;
-    Config::from_file(&cf).map_err(|e| anyhow::anyhow!("the result would not load: {e}; nothing was written"))?;
+    let cf = ConfigFile::parse(&target, &new)
+        .map_err(|e| anyhow::anyhow!("the result would not load: {e}"))?;
+    Config::from_file(&cf)
+        .map_err(|e| anyhow::anyhow!("the result would not load: {e}; nothing was written"))?;
     let d = diff(&old, &new);
     if ctx.json {
         print_json(&serde_json::json!({
@@ -162,7 +167,11 @@ pub async fn run(ctx: &Ctx, what: What) -> anyhow::Result<ExitCode> {
         }));
     } else {
         println!("--- {}", target.display());
-        println!("+++ {} (with {} imported app(s))", target.display(), t.apps.len());
+        println!(
+            "+++ {} (with {} imported app(s))",
+            target.display(),
+            t.apps.len()
+        );
         print!("{d}");
     }
     if dry_run {
@@ -170,7 +179,10 @@ pub async fn run(ctx: &Ctx, what: What) -> anyhow::Result<ExitCode> {
     }
     if !yes {
         if !std::io::stdin().is_terminal() {
-            eprintln!("[slotctl] not applied: re-run with --yes to write {}", target.display());
+            eprintln!(
+                "[slotctl] not applied: re-run with --yes to write {}",
+                target.display()
+            );
             return Ok(ExitCode::from(1));
         }
         eprint!("Apply to {}? [y/N] ", target.display());

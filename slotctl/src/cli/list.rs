@@ -32,7 +32,10 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         })
         .collect();
     table(
-        &["ID", "TEMPLATE", "OWNER", "STATUS", "PID", "UPTIME", "RESTARTS", "CPU", "MEMORY", "CLIENTS"],
+        &[
+            "ID", "TEMPLATE", "OWNER", "STATUS", "PID", "UPTIME", "RESTARTS", "CPU", "MEMORY",
+            "CLIENTS",
+        ],
         &rows,
     );
     Ok(ExitCode::SUCCESS)

@@ -52,7 +52,9 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
     };
     // Registering the handlers is what ignores the signals: tokio's
     // handler only records them.
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
     let _guards = rt.as_ref().ok().map(|rt| {
         rt.block_on(async {
             use tokio::signal::unix::{signal, SignalKind};
@@ -74,7 +76,10 @@ pub fn main(argv: Vec<OsString>) -> ExitCode {
 }
 
 fn open(p: &PathBuf) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new().create(true).append(true).open(p)
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(p)
 }
 
 fn copy(a: &Args) -> std::io::Result<()> {
@@ -98,7 +103,9 @@ fn copy(a: &Args) -> std::io::Result<()> {
                 "app_name": a.app.as_deref().unwrap_or(""),
             });
             if a.timestamp.is_none() {
-                obj["timestamp"] = serde_json::Value::String(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                obj["timestamp"] = serde_json::Value::String(
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                );
             }
             format!("{obj}\n")
         } else if let Some(fmt) = &a.timestamp {

@@ -10,8 +10,8 @@ mod doctor;
 mod import;
 mod list;
 mod log_writer;
-mod pm2;
 mod logs;
+mod pm2;
 mod status;
 
 use std::path::{Path, PathBuf};
@@ -23,7 +23,11 @@ use slotapi::{Client, ClientError, SlotId};
 use crate::config::Config;
 
 #[derive(Debug, Parser)]
-#[command(name = "slotctl", version, about = "Supervise slotgate's terminal slots (the PM2 replacement)")]
+#[command(
+    name = "slotctl",
+    version,
+    about = "Supervise slotgate's terminal slots (the PM2 replacement)"
+)]
 pub struct Cli {
     /// Config file [default: $SLOTGATE_CONFIG, ./slotgate.toml, /etc/slotgate/slotgate.toml, built-in defaults]
     #[arg(long, short = 'c', global = true, env = "SLOTGATE_CONFIG")]
@@ -263,7 +267,11 @@ pub fn main() -> ExitCode {
         return log_writer::main(args);
     }
     let cli = Cli::parse_from(args);
-    init_tracing(cli.verbose, cli.quiet, matches!(cli.cmd, Cmd::Daemon { .. }));
+    init_tracing(
+        cli.verbose,
+        cli.quiet,
+        matches!(cli.cmd, Cmd::Daemon { .. }),
+    );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -321,7 +329,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if ctx.json {
                 print_json(&serde_json::json!({"ok": true, "file": file, "templates": templates}));
             } else {
-                println!("{file}: ok ({} templates: {})", templates.len(), templates.join(", "));
+                println!(
+                    "{file}: ok ({} templates: {})",
+                    templates.len(),
+                    templates.join(", ")
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -28,7 +28,10 @@ pub async fn run(ctx: &Ctx, id: &str) -> anyhow::Result<ExitCode> {
         ("clients", s.clients.to_string()),
         ("socket", s.socket.clone()),
         ("isolation", s.isolation.clone()),
-        ("last exit", s.last_exit.clone().unwrap_or_else(|| "-".into())),
+        (
+            "last exit",
+            s.last_exit.clone().unwrap_or_else(|| "-".into()),
+        ),
         ("reason", s.reason.clone().unwrap_or_else(|| "-".into())),
         ("created", crate::clock::rfc3339(s.created_at_ms)),
     ];

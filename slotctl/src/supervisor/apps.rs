@@ -138,19 +138,15 @@ impl Supervisor {
             .unwrap_or_else(|e| e.into_inner())
             .get(&pm_id)
             .cloned()
-            .ok_or_else(|| SupError::NotFoundApp(pm_id))
+            .ok_or(SupError::NotFoundApp(pm_id))
     }
 
     /// Bring the stored app instances in line with the config file and the
     /// runtime apps, re-adopting what still runs.
     pub(super) fn launch_apps(self: &Arc<Self>) -> anyhow::Result<()> {
         let rows = self.store.all_apps()?;
-        let config: BTreeMap<&str, &App> = self
-            .cfg
-            .apps
-            .iter()
-            .map(|a| (a.name.as_str(), a))
-            .collect();
+        let config: BTreeMap<&str, &App> =
+            self.cfg.apps.iter().map(|a| (a.name.as_str(), a)).collect();
         let mut keep: Vec<(AppRecord, Arc<App>)> = Vec::new();
         for row in rows {
             let wanted: Option<Arc<App>> = match row.source {
@@ -190,7 +186,10 @@ impl Supervisor {
         // New config apps (or new instances) get fresh pm_ids.
         for a in &self.cfg.apps {
             for i in 0..a.spec.instances {
-                if keep.iter().any(|(r, _)| r.name == a.name && r.instance == i) {
+                if keep
+                    .iter()
+                    .any(|(r, _)| r.name == a.name && r.instance == i)
+                {
                     continue;
                 }
                 let rec = self.new_record(a, i, AppSource::Config)?;
@@ -209,7 +208,12 @@ impl Supervisor {
         Ok(())
     }
 
-    fn new_record(&self, app: &App, instance: u32, source: AppSource) -> Result<AppRecord, SupError> {
+    fn new_record(
+        &self,
+        app: &App,
+        instance: u32,
+        source: AppSource,
+    ) -> Result<AppRecord, SupError> {
         let pm_id = self.store.next_pm_id()?;
         let rec = AppRecord {
             pm_id,
@@ -235,7 +239,9 @@ impl Supervisor {
     }
 
     fn app_initial(&self, rec: &AppRecord) -> Initial {
-        if let (Some(pid), Some(start), Some(boot)) = (rec.pid, rec.start_ticks, rec.boot_id.as_deref()) {
+        if let (Some(pid), Some(start), Some(boot)) =
+            (rec.pid, rec.start_ticks, rec.boot_id.as_deref())
+        {
             let key = app::unit_key(&rec.name, rec.instance);
             let in_group = matches!(self.cgroups.mode, crate::cgroup::Mode::Rlimit { .. })
                 || self.cgroups.contains(&key, pid);
@@ -243,7 +249,14 @@ impl Supervisor {
                 return Initial::Adopt { pid };
             }
         }
-        if rec.enabled && matches!(rec.status, AppStatus::Online | AppStatus::Launching | AppStatus::WaitingRestart | AppStatus::Stopped)
+        if rec.enabled
+            && matches!(
+                rec.status,
+                AppStatus::Online
+                    | AppStatus::Launching
+                    | AppStatus::WaitingRestart
+                    | AppStatus::Stopped
+            )
             && !(rec.status == AppStatus::Stopped && rec.started_at_ms.is_some())
         {
             Initial::StartNow
@@ -329,7 +342,11 @@ impl Supervisor {
             },
             started_at_ms: st.rec.started_at_ms,
             created_at_ms: st.rec.created_at_ms,
-            cpu_percent: if running { (st.cpu_percent * 10.0).round() / 10.0 } else { 0.0 },
+            cpu_percent: if running {
+                (st.cpu_percent * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
             memory_bytes: if running { st.usage.rss_bytes } else { 0 },
             processes: if running { st.usage.processes } else { 0 },
             command: program,
@@ -351,7 +368,11 @@ impl Supervisor {
             reason: st.rec.reason.clone(),
             last_exit: st.rec.last_exit.clone(),
             exit_code: st.rec.exit_code,
-            health: if app.probe.is_some() { Some(st.healthy.unwrap_or(false)) } else { None },
+            health: if app.probe.is_some() {
+                Some(st.healthy.unwrap_or(false))
+            } else {
+                None
+            },
             isolation: self.cgroups.name().to_string(),
         }
     }
@@ -381,7 +402,9 @@ impl Supervisor {
             let mut app = App::validate(spec)
                 .map_err(|e| SupError::BadRequest(format!("apps[{i}].{}: {}", e.key, e.reason)))?;
             if app.spec.cwd.as_ref().is_some_and(|c| c.is_relative()) {
-                return Err(SupError::BadRequest(format!("apps[{i}].cwd must be absolute")));
+                return Err(SupError::BadRequest(format!(
+                    "apps[{i}].cwd must be absolute"
+                )));
             }
             if app.spec.cwd.is_none() {
                 app.spec.cwd = Some(self.cfg.paths.data_dir.clone());
@@ -419,7 +442,11 @@ impl Supervisor {
             let app = Arc::new(app);
             for i in 0..app.spec.instances {
                 let rec = self.new_record(&app, i, AppSource::Runtime)?;
-                let initial = if rec.enabled { Initial::StartNow } else { Initial::Idle };
+                let initial = if rec.enabled {
+                    Initial::StartNow
+                } else {
+                    Initial::Idle
+                };
                 let u = self.spawn_unit(rec, app.clone(), initial);
                 out.push(self.app_info(&u));
             }
@@ -457,7 +484,11 @@ impl Supervisor {
                     }
                 }
             }
-            other => return Err(SupError::BadRequest(format!("unknown app action {other:?}"))),
+            other => {
+                return Err(SupError::BadRequest(format!(
+                    "unknown app action {other:?}"
+                )))
+            }
         }
         Ok(self.app_info(&unit))
     }
@@ -487,7 +518,10 @@ impl Supervisor {
         let deadline = Instant::now() + wait;
         loop {
             let s = *rx.borrow_and_update();
-            if matches!(s, AppStatus::Online | AppStatus::Errored | AppStatus::Stopped) {
+            if matches!(
+                s,
+                AppStatus::Online | AppStatus::Errored | AppStatus::Stopped
+            ) {
                 break;
             }
             tokio::select! {
@@ -527,7 +561,8 @@ impl Supervisor {
             crate::clock::rfc3339_now(),
             pm2_compat::to_toml(&specs)
         );
-        write_atomic(&path, &text).map_err(|e| SupError::Internal(format!("writing {}: {e}", path.display())))?;
+        write_atomic(&path, &text)
+            .map_err(|e| SupError::Internal(format!("writing {}: {e}", path.display())))?;
         Ok(DumpResult {
             path: path.display().to_string(),
             apps: specs.len(),
@@ -545,9 +580,13 @@ impl Supervisor {
         let path = self.dump_path();
         let text = std::fs::read_to_string(&path)
             .map_err(|e| SupError::BadRequest(format!("reading {}: {e}", path.display())))?;
-        let dump: Dump =
-            toml::from_str(&text).map_err(|e| SupError::BadRequest(format!("{}: {e}", path.display())))?;
-        let known: Vec<AppName> = self.units().iter().map(|u| u.lock().rec.name.clone()).collect();
+        let dump: Dump = toml::from_str(&text)
+            .map_err(|e| SupError::BadRequest(format!("{}: {e}", path.display())))?;
+        let known: Vec<AppName> = self
+            .units()
+            .iter()
+            .map(|u| u.lock().rec.name.clone())
+            .collect();
         let fresh: Vec<serde_json::Value> = dump
             .apps
             .into_iter()
@@ -597,7 +636,9 @@ impl AppActor {
     }
 
     fn note_path(&self) -> Option<PathBuf> {
-        let logs = self.app().log_paths(&self.sup.cfg.paths.data_dir, self.unit.pm_id);
+        let logs = self
+            .app()
+            .log_paths(&self.sup.cfg.paths.data_dir, self.unit.pm_id);
         logs.err.or(logs.out)
     }
 
@@ -628,10 +669,15 @@ impl AppActor {
         }
         let data = self.sup.cfg.paths.data_dir.clone();
         let logs = app.log_paths(&data, self.unit.pm_id);
-        let own: Vec<PathBuf> = [logs.out, logs.err, logs.combined, Some(app.pid_path(&data, self.unit.pm_id))]
-            .into_iter()
-            .flatten()
-            .collect();
+        let own: Vec<PathBuf> = [
+            logs.out,
+            logs.err,
+            logs.combined,
+            Some(app.pid_path(&data, self.unit.pm_id)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let roots: Vec<PathBuf> = app.spec.watch.clone();
         let ignore = app.spec.ignore_watch.clone();
         let (tx, rx) = mpsc::channel(1);
@@ -728,7 +774,7 @@ impl AppActor {
                         },
                     }
                 }
-                Phase::Running(mut p) => {
+                Phase::Running(p) => {
                     let probe_at = if self.app().probe.is_some() || !p.ready {
                         p.next_probe
                     } else {
@@ -755,7 +801,6 @@ impl AppActor {
                         cmd = rx.recv() => match cmd {
                             None => return,
                             Some(cmd) => {
-                                p.probe_failures = p.probe_failures.min(u32::MAX);
                                 match self.command(cmd, Some(p)).await {
                                     Some(ph) => ph,
                                     None => return,
@@ -800,7 +845,11 @@ impl AppActor {
                 let _ = reply.send(());
                 Some(Phase::Idle)
             }
-            AppCmd::Restart { reason, manual, reply } => {
+            AppCmd::Restart {
+                reason,
+                manual,
+                reply,
+            } => {
                 let phase = self.restart(proc_, reason, manual).await;
                 if let Some(r) = reply {
                     let _ = r.send(());
@@ -828,7 +877,10 @@ impl AppActor {
                 if let Err(e) = self.sup.store.delete_app(self.unit.pm_id) {
                     warn!(pm_id = self.unit.pm_id, error = %e, "could not delete app row");
                 }
-                let _ = std::fs::remove_file(self.app().pid_path(&self.sup.cfg.paths.data_dir, self.unit.pm_id));
+                let _ = std::fs::remove_file(
+                    self.app()
+                        .pid_path(&self.sup.cfg.paths.data_dir, self.unit.pm_id),
+                );
                 info!(app = %self.name(), pm_id = self.unit.pm_id, "app instance deleted");
                 let _ = reply.send(());
                 None
@@ -935,17 +987,21 @@ impl AppActor {
             .stderr(stderr)
             .process_group(0);
         if let Some(u) = &app.spec.user {
-            let (uid, gid) = app::resolve_id("/etc/passwd", u).ok_or_else(|| format!("no user {u:?}"))?;
+            let (uid, gid) =
+                app::resolve_id("/etc/passwd", u).ok_or_else(|| format!("no user {u:?}"))?;
             cmd.uid(uid);
             if let Some(g) = gid {
                 cmd.gid(g);
             }
         }
         if let Some(g) = &app.spec.group {
-            let (gid, _) = app::resolve_id("/etc/group", g).ok_or_else(|| format!("no group {g:?}"))?;
+            let (gid, _) =
+                app::resolve_id("/etc/group", g).ok_or_else(|| format!("no group {g:?}"))?;
             cmd.gid(gid);
         }
-        let child = cmd.spawn().map_err(|e| format!("spawning {program}: {e}"))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("spawning {program}: {e}"))?;
         // Drop closes our copies of the writer pipes' write ends.
         drop(cmd);
         let pid = child.id();
@@ -971,7 +1027,11 @@ impl AppActor {
         let ready_now = app.probe.is_none() && !app.spec.wait_ready;
         let boot = sup.boot_id.clone();
         self.set(
-            if ready_now { AppStatus::Online } else { AppStatus::Launching },
+            if ready_now {
+                AppStatus::Online
+            } else {
+                AppStatus::Launching
+            },
             |r| {
                 r.pid = Some(pid);
                 r.start_ticks = start_ticks;
@@ -985,7 +1045,11 @@ impl AppActor {
             watch,
             ready: ready_now,
             ready_deadline: now + self.ready_window(&app),
-            next_probe: if app.probe.is_some() { now + Duration::from_millis(20) } else { now + Duration::from_millis(app.spec.listen_timeout_ms) },
+            next_probe: if app.probe.is_some() {
+                now + Duration::from_millis(20)
+            } else {
+                now + Duration::from_millis(app.spec.listen_timeout_ms)
+            },
             probe_failures: 0,
         })
     }
@@ -1063,7 +1127,14 @@ impl AppActor {
         self.note(&format!("re-adopted pid {pid} after a daemon restart"));
         let app = self.app();
         let ready = app.probe.is_none();
-        self.set(if ready { AppStatus::Online } else { AppStatus::Launching }, |_| {});
+        self.set(
+            if ready {
+                AppStatus::Online
+            } else {
+                AppStatus::Launching
+            },
+            |_| {},
+        );
         let now = Instant::now();
         Phase::Running(Proc {
             pid,
@@ -1179,9 +1250,19 @@ impl AppActor {
     /// The main process ended by itself.
     async fn exited(&mut self, how: Option<String>) -> Phase {
         let how = how.unwrap_or_else(|| "exited".into());
-        let code = how.strip_prefix("exit ").and_then(|c| c.parse::<i32>().ok());
-        let uptime = self.unit.lock().started.map(|s| s.elapsed()).unwrap_or_default();
-        self.note(&format!("pid ended ({how}) after {}", humantime::format_duration(Duration::from_millis(uptime.as_millis() as u64))));
+        let code = how
+            .strip_prefix("exit ")
+            .and_then(|c| c.parse::<i32>().ok());
+        let uptime = self
+            .unit
+            .lock()
+            .started
+            .map(|s| s.elapsed())
+            .unwrap_or_default();
+        self.note(&format!(
+            "pid ended ({how}) after {}",
+            humantime::format_duration(Duration::from_millis(uptime.as_millis() as u64))
+        ));
         {
             let mut st = self.unit.lock();
             st.rec.last_exit = Some(how.clone());
@@ -1189,7 +1270,12 @@ impl AppActor {
         }
         // The main process is gone: end what is left of its tree (PM2's
         // treekill, without the racy ps snapshot).
-        kill_all(&self.sup.cgroups, &self.unit.key, Duration::from_millis(500)).await;
+        kill_all(
+            &self.sup.cgroups,
+            &self.unit.key,
+            Duration::from_millis(500),
+        )
+        .await;
         self.after_exit(format!("exited ({how})"), code, uptime)
     }
 
@@ -1319,8 +1405,11 @@ async fn http_probe(authority: &str, path: &str) -> Result<(), String> {
     let mut s = tokio::net::TcpStream::connect(authority)
         .await
         .map_err(|e| format!("connecting to {authority}: {e}"))?;
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: slotctl-probe\r\n\r\n");
-    s.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
+    let req =
+        format!("GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: slotctl-probe\r\n\r\n");
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let mut buf = [0u8; 64];
     let mut n = 0;
     while n < 12 {
@@ -1352,15 +1441,20 @@ async fn app_sampler(sup: std::sync::Weak<Supervisor>) {
         sleep(MEMORY_CHECK_INTERVAL).await;
         tick += 1;
         let Some(sup) = sup.upgrade() else { return };
-        let every = (sup.cfg.supervisor.sample_interval.as_millis() / MEMORY_CHECK_INTERVAL.as_millis()).max(1) as u64;
-        let full = tick % every == 0;
+        let every = (sup.cfg.supervisor.sample_interval.as_millis()
+            / MEMORY_CHECK_INTERVAL.as_millis())
+        .max(1) as u64;
+        let full = tick.is_multiple_of(every);
         let picked: Vec<(Arc<Unit>, Option<u64>)> = sup
             .units()
             .into_iter()
             .filter_map(|u| {
                 let (running, limit) = {
                     let st = u.lock();
-                    (st.rec.pid.is_some() && st.rec.status == AppStatus::Online, st.app.spec.max_memory_bytes)
+                    (
+                        st.rec.pid.is_some() && st.rec.status == AppStatus::Online,
+                        st.app.spec.max_memory_bytes,
+                    )
                 };
                 (running && (full || limit.is_some())).then_some((u, limit))
             })
@@ -1385,7 +1479,8 @@ async fn app_sampler(sup: std::sync::Weak<Supervisor>) {
             {
                 let mut st = unit.lock();
                 if let Some((t, prev)) = st.last_sample {
-                    st.cpu_percent = u.cpu_percent_since(&prev, now.duration_since(t).as_nanos() as u64);
+                    st.cpu_percent =
+                        u.cpu_percent_since(&prev, now.duration_since(t).as_nanos() as u64);
                 }
                 st.usage = u;
                 st.last_sample = Some((now, u));

@@ -176,7 +176,8 @@ impl Supervisor {
             cgroups,
             ttyd,
             boot_id: process::boot_id(),
-            host_path: std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+            host_path: std::env::var("PATH")
+                .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
             lang: std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()),
             slots: RwLock::new(BTreeMap::new()),
             events,
@@ -203,7 +204,9 @@ impl Supervisor {
         if !rec.enabled || rec.status == SlotStatus::Errored {
             return Initial::Idle;
         }
-        if let (Some(pid), Some(start), Some(boot)) = (rec.pid, rec.start_ticks, rec.boot_id.as_deref()) {
+        if let (Some(pid), Some(start), Some(boot)) =
+            (rec.pid, rec.start_ticks, rec.boot_id.as_deref())
+        {
             let in_group = matches!(self.cgroups.mode, crate::cgroup::Mode::Rlimit { .. })
                 || self.cgroups.contains(rec.id.as_str(), pid);
             if boot == self.boot_id && process::same_process(pid, start) && in_group {
@@ -232,7 +235,9 @@ impl Supervisor {
             .filter(|_| matches!(initial, Initial::Adopt { .. }))
             .map(|ms| {
                 let age = Duration::from_millis(now_ms().saturating_sub(ms));
-                std::time::Instant::now().checked_sub(age).unwrap_or_else(std::time::Instant::now)
+                std::time::Instant::now()
+                    .checked_sub(age)
+                    .unwrap_or_else(std::time::Instant::now)
             });
         let mut rec = rec;
         rec.status = status;
@@ -309,7 +314,11 @@ impl Supervisor {
             } else {
                 0
             },
-            cpu_percent: if running { (st.cpu_percent * 10.0).round() / 10.0 } else { 0.0 },
+            cpu_percent: if running {
+                (st.cpu_percent * 10.0).round() / 10.0
+            } else {
+                0.0
+            },
             memory_bytes: if running { st.usage.rss_bytes } else { 0 },
             processes: if running { st.usage.processes } else { 0 },
             socket: self.cfg.paths.slot_socket(&st.rec.id).display().to_string(),
@@ -346,10 +355,18 @@ impl Supervisor {
         if !self.cfg.templates.contains_key(&req.template) {
             return Err(SupError::UnknownTemplate {
                 name: req.template,
-                known: self.cfg.templates.keys().cloned().collect::<Vec<_>>().join(", "),
+                known: self
+                    .cfg
+                    .templates
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
             });
         }
-        if self.slots.read().unwrap_or_else(|e| e.into_inner()).len() as u32 >= self.cfg.supervisor.max_slots {
+        if self.slots.read().unwrap_or_else(|e| e.into_inner()).len() as u32
+            >= self.cfg.supervisor.max_slots
+        {
             return Err(SupError::Conflict(format!(
                 "the supervisor already has its maximum of {} slots (supervisor.max_slots)",
                 self.cfg.supervisor.max_slots
@@ -357,7 +374,9 @@ impl Supervisor {
         }
         let owner = match req.owner {
             Some(o) => o,
-            None => UserName::new(req.id.as_str()).map_err(|e| SupError::BadRequest(e.to_string()))?,
+            None => {
+                UserName::new(req.id.as_str()).map_err(|e| SupError::BadRequest(e.to_string()))?
+            }
         };
         let rec = SlotRecord {
             id: req.id.clone(),
@@ -385,7 +404,11 @@ impl Supervisor {
         }
         self.store.insert(&rec)?;
         info!(slot = %rec.id, template = %rec.template, owner = %rec.owner, "slot created");
-        let initial = if req.start { Initial::StartNow } else { Initial::Idle };
+        let initial = if req.start {
+            Initial::StartNow
+        } else {
+            Initial::Idle
+        };
         let slot = self.spawn_actor(rec, initial);
         Ok(self.info(&slot))
     }
@@ -468,7 +491,12 @@ impl Supervisor {
             match status {
                 SlotStatus::Online => return Ok(self.info(&slot)),
                 SlotStatus::Errored | SlotStatus::Stopped | SlotStatus::Stopping => {
-                    let reason = slot.lock().rec.reason.clone().unwrap_or_else(|| status.to_string());
+                    let reason = slot
+                        .lock()
+                        .rec
+                        .reason
+                        .clone()
+                        .unwrap_or_else(|| status.to_string());
                     return Err(SupError::StartFailed {
                         slot: id.clone(),
                         reason,
@@ -666,7 +694,10 @@ impl Actor {
                 let _ = reply.send(());
                 Some(phase)
             }
-            Cmd::Delete { keep_sandbox, reply } => {
+            Cmd::Delete {
+                keep_sandbox,
+                reply,
+            } => {
                 self.slot.lock().rec.enabled = false;
                 self.teardown(door, Some("deleted".into())).await;
                 let result = self.purge(keep_sandbox);
@@ -733,7 +764,11 @@ impl Actor {
         let _ = std::fs::remove_file(&plan.socket);
         let log = logs::open_append(&self.log()).map_err(|e| format!("opening log: {e}"))?;
         let log2 = log.try_clone().map_err(|e| format!("opening log: {e}"))?;
-        let cwd = if plan.cwd.is_dir() { plan.cwd.clone() } else { PathBuf::from("/") };
+        let cwd = if plan.cwd.is_dir() {
+            plan.cwd.clone()
+        } else {
+            PathBuf::from("/")
+        };
         let child = Command::new(&plan.program)
             .args(&plan.args)
             .env_clear()
@@ -799,7 +834,10 @@ impl Actor {
             Ok(w) => w,
             Err(_) => return self.spawn_door(),
         };
-        logs::note(&self.log(), &format!("re-adopted ttyd pid {pid} after a daemon restart"));
+        logs::note(
+            &self.log(),
+            &format!("re-adopted ttyd pid {pid} after a daemon restart"),
+        );
         info!(slot = %self.id(), pid, "re-adopting ttyd");
         let door = Door {
             pid,
@@ -841,10 +879,9 @@ impl Actor {
                     door.healthy = true;
                     door.online_since = Some(now);
                     self.set(SlotStatus::Online, |r| r.reason = None);
-                } else if door
-                    .online_since
-                    .is_some_and(|t| now.duration_since(t) >= self.sup.cfg.supervisor.health_interval * 2)
-                {
+                } else if door.online_since.is_some_and(|t| {
+                    now.duration_since(t) >= self.sup.cfg.supervisor.health_interval * 2
+                }) {
                     self.policy.on_stable();
                 }
                 if let Some(reason) = self.idle_reason() {
@@ -952,9 +989,17 @@ impl Actor {
         if let Some(d) = &door {
             process::signal(d.pid, Signal::TERM);
         }
-        kill_tree(&self.sup.cgroups, self.id().as_str(), self.sup.cfg.supervisor.kill_timeout).await;
+        kill_tree(
+            &self.sup.cgroups,
+            self.id().as_str(),
+            self.sup.cfg.supervisor.kill_timeout,
+        )
+        .await;
         if let Some(d) = door {
-            if tokio::time::timeout(Duration::from_millis(500), d.watch.wait()).await.is_err() {
+            if tokio::time::timeout(Duration::from_millis(500), d.watch.wait())
+                .await
+                .is_err()
+            {
                 process::signal(d.pid, Signal::KILL);
                 let _ = tokio::time::timeout(Duration::from_secs(1), d.watch.wait()).await;
             }
@@ -1043,7 +1088,11 @@ async fn sampler(sup: std::sync::Weak<Supervisor>) {
         let samples = tokio::task::spawn_blocking(move || {
             ids.into_iter()
                 .map(|(s, running)| {
-                    let u = if running { Some(cg.usage(s.id.as_str())) } else { None };
+                    let u = if running {
+                        Some(cg.usage(s.id.as_str()))
+                    } else {
+                        None
+                    };
                     (s, u)
                 })
                 .collect::<Vec<_>>()
@@ -1055,15 +1104,19 @@ async fn sampler(sup: std::sync::Weak<Supervisor>) {
             let Some(u) = usage else { continue };
             let mut st = slot.lock();
             if let Some((t, prev)) = st.last_sample {
-                st.cpu_percent = u.cpu_percent_since(&prev, now.duration_since(t).as_nanos() as u64);
+                st.cpu_percent =
+                    u.cpu_percent_since(&prev, now.duration_since(t).as_nanos() as u64);
             }
             st.usage = u;
             st.last_sample = Some((now, u));
         }
         rotate_every += 1;
-        if rotate_every % 5 == 0 {
+        if rotate_every.is_multiple_of(5) {
             let dir = logs::log_dir(&sup.cfg.paths.data_dir);
-            let (max, keep) = (sup.cfg.supervisor.log_max_bytes, sup.cfg.supervisor.log_keep);
+            let (max, keep) = (
+                sup.cfg.supervisor.log_max_bytes,
+                sup.cfg.supervisor.log_keep,
+            );
             let _ = tokio::task::spawn_blocking(move || {
                 if let Ok(rd) = std::fs::read_dir(dir) {
                     for e in rd.flatten() {

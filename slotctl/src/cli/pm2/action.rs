@@ -42,20 +42,30 @@ pub async fn run(ctx: &Ctx, targets: &[String], action: Action) -> anyhow::Resul
     };
     let picked = resolve(&list_now, &targets)?;
     let client = ctx.client();
-    let results: Vec<(AppInfo, Result<AppInfo, slotapi::ClientError>)> = if action == Action::Reload {
+    let results: Vec<(AppInfo, Result<AppInfo, slotapi::ClientError>)> = if action == Action::Reload
+    {
         // Apps in parallel, instances of one app in sequence.
         let mut names: Vec<String> = picked.iter().map(|a| a.name.to_string()).collect();
         names.dedup();
         let per_app = names.into_iter().map(|name| {
             let client = client.clone();
-            let insts: Vec<AppInfo> = picked.iter().filter(|a| a.name.as_str() == name).cloned().collect();
+            let insts: Vec<AppInfo> = picked
+                .iter()
+                .filter(|a| a.name.as_str() == name)
+                .cloned()
+                .collect();
             async move {
                 let mut out = Vec::new();
                 for a in insts {
                     let r = match client.app_action(a.pm_id, "reload").await {
-                        Ok(_) => client
-                            .post_json::<AppInfo, ()>(&format!("/v1/apps/{}/wait?timeout_ms=15000", a.pm_id), None)
-                            .await,
+                        Ok(_) => {
+                            client
+                                .post_json::<AppInfo, ()>(
+                                    &format!("/v1/apps/{}/wait?timeout_ms=15000", a.pm_id),
+                                    None,
+                                )
+                                .await
+                        }
                         Err(e) => Err(e),
                     };
                     out.push((a, r));
@@ -63,7 +73,11 @@ pub async fn run(ctx: &Ctx, targets: &[String], action: Action) -> anyhow::Resul
                 out
             }
         });
-        futures_util::future::join_all(per_app).await.into_iter().flatten().collect()
+        futures_util::future::join_all(per_app)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     } else {
         let calls = picked.iter().map(|a| {
             let client = client.clone();
@@ -92,11 +106,20 @@ pub async fn run(ctx: &Ctx, targets: &[String], action: Action) -> anyhow::Resul
         print_json(&done);
     } else {
         let ids: Vec<String> = done.iter().map(|a| a.pm_id.to_string()).collect();
-        eprintln!("[slotctl] {} applied to {} instance(s) [{}]", action.route(), done.len(), ids.join(", "));
+        eprintln!(
+            "[slotctl] {} applied to {} instance(s) [{}]",
+            action.route(),
+            done.len(),
+            ids.join(", ")
+        );
         if action != Action::Flush {
             let fresh = all(ctx).await?;
             list::print_table(&fresh);
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -11,7 +11,12 @@ pub async fn run(ctx: &Ctx, target: &str) -> anyhow::Result<ExitCode> {
     let picked = resolve(&apps, &[target.to_string()])?;
     if ctx.json {
         let user = username();
-        print_json(&picked.iter().map(|a| jlist::entry(a, &user)).collect::<Vec<_>>());
+        print_json(
+            &picked
+                .iter()
+                .map(|a| jlist::entry(a, &user))
+                .collect::<Vec<_>>(),
+        );
         return Ok(ExitCode::SUCCESS);
     }
     for a in picked {
@@ -29,7 +34,10 @@ pub async fn run(ctx: &Ctx, target: &str) -> anyhow::Result<ExitCode> {
             ("out log path", opt(&a.out_log)),
             ("entire log path", opt(&a.combined_log)),
             ("pid path", a.pid_file.clone()),
-            ("interpreter", a.interpreter.clone().unwrap_or_else(|| "none".into())),
+            (
+                "interpreter",
+                a.interpreter.clone().unwrap_or_else(|| "none".into()),
+            ),
             ("interpreter args", "N/A".into()),
             ("script id", a.pm_id.to_string()),
             ("exec cwd", a.cwd.clone()),
@@ -43,15 +51,27 @@ pub async fn run(ctx: &Ctx, target: &str) -> anyhow::Result<ExitCode> {
             ("processes", a.processes.to_string()),
             ("cpu", format!("{}%", a.cpu_percent)),
             ("cron restart", opt(&a.cron_restart)),
-            ("max memory restart", a.max_memory_bytes.map_or("N/A".into(), human_bytes)),
-            ("health", a.health.map_or("N/A".into(), |h| if h { "healthy" } else { "unhealthy" }.into())),
+            (
+                "max memory restart",
+                a.max_memory_bytes.map_or("N/A".into(), human_bytes),
+            ),
+            (
+                "health",
+                a.health.map_or("N/A".into(), |h| {
+                    if h { "healthy" } else { "unhealthy" }.into()
+                }),
+            ),
             ("last exit", opt(&a.last_exit)),
             ("reason", opt(&a.reason)),
             ("env (names only)", a.env_keys.join(", ")),
             ("isolation", a.isolation.clone()),
         ];
         println!("Describing process with id {} - name {}", a.pm_id, a.name);
-        let w = rows.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
+        let w = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
         for (k, v) in rows {
             println!("│ {k:<w$} │ {v}");
         }

@@ -33,5 +33,9 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<ExitCode> {
         apps.len() - failed,
         health.pid
     );
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

@@ -35,7 +35,21 @@ pub fn print_table(apps: &[AppInfo]) {
         })
         .collect();
     table(
-        &["id", "name", "namespace", "version", "mode", "pid", "uptime", "↺", "status", "cpu", "mem", "user", "watching"],
+        &[
+            "id",
+            "name",
+            "namespace",
+            "version",
+            "mode",
+            "pid",
+            "uptime",
+            "↺",
+            "status",
+            "cpu",
+            "mem",
+            "user",
+            "watching",
+        ],
         &rows,
     );
 }
@@ -66,7 +80,11 @@ pub async fn pids(ctx: &Ctx, target: Option<&str>) -> anyhow::Result<ExitCode> {
 /// `pm2 id <name>`: PM2 prints a JS array.
 pub async fn ids(ctx: &Ctx, name: &str) -> anyhow::Result<ExitCode> {
     let apps = all(ctx).await?;
-    let ids: Vec<u32> = apps.iter().filter(|a| a.name.as_str() == name).map(|a| a.pm_id).collect();
+    let ids: Vec<u32> = apps
+        .iter()
+        .filter(|a| a.name.as_str() == name)
+        .map(|a| a.pm_id)
+        .collect();
     println!("{}", serde_json::to_string(&ids)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -49,9 +49,17 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             );
             let client = ctx.client();
             let tx = tx.clone();
-            let (id, name, kind, raw, json) = (app.pm_id, app.name.to_string(), s.to_string(), a.raw, ctx.json);
+            let (id, name, kind, raw, json) = (
+                app.pm_id,
+                app.name.to_string(),
+                s.to_string(),
+                a.raw,
+                ctx.json,
+            );
             tasks.push(tokio::spawn(async move {
-                let Ok(mut stream) = client.stream(&path).await else { return };
+                let Ok(mut stream) = client.stream(&path).await else {
+                    return;
+                };
                 while let Ok(Some(line)) = stream.next_line().await {
                     let text = if json {
                         serde_json::json!({

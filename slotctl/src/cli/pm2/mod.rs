@@ -109,7 +109,9 @@ pub async fn all(ctx: &Ctx) -> anyhow::Result<Vec<AppInfo>> {
 /// instance), namespaces. Unknown targets are an error naming them.
 pub fn resolve(list: &[AppInfo], targets: &[String]) -> anyhow::Result<Vec<AppInfo>> {
     if targets.is_empty() {
-        return Err(Usage("name at least one app: a name, an id, a namespace, or `all`".into()).into());
+        return Err(
+            Usage("name at least one app: a name, an id, a namespace, or `all`".into()).into(),
+        );
     }
     let mut out: Vec<AppInfo> = Vec::new();
     for t in targets {

@@ -52,12 +52,14 @@ fn is_ecosystem(p: &Path) -> bool {
     matches!(
         Format::from_path(p),
         Some(Format::Json | Format::Yaml | Format::JavaScript)
-    ) && p
-        .file_name()
-        .is_some_and(|n| {
-            let n = n.to_string_lossy();
-            n.contains(".config.") || n.ends_with(".json") || n.ends_with(".json5") || n.ends_with(".yaml") || n.ends_with(".yml")
-        })
+    ) && p.file_name().is_some_and(|n| {
+        let n = n.to_string_lossy();
+        n.contains(".config.")
+            || n.ends_with(".json")
+            || n.ends_with(".json5")
+            || n.ends_with(".yaml")
+            || n.ends_with(".yml")
+    })
 }
 
 pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
@@ -66,7 +68,9 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
         if Path::new("ecosystem.config.js").exists() {
             targets.push("ecosystem.config.js".into());
         } else {
-            return Err(super::Usage("name an ecosystem file, a script or apps to start".into()).into());
+            return Err(
+                super::Usage("name an ecosystem file, a script or apps to start".into()).into(),
+            );
         }
     }
     let first = PathBuf::from(&targets[0]);
@@ -91,7 +95,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
             o.insert("name".into(), n.clone().into());
         }
         if let Some(i) = &a.instances {
-            let v: serde_json::Value = i.parse::<i64>().map(Into::into).unwrap_or_else(|_| i.clone().into());
+            let v: serde_json::Value = i
+                .parse::<i64>()
+                .map(Into::into)
+                .unwrap_or_else(|_| i.clone().into());
             o.insert("instances".into(), v);
         }
         if let Some(i) = &a.interpreter {
@@ -126,7 +133,11 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("nothing to start");
             }
             let req = StartApps {
-                apps: t.apps.iter().map(serde_json::to_value).collect::<Result<_, _>>()?,
+                apps: t
+                    .apps
+                    .iter()
+                    .map(serde_json::to_value)
+                    .collect::<Result<_, _>>()?,
                 replace: false,
             };
             let infos = client.start_apps(&req).await.map_err(|e| ctx.explain(e))?;
@@ -149,7 +160,10 @@ pub async fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     if ctx.json {
         print_json(&started);
     } else {
-        let names: Vec<String> = started.iter().map(|x| format!("{}({})", x.name, x.pm_id)).collect();
+        let names: Vec<String> = started
+            .iter()
+            .map(|x| format!("{}({})", x.name, x.pm_id))
+            .collect();
         eprintln!("[slotctl] started {}", names.join(", "));
         list::print_table(&all(ctx).await?);
     }

@@ -47,7 +47,11 @@ pub fn unit(exe: &str, config: Option<&str>, user: &str) -> String {
 
 pub fn run(ctx: &Ctx, a: Args) -> anyhow::Result<ExitCode> {
     if a.platform != "systemd" {
-        return Err(super::Usage(format!("init system {:?} is not supported; use systemd", a.platform)).into());
+        return Err(super::Usage(format!(
+            "init system {:?} is not supported; use systemd",
+            a.platform
+        ))
+        .into());
     }
     let exe = std::env::current_exe()?.display().to_string();
     let config = ctx
