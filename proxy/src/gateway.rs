@@ -546,6 +546,23 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// What Pingora's own error lines say about a request: never the raw
+    /// query, which may carry secrets.
+    fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
+        let req = session.req_header();
+        let raw = String::from_utf8_lossy(req.raw_path());
+        let path = match raw.split_once('?') {
+            Some((p, q)) => format!("{p}?{}", access_log::redact_query(q)),
+            None => raw.into_owned(),
+        };
+        format!(
+            "{} {} request_id={}",
+            req.method,
+            truncate(&path, 1024),
+            ctx.request_id
+        )
+    }
+
     fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _error: &Error) -> bool {
         ctx.answered
     }

@@ -24,12 +24,16 @@ fn version_of(program: &Path, arg: &str) -> Result<String, String> {
         .arg(arg)
         .output()
         .map_err(|e| format!("{}: {e}", program.display()))?;
-    let text = String::from_utf8_lossy(if out.stdout.is_empty() { &out.stderr } else { &out.stdout })
-        .lines()
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let text = String::from_utf8_lossy(if out.stdout.is_empty() {
+        &out.stderr
+    } else {
+        &out.stdout
+    })
+    .lines()
+    .next()
+    .unwrap_or("")
+    .trim()
+    .to_string();
     if out.status.success() || !text.is_empty() {
         Ok(text)
     } else {
@@ -51,7 +55,11 @@ pub fn run(cfg: &Config, daemon: Result<String, String>) -> Vec<Check> {
     match cfg.ttyd_binary() {
         Some(p) => match version_of(&p, "--version") {
             Ok(v) => out.push(check("ttyd", "ok", format!("{} ({v})", p.display()))),
-            Err(e) => out.push(check("ttyd", "fail", format!("{} does not run: {e}", p.display()))),
+            Err(e) => out.push(check(
+                "ttyd",
+                "fail",
+                format!("{} does not run: {e}", p.display()),
+            )),
         },
         None => out.push(check(
             "ttyd",
@@ -62,7 +70,11 @@ pub fn run(cfg: &Config, daemon: Result<String, String>) -> Vec<Check> {
     let tmux = find_on_path(&cfg.ttyd.tmux.display().to_string());
     match tmux.as_deref().map(|p| (p, version_of(p, "-V"))) {
         Some((p, Ok(v))) => out.push(check("tmux", "ok", format!("{} ({v})", p.display()))),
-        _ => out.push(check("tmux", "fail", "tmux not found: apt-get install tmux")),
+        _ => out.push(check(
+            "tmux",
+            "fail",
+            "tmux not found: apt-get install tmux",
+        )),
     }
     let bwrap = find_on_path(&cfg.ttyd.bwrap.display().to_string());
     let bwrap_needed = cfg.templates.values().any(|t| t.bwrap);
@@ -83,7 +95,10 @@ pub fn run(cfg: &Config, daemon: Result<String, String>) -> Vec<Check> {
         if cg.name() == "rlimit" { "warn" } else { "ok" },
         format!("{}: {}", cg.name(), cg.describe()),
     ));
-    for (name, dir) in [("data_dir", &cfg.paths.data_dir), ("run_dir", &cfg.paths.run_dir)] {
+    for (name, dir) in [
+        ("data_dir", &cfg.paths.data_dir),
+        ("run_dir", &cfg.paths.run_dir),
+    ] {
         let st = if dir.is_dir() { "ok" } else { "warn" };
         let detail = if dir.is_dir() {
             dir.display().to_string()
@@ -94,7 +109,11 @@ pub fn run(cfg: &Config, daemon: Result<String, String>) -> Vec<Check> {
     }
     out.push(check(
         "templates",
-        if cfg.templates.is_empty() { "warn" } else { "ok" },
+        if cfg.templates.is_empty() {
+            "warn"
+        } else {
+            "ok"
+        },
         if cfg.templates.is_empty() {
             format!("none in {}", cfg.paths.templates_dir.display())
         } else {

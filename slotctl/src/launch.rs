@@ -77,7 +77,10 @@ pub fn plan(ctx: &Context<'_>, template: &Template, id: &SlotId, owner: &str) ->
     env.insert("TERM".into(), "xterm-256color".into());
     env.insert("HOME".into(), vars.home().display().to_string());
     env.insert("SHELL".into(), "/bin/bash".into());
-    env.insert("HISTFILE".into(), vars.history().join("bash_history").display().to_string());
+    env.insert(
+        "HISTFILE".into(),
+        vars.history().join("bash_history").display().to_string(),
+    );
     env.insert(SLOT_ENV.into(), id.to_string());
     env.insert(ROOT_ENV.into(), ctx.instance.to_string());
     env.insert("SLOTGATE_OWNER".into(), owner.to_string());
@@ -128,7 +131,12 @@ pub fn plan(ctx: &Context<'_>, template: &Template, id: &SlotId, owner: &str) ->
     ]);
     if template.bwrap {
         args.push(ctx.bwrap.display().to_string());
-        args.extend(sandbox::bwrap_args(template, &vars, &ctx.paths.run_dir, &cwd));
+        args.extend(sandbox::bwrap_args(
+            template,
+            &vars,
+            &ctx.paths.run_dir,
+            &cwd,
+        ));
     }
     args.extend(template.command.iter().map(|a| expand(a, &vars)));
 
@@ -179,7 +187,12 @@ mod tests {
     #[test]
     fn ttyd_listens_on_the_slot_socket_behind_the_auth_header() {
         let p = paths();
-        let l = plan(&ctx(&p), &template(""), &SlotId::new("alice").unwrap(), "alice");
+        let l = plan(
+            &ctx(&p),
+            &template(""),
+            &SlotId::new("alice").unwrap(),
+            "alice",
+        );
         let a = l.args.join(" ");
         assert!(a.starts_with("--interface /r/slots/alice.sock --base-path /slot/alice --auth-header X-Slotgate-Auth"), "{a}");
         assert!(a.contains("--writable"));
@@ -219,8 +232,14 @@ mod tests {
         let tmux_at = a.find("new-session").unwrap();
         let bwrap_at = a.find("/usr/bin/bwrap").unwrap();
         assert!(bwrap_at > tmux_at, "bwrap runs inside tmux: {a}");
-        assert!(a.contains("--tmpfs /d --tmpfs /r --bind /d/users/bob /d/users/bob"), "{a}");
-        assert!(a.contains("--ro-bind /opt/skills /d/users/bob/home/.claude/skills"), "{a}");
+        assert!(
+            a.contains("--tmpfs /d --tmpfs /r --bind /d/users/bob /d/users/bob"),
+            "{a}"
+        );
+        assert!(
+            a.contains("--ro-bind /opt/skills /d/users/bob/home/.claude/skills"),
+            "{a}"
+        );
         assert!(a.contains("--unshare-net"));
         assert!(a.ends_with("-- claude --dir /d/users/bob/workdir"), "{a}");
     }

@@ -1,9 +1,11 @@
-//! slotctl: the supervisor daemon and ops CLI for slotgate's ttyd slots.
+//! slotctl: the supervisor daemon and ops CLI for slotgate's ttyd slots and
+//! for generic services ("apps", the PM2 replacement).
 //!
-//! Library layout: `config` and `template` read what the admin wrote;
-//! `launch` turns a slot into a command line; `supervisor` (the only module
-//! that spawns or signals) runs slots; `store` (the only module with SQL)
-//! persists them; `api` serves the control API; `cli` is the client side.
+//! Library layout: `config`, `template` and `app` read what the admin
+//! wrote; `launch` turns a slot into a command line; `supervisor` (the only
+//! module that spawns or signals) runs slots and apps; `store` (the only
+//! module with SQL) persists them; `api` serves the control API; `cli` is
+//! the client side, including the `pm2` verbs and `import pm2`.
 
 pub mod api;
 pub mod app;

@@ -100,18 +100,31 @@ mod tests {
     use super::*;
 
     fn policy() -> Policy {
-        Policy::new(Duration::from_millis(100), Duration::from_secs(1), 5, Duration::from_secs(60))
+        Policy::new(
+            Duration::from_millis(100),
+            Duration::from_secs(1),
+            5,
+            Duration::from_secs(60),
+        )
     }
 
     #[test]
     fn backoff_doubles_and_caps() {
-        let mut p = Policy::new(Duration::from_millis(100), Duration::from_millis(500), 100, Duration::from_secs(60));
+        let mut p = Policy::new(
+            Duration::from_millis(100),
+            Duration::from_millis(500),
+            100,
+            Duration::from_secs(60),
+        );
         let t = Instant::now();
         let delays: Vec<_> = (0..6)
             .map(|i| p.on_failure(t + Duration::from_secs(i)))
             .collect();
         let ms = |n| AfterFailure::Retry(Duration::from_millis(n));
-        assert_eq!(delays, vec![ms(0), ms(100), ms(200), ms(400), ms(500), ms(500)]);
+        assert_eq!(
+            delays,
+            vec![ms(0), ms(100), ms(200), ms(400), ms(500), ms(500)]
+        );
         p.on_stable();
         assert_eq!(p.on_failure(t + Duration::from_secs(7)), ms(0));
     }
@@ -121,9 +134,15 @@ mod tests {
         let mut p = policy();
         let t = Instant::now();
         for i in 0..4 {
-            assert!(matches!(p.on_failure(t + Duration::from_secs(i * 10)), AfterFailure::Retry(_)));
+            assert!(matches!(
+                p.on_failure(t + Duration::from_secs(i * 10)),
+                AfterFailure::Retry(_)
+            ));
         }
-        assert_eq!(p.on_failure(t + Duration::from_secs(45)), AfterFailure::GiveUp);
+        assert_eq!(
+            p.on_failure(t + Duration::from_secs(45)),
+            AfterFailure::GiveUp
+        );
     }
 
     #[test]
@@ -133,7 +152,10 @@ mod tests {
         let mut p = policy();
         let t = Instant::now();
         for i in 0..50 {
-            assert!(matches!(p.on_failure(t + Duration::from_secs(i * 120)), AfterFailure::Retry(_)));
+            assert!(matches!(
+                p.on_failure(t + Duration::from_secs(i * 120)),
+                AfterFailure::Retry(_)
+            ));
         }
     }
 

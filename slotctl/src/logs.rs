@@ -115,8 +115,12 @@ mod tests {
         }
         writeln!(w, "after").unwrap();
         assert_eq!(fs::read_to_string(&p).unwrap(), "after\n");
-        assert!(fs::read_to_string(dir.path().join("s.log.1")).unwrap().starts_with("round 3"));
-        assert!(fs::read_to_string(dir.path().join("s.log.2")).unwrap().starts_with("round 2"));
+        assert!(fs::read_to_string(dir.path().join("s.log.1"))
+            .unwrap()
+            .starts_with("round 3"));
+        assert!(fs::read_to_string(dir.path().join("s.log.2"))
+            .unwrap()
+            .starts_with("round 2"));
         assert!(!dir.path().join("s.log.3").exists());
         assert!(!rotate_if_needed(&p, 50, 2).unwrap());
     }

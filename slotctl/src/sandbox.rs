@@ -22,11 +22,21 @@ pub fn prepare(template: &Template, vars: &Vars) -> io::Result<()> {
     b.recursive(true).mode(0o700);
     b.create(&vars.sandbox)?;
     fs::set_permissions(&vars.sandbox, fs::Permissions::from_mode(0o700))?;
-    for d in [vars.home(), vars.home().join(".claude"), vars.workdir(), vars.history(), vars.files()] {
+    for d in [
+        vars.home(),
+        vars.home().join(".claude"),
+        vars.workdir(),
+        vars.history(),
+        vars.files(),
+    ] {
         b.create(&d)?;
     }
     if !template.bwrap {
-        for share in template.shared.iter().filter(|s| !s.optional || s.source.exists()) {
+        for share in template
+            .shared
+            .iter()
+            .filter(|s| !s.optional || s.source.exists())
+        {
             let target = PathBuf::from(expand(&share.target, vars));
             if target.symlink_metadata().is_err() {
                 if let Some(parent) = target.parent() {
@@ -54,25 +64,45 @@ pub fn remove(data_dir: &Path, owner: &str) -> io::Result<()> {
 pub fn bwrap_args(template: &Template, vars: &Vars, run_dir: &Path, cwd: &str) -> Vec<String> {
     let s = |p: &Path| p.display().to_string();
     let mut a: Vec<String> = vec![
-        "--ro-bind".into(), "/".into(), "/".into(),
-        "--dev".into(), "/dev".into(),
-        "--proc".into(), "/proc".into(),
-        "--tmpfs".into(), "/tmp".into(),
-        "--tmpfs".into(), "/home".into(),
-        "--tmpfs".into(), "/root".into(),
-        "--tmpfs".into(), s(&vars.data_dir),
-        "--tmpfs".into(), s(run_dir),
-        "--bind".into(), s(&vars.sandbox), s(&vars.sandbox),
+        "--ro-bind".into(),
+        "/".into(),
+        "/".into(),
+        "--dev".into(),
+        "/dev".into(),
+        "--proc".into(),
+        "/proc".into(),
+        "--tmpfs".into(),
+        "/tmp".into(),
+        "--tmpfs".into(),
+        "/home".into(),
+        "--tmpfs".into(),
+        "/root".into(),
+        "--tmpfs".into(),
+        s(&vars.data_dir),
+        "--tmpfs".into(),
+        s(run_dir),
+        "--bind".into(),
+        s(&vars.sandbox),
+        s(&vars.sandbox),
         "--unshare-pid".into(),
         "--unshare-ipc".into(),
         "--unshare-uts".into(),
-        "--hostname".into(), format!("slot-{}", vars.slot),
+        "--hostname".into(),
+        format!("slot-{}", vars.slot),
     ];
     if !template.network {
         a.push("--unshare-net".into());
     }
-    for share in template.shared.iter().filter(|s| !s.optional || s.source.exists()) {
-        a.push(if share.writable { "--bind".into() } else { "--ro-bind".into() });
+    for share in template
+        .shared
+        .iter()
+        .filter(|s| !s.optional || s.source.exists())
+    {
+        a.push(if share.writable {
+            "--bind".into()
+        } else {
+            "--ro-bind".into()
+        });
         a.push(s(&share.source));
         a.push(expand(&share.target, vars));
     }

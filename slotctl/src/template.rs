@@ -230,14 +230,22 @@ pub fn parse(name: &str, file: &Path, text: &str) -> Result<Template, ConfigErro
         ConfigError::new(file, line, e.message().to_string())
     })?;
     if raw.command.is_empty() || raw.command[0].trim().is_empty() {
-        return Err(ConfigError::new(file, "command", "must name a program, e.g. [\"bash\", \"--login\"]"));
+        return Err(ConfigError::new(
+            file,
+            "command",
+            "must name a program, e.g. [\"bash\", \"--login\"]",
+        ));
     }
     for (i, a) in raw.command.iter().enumerate() {
         check_vars(file, &format!("command[{i}]"), a)?;
     }
     for (k, v) in &raw.env {
         if k.is_empty() || k.contains('=') || k.contains('\0') {
-            return Err(ConfigError::new(file, format!("env.{k}"), "is not a valid variable name"));
+            return Err(ConfigError::new(
+                file,
+                format!("env.{k}"),
+                "is not a valid variable name",
+            ));
         }
         check_vars(file, &format!("env.{k}"), v)?;
     }
@@ -247,14 +255,19 @@ pub fn parse(name: &str, file: &Path, text: &str) -> Result<Template, ConfigErro
         None => None,
         Some("off") | Some("never") | Some("0") => Some(None),
         Some(s) => Some(Some(
-            slotapi::config::parse_duration(s).map_err(|r| ConfigError::new(file, "idle_timeout", r))?,
+            slotapi::config::parse_duration(s)
+                .map_err(|r| ConfigError::new(file, "idle_timeout", r))?,
         )),
     };
     let mut shared = Vec::new();
     for (i, s) in raw.sandbox.shared.into_iter().enumerate() {
         let key = format!("sandbox.shared[{i}]");
         if !s.source.is_absolute() {
-            return Err(ConfigError::new(file, format!("{key}.source"), "must be an absolute path"));
+            return Err(ConfigError::new(
+                file,
+                format!("{key}.source"),
+                "must be an absolute path",
+            ));
         }
         check_vars(file, &format!("{key}.target"), &s.target)?;
         shared.push(Share {
@@ -266,15 +279,27 @@ pub fn parse(name: &str, file: &Path, text: &str) -> Result<Template, ConfigErro
     }
     if let Some(cpu) = raw.limits.cpu {
         if !(cpu > 0.0 && cpu <= 1024.0) {
-            return Err(ConfigError::new(file, "limits.cpu", "must be a number of cores above 0"));
+            return Err(ConfigError::new(
+                file,
+                "limits.cpu",
+                "must be a number of cores above 0",
+            ));
         }
     }
     if raw.limits.memory == Some(0) || raw.limits.pids == Some(0) {
-        return Err(ConfigError::new(file, "limits", "memory and pids limits must be above 0 (leave them out for no limit)"));
+        return Err(ConfigError::new(
+            file,
+            "limits",
+            "memory and pids limits must be above 0 (leave them out for no limit)",
+        ));
     }
     for k in raw.client.keys() {
         if k.is_empty() || k.contains('=') {
-            return Err(ConfigError::new(file, format!("client.{k}"), "is not a valid ttyd client option name"));
+            return Err(ConfigError::new(
+                file,
+                format!("client.{k}"),
+                "is not a valid ttyd client option name",
+            ));
         }
     }
     Ok(Template {
@@ -288,7 +313,11 @@ pub fn parse(name: &str, file: &Path, text: &str) -> Result<Template, ConfigErro
         idle_timeout,
         max_clients: raw.max_clients.unwrap_or(0),
         ttyd_args: raw.ttyd_args,
-        client: raw.client.iter().map(|(k, v)| (k.clone(), client_value(v))).collect(),
+        client: raw
+            .client
+            .iter()
+            .map(|(k, v)| (k.clone(), client_value(v)))
+            .collect(),
         bwrap: raw.sandbox.bwrap,
         network: raw.sandbox.network,
         shared,
@@ -306,7 +335,13 @@ pub fn load_dir(dir: &Path) -> Result<BTreeMap<String, Template>, ConfigError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-        Err(e) => return Err(ConfigError::new(dir, "-", format!("cannot read templates directory: {e}"))),
+        Err(e) => {
+            return Err(ConfigError::new(
+                dir,
+                "-",
+                format!("cannot read templates directory: {e}"),
+            ))
+        }
     };
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -352,7 +387,10 @@ mod tests {
             ("{home}/.claude", "/d/users/alice/home/.claude"),
             ("{workdir}", "/d/users/alice/workdir"),
             ("tmux-{slot}-{owner}", "tmux-alice-alice"),
-            ("{files}|{history}|{sandbox}|{data_dir}", "/d/users/alice/files|/d/users/alice/history|/d/users/alice|/d"),
+            (
+                "{files}|{history}|{sandbox}|{data_dir}",
+                "/d/users/alice/files|/d/users/alice/history|/d/users/alice|/d",
+            ),
             ("no vars", "no vars"),
             ("{unknown}", "{unknown}"),
             ("dangling {", "dangling {"),
@@ -388,7 +426,9 @@ mod tests {
         .unwrap();
         assert_eq!(t.limits.memory_bytes, Some(2 << 30));
         assert_eq!(t.idle_timeout, Some(Some(Duration::from_secs(600))));
-        assert!(t.client.contains(&("theme".into(), r##"{"background":"#000000"}"##.into())));
+        assert!(t
+            .client
+            .contains(&("theme".into(), r##"{"background":"#000000"}"##.into())));
         assert!(t.client.contains(&("fontSize".into(), "15".into())));
         assert!(t.bwrap && !t.shared[0].writable);
         assert_eq!(t.cwd, "{workdir}");
@@ -398,12 +438,28 @@ mod tests {
     fn refuses_bad_templates_naming_the_key() {
         let cases = [
             ("command = []", "command", "must name a program"),
-            ("command = [\"x\"]\ncwd = \"{hmoe}\"", "cwd", "unknown variable {hmoe}"),
+            (
+                "command = [\"x\"]\ncwd = \"{hmoe}\"",
+                "cwd",
+                "unknown variable {hmoe}",
+            ),
             ("command = [\"{slot\"]", "command[0]", "unclosed"),
             ("command = [\"x\"]\ncomand = 1", "line 2", "unknown field"),
-            ("command = [\"x\"]\n[limits]\ncpu = -1.0", "limits.cpu", "above 0"),
-            ("command = [\"x\"]\n[limits]\nmemory = \"lots\"", "line 3", "not a size"),
-            ("command = [\"x\"]\nidle_timeout = \"forever\"", "idle_timeout", "not a duration"),
+            (
+                "command = [\"x\"]\n[limits]\ncpu = -1.0",
+                "limits.cpu",
+                "above 0",
+            ),
+            (
+                "command = [\"x\"]\n[limits]\nmemory = \"lots\"",
+                "line 3",
+                "not a size",
+            ),
+            (
+                "command = [\"x\"]\nidle_timeout = \"forever\"",
+                "idle_timeout",
+                "not a duration",
+            ),
             (
                 "command = [\"x\"]\n[sandbox]\nshared = [{ source = \"rel\", target = \"x\" }]",
                 "sandbox.shared[0].source",

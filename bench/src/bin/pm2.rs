@@ -239,7 +239,12 @@ struct Plan {
     ttyd: usize,
 }
 
-fn run<S: Sup + ?Sized>(s: &S, dir: &Path, plan: &Plan, ttyd_bin: Option<&Path>) -> anyhow::Result<Row> {
+fn run<S: Sup + ?Sized>(
+    s: &S,
+    dir: &Path,
+    plan: &Plan,
+    ttyd_bin: Option<&Path>,
+) -> anyhow::Result<Row> {
     let mut row = Row::default();
     // Restart-all with `restart` apps.
     let eco = ecosystem(dir, plan.restart, None);
@@ -289,7 +294,10 @@ fn run<S: Sup + ?Sized>(s: &S, dir: &Path, plan: &Plan, ttyd_bin: Option<&Path>)
 }
 
 fn install_pm2(dir: &Path) -> anyhow::Result<PathBuf> {
-    eprintln!("installing pm2 from the npm registry into {} …", dir.display());
+    eprintln!(
+        "installing pm2 from the npm registry into {} …",
+        dir.display()
+    );
     let st = Command::new("npm")
         .args(["install", "--no-audit", "--no-fund", "--silent", "--prefix"])
         .arg(dir)
@@ -310,27 +318,41 @@ fn main() -> anyhow::Result<()> {
         ttyd: arg("--ttyd", 5),
     };
     let tmp = tempfile::Builder::new().prefix("pm2b").tempdir_in("/tmp")?;
-    let ttyd_bin = ["/opt/slotgate/ttyd/bin/ttyd", "/usr/bin/ttyd", "/usr/local/bin/ttyd"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists());
+    let ttyd_bin = [
+        "/opt/slotgate/ttyd/bin/ttyd",
+        "/usr/bin/ttyd",
+        "/usr/local/bin/ttyd",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists());
 
-    // PM2.
-    let pm2_bin = install_pm2(&tmp.path().join("npm"))?;
-    let pm2 = Pm2 {
-        bin: pm2_bin,
-        home: tmp.path().join("pm2home"),
+    // PM2 (skipped with --skip-pm2, to iterate on slotctl alone).
+    let skip_pm2 = std::env::args().any(|a| a == "--skip-pm2");
+    let (version, pm2_row) = if skip_pm2 {
+        ("(skipped)".to_string(), Row::default())
+    } else {
+        let pm2_bin = install_pm2(&tmp.path().join("npm"))?;
+        let pm2 = Pm2 {
+            bin: pm2_bin,
+            home: tmp.path().join("pm2home"),
+        };
+        let version = String::from_utf8_lossy(&pm2.cli(&["--version"]).stdout)
+            .trim()
+            .to_string();
+        eprintln!("PM2 {version}: running …");
+        let row = run(&pm2, tmp.path(), &plan, ttyd_bin.as_deref());
+        let _ = pm2.cli(&["kill"]);
+        let row = row?;
+        eprintln!("PM2: {row:?}");
+        (version, row)
     };
-    let version = String::from_utf8_lossy(&pm2.cli(&["--version"]).stdout).trim().to_string();
-    eprintln!("PM2 {version}: running …");
-    let pm2_row = run(&pm2, tmp.path(), &plan, ttyd_bin.as_deref());
-    let _ = pm2.cli(&["kill"]);
-    let pm2_row = pm2_row?;
-    eprintln!("PM2: {pm2_row:?}");
 
     // slotctl (release build next to this binary), with the same apps;
     // the ttyd processes are real slots (ttyd + tmux).
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     let mut env = TestEnv::custom(&[], "idle_timeout = \"off\"\nmax_slots = 5000\n");
     rt.block_on(env.start_daemon());
     eprintln!("slotctl {}: running …", bin("slotctl").display());
@@ -338,7 +360,10 @@ fn main() -> anyhow::Result<()> {
     for i in 0..plan.ttyd {
         let out = env.slotctl(&["create", &format!("t{i}"), "--template", "shell"]);
         if !out.status.success() {
-            bail!("slot create failed: {}", String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "slot create failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
     }
     let sc_row = run(&sc, tmp.path(), &plan, None)?;
@@ -346,13 +371,25 @@ fn main() -> anyhow::Result<()> {
     drop(env);
 
     println!();
-    println!("PM2 {version} vs slotctl, same host, same apps ({} `sleep` apps + {} ttyd)", plan.many, plan.ttyd);
+    println!(
+        "PM2 {version} vs slotctl, same host, same apps ({} `sleep` apps + {} ttyd)",
+        plan.many, plan.ttyd
+    );
     println!();
     println!("| measure | PM2 | slotctl | target |");
     println!("|---|---|---|---|");
-    println!("| supervisor RSS, {} apps | {:.1} MiB | {:.1} MiB | — |", plan.small, pm2_row.rss_small, sc_row.rss_small);
-    println!("| supervisor RSS, {} apps | {:.1} MiB | {:.1} MiB | < 20 MB |", plan.many, pm2_row.rss_many, sc_row.rss_many);
-    println!("| start {} apps (CLI → all online) | {:.2} s | {:.2} s | — |", plan.many, pm2_row.start_many, sc_row.start_many);
+    println!(
+        "| supervisor RSS, {} apps | {:.1} MiB | {:.1} MiB | — |",
+        plan.small, pm2_row.rss_small, sc_row.rss_small
+    );
+    println!(
+        "| supervisor RSS, {} apps | {:.1} MiB | {:.1} MiB | < 20 MB |",
+        plan.many, pm2_row.rss_many, sc_row.rss_many
+    );
+    println!(
+        "| start {} apps (CLI → all online) | {:.2} s | {:.2} s | — |",
+        plan.many, pm2_row.start_many, sc_row.start_many
+    );
     println!(
         "| `jlist` at {} apps (p50 of 10, whole CLI process) | {:.0} ms ({} KB) | {:.0} ms ({} KB) | < 50 ms |",
         plan.many,
@@ -361,8 +398,17 @@ fn main() -> anyhow::Result<()> {
         sc_row.jlist_ms,
         sc_row.jlist_bytes / 1024
     );
-    println!("| `restart all`, {} apps | {:.2} s | {:.2} s | < 2 s |", plan.restart, pm2_row.restart_all, sc_row.restart_all);
-    println!("| `stop all`, {} apps | {:.2} s | {:.2} s | < 3 s |", plan.many, pm2_row.stop_all, sc_row.stop_all);
-    println!("| kill -9 → replacement running (p50 of 10) | {:.1} ms | {:.1} ms | — |", pm2_row.respawn_ms, sc_row.respawn_ms);
+    println!(
+        "| `restart all`, {} apps | {:.2} s | {:.2} s | < 2 s |",
+        plan.restart, pm2_row.restart_all, sc_row.restart_all
+    );
+    println!(
+        "| `stop all`, {} apps | {:.2} s | {:.2} s | < 3 s |",
+        plan.many, pm2_row.stop_all, sc_row.stop_all
+    );
+    println!(
+        "| kill -9 → replacement running (p50 of 10) | {:.1} ms | {:.1} ms | — |",
+        pm2_row.respawn_ms, sc_row.respawn_ms
+    );
     Ok(())
 }

@@ -726,6 +726,9 @@ impl AppActor {
         }
     }
 
+    // The rare, deep paths (restart, stop, exit) are boxed where they are
+    // awaited, so the future every idle instance keeps in memory stays small:
+    // a thousand apps should cost kilobytes each, not tens of them.
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<AppCmd>, initial: Initial) {
         self.start_watching();
         let mut phase = match initial {
@@ -767,7 +770,7 @@ impl AppActor {
                         _ = watched => phase,
                         cmd = rx.recv() => match cmd {
                             None => return,
-                            Some(cmd) => match self.command(cmd, None).await {
+                            Some(cmd) => match Box::pin(self.command(cmd, None)).await {
                                 Some(p) => p,
                                 None => return,
                             },
@@ -781,11 +784,11 @@ impl AppActor {
                         far()
                     };
                     tokio::select! {
-                        exit = p.watch.wait() => self.exited(exit).await,
-                        _ = sleep_until(probe_at) => self.tick(p).await,
+                        exit = p.watch.wait() => Box::pin(self.exited(exit)).await,
+                        _ = sleep_until(probe_at) => Box::pin(self.tick(p)).await,
                         _ = sleep_until(cron_deadline) => {
                             cron_at = self.next_cron();
-                            self.restart(Some(p), "cron_restart".into(), false).await
+                            Box::pin(self.restart(Some(p), "cron_restart".into(), false)).await
                         }
                         w = watched => {
                             if w.is_some() {
@@ -796,12 +799,12 @@ impl AppActor {
                         }
                         _ = sleep_until(watch_deadline) => {
                             watch_due = None;
-                            self.restart(Some(p), "watched files changed".into(), false).await
+                            Box::pin(self.restart(Some(p), "watched files changed".into(), false)).await
                         }
                         cmd = rx.recv() => match cmd {
                             None => return,
                             Some(cmd) => {
-                                match self.command(cmd, Some(p)).await {
+                                match Box::pin(self.command(cmd, Some(p))).await {
                                     Some(ph) => ph,
                                     None => return,
                                 }
@@ -928,9 +931,12 @@ impl AppActor {
         let instance = self.unit.lock().rec.instance;
         let key = &self.unit.key;
         let data = &sup.cfg.paths.data_dir;
-        sup.cgroups
-            .create(key, &Limits::default())
-            .map_err(|e| format!("creating cgroup: {e}"))?;
+        // Apps set no cgroup limits, so an existing group is ready as is.
+        if !sup.cgroups.procs_files(key).iter().all(|f| f.exists()) {
+            sup.cgroups
+                .create(key, &Limits::default())
+                .map_err(|e| format!("creating cgroup: {e}"))?;
+        }
         let markers = [
             (ROOT_ENV.to_string(), sup.cgroups.instance().to_string()),
             (SLOT_ENV.to_string(), key.clone()),
