@@ -17,6 +17,8 @@ pub fn allowed(from: SlotStatus, to: SlotStatus) -> bool {
     matches!(
         (from, to),
         (Stopped | Errored, Starting)
+            // A start whose spawn fails goes straight to backoff.
+            | (Stopped | Errored, Backoff)
             | (Starting, Online | Backoff | Errored | Stopping)
             | (Online, Backoff | Errored | Stopping | Starting)
             | (Backoff, Starting | Stopping | Stopped | Errored)
@@ -187,7 +189,6 @@ mod tests {
             (Stopped, Online),
             (Errored, Online),
             (Stopping, Online),
-            (Stopped, Backoff),
             (Stopping, Starting),
         ];
         for (a, b) in legal {

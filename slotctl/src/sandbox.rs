@@ -18,6 +18,17 @@ pub fn sandbox_dir(data_dir: &Path, owner: &str) -> PathBuf {
 /// bubblewrap is not in use. Without bubblewrap a link is only a
 /// convenience: read-only is enforced by bubblewrap's bind mounts.
 pub fn prepare(template: &Template, vars: &Vars) -> io::Result<()> {
+    // A required shared resource that is missing fails the start with a
+    // reason, instead of a slot whose every connection closes at once.
+    if let Some(missing) = template.shared.iter().find(|s| !s.optional && !s.source.exists()) {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "shared resource {} does not exist (mark it optional = true to skip it)",
+                missing.source.display()
+            ),
+        ));
+    }
     let mut b = fs::DirBuilder::new();
     b.recursive(true).mode(0o700);
     b.create(&vars.sandbox)?;

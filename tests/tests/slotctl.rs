@@ -600,3 +600,45 @@ async fn ensure_starts_a_stopped_slot_and_reports_unknown_ones() {
     let err = client.ensure(&sid("ghost"), T).await.unwrap_err();
     assert!(err.is_not_found());
 }
+
+#[tokio::test]
+async fn missing_required_share_fails_the_start_with_a_reason() {
+    let t = "command = [\"bash\"]\n[sandbox]\nshared = [{ source = \"/nonexistent/skills\", target = \"{home}/skills\" }]\n";
+    let mut env = TestEnv::new(&[("needs", t)], "");
+    env.start_daemon().await;
+    let out = env.slotctl(&["create", "pat", "--template", "needs"]);
+    assert!(!out.status.success());
+    let info = env.wait_status("pat", SlotStatus::Errored, T).await;
+    let reason = info.reason.unwrap();
+    assert!(reason.contains("/nonexistent/skills does not exist"), "{reason}");
+}
+
+#[tokio::test]
+async fn shipped_configs_and_templates_parse() {
+    // Every file in config/ is checked by both programs that read it; the
+    // templates are loaded with it (templates_dir points at ttyd-templates/).
+    let root = slotgate_tests::repo_root();
+    let mut checked = 0;
+    for entry in std::fs::read_dir(root.join("config")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|x| x != "toml") {
+            continue;
+        }
+        let out = std::process::Command::new(slotgate_tests::bin("slotctl"))
+            .args(["--config", path.to_str().unwrap(), "check-config"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        for t in ["shell", "claude", "claudebox", "ssh", "demo"] {
+            assert!(text.contains(t), "template {t} missing from {text}");
+        }
+        let out = std::process::Command::new(slotgate_tests::bin("slotgate"))
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        checked += 1;
+    }
+    assert!(checked >= 1);
+}

@@ -394,8 +394,8 @@ impl Supervisor {
             last_exit: None,
             reason: None,
         };
-        // The map is the authority on existence; the store insert is the
-        // commit point. Both under the write lock so two creates cannot race.
+        // A quick check for the common case; the store's primary key is the
+        // real guard: of two racing creates, one insert fails with Exists.
         {
             let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
             if slots.contains_key(&rec.id) {
