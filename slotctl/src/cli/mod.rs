@@ -274,6 +274,9 @@ pub fn main() -> ExitCode {
     );
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        // Blocking work (spawning, /proc and cgroupfs reads) is short; a small
+        // pool keeps the daemon's memory flat when a thousand units start.
+        .max_blocking_threads(8)
         .enable_all()
         .build()
     {
