@@ -44,7 +44,7 @@ pub struct RawPaths {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Paths {
-    /// state.db, activity.db, users/, logs/.
+    /// state.db, identity.db, users/, logs/.
     pub data_dir: PathBuf,
     /// slotctl.sock and slots/<id>.sock.
     pub run_dir: PathBuf,

@@ -20,7 +20,11 @@ pub fn sandbox_dir(data_dir: &Path, owner: &str) -> PathBuf {
 pub fn prepare(template: &Template, vars: &Vars) -> io::Result<()> {
     // A required shared resource that is missing fails the start with a
     // reason, instead of a slot whose every connection closes at once.
-    if let Some(missing) = template.shared.iter().find(|s| !s.optional && !s.source.exists()) {
+    if let Some(missing) = template
+        .shared
+        .iter()
+        .find(|s| !s.optional && !s.source.exists())
+    {
         return Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!(

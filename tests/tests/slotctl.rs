@@ -610,7 +610,10 @@ async fn missing_required_share_fails_the_start_with_a_reason() {
     assert!(!out.status.success());
     let info = env.wait_status("pat", SlotStatus::Errored, T).await;
     let reason = info.reason.unwrap();
-    assert!(reason.contains("/nonexistent/skills does not exist"), "{reason}");
+    assert!(
+        reason.contains("/nonexistent/skills does not exist"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -628,7 +631,12 @@ async fn shipped_configs_and_templates_parse() {
             .args(["--config", path.to_str().unwrap(), "check-config"])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         let text = String::from_utf8_lossy(&out.stdout);
         for t in ["shell", "claude", "claudebox", "ssh", "demo"] {
             assert!(text.contains(t), "template {t} missing from {text}");
@@ -637,7 +645,12 @@ async fn shipped_configs_and_templates_parse() {
             .args(["check-config", "--config", path.to_str().unwrap()])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
         checked += 1;
     }
     assert!(checked >= 1);
