@@ -116,33 +116,17 @@ impl Client {
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<hyper::Response<Incoming>, ClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ClientError::NotRunning {
-                    path: self.socket.clone(),
-                    source,
-                })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(http::header::HOST, "slotctl");
-        if body.is_some() {
-            req = req.header(http::header::CONTENT_TYPE, "application/json");
-        }
-        let req = req
-            .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))
+        let content_type = body.as_ref().map(|_| "application/json");
+        request_unix(
+            &self.socket,
+            method,
+            path,
+            "slotctl",
+            content_type,
+            &[],
+            body,
+        )
+        .await
     }
 
     async fn call<T: DeserializeOwned>(
@@ -322,6 +306,48 @@ fn decode<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<T, Cl
     }
 }
 
+/// One request on a fresh connection to a unix socket. One connection per
+/// call: the socket is local and a handshake costs microseconds.
+async fn request_unix(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    host: &str,
+    content_type: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> Result<hyper::Response<Incoming>, ClientError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ClientError::NotRunning {
+            path: socket.to_path_buf(),
+            source,
+        })?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| ClientError::Transport(e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, host);
+    if let Some(ct) = content_type {
+        req = req.header(http::header::CONTENT_TYPE, ct);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req
+        .body(Full::new(Bytes::from(body.unwrap_or_default())))
+        .map_err(|e| ClientError::Transport(e.to_string()))?;
+    sender
+        .send_request(req)
+        .await
+        .map_err(|e| ClientError::Transport(e.to_string()))
+}
+
 /// One plain GET over a unix socket with extra headers, for health probes
 /// (`GET /slot/<id>/token` on a ttyd socket). Returns the status and body.
 pub async fn get_unix(
@@ -331,33 +357,8 @@ pub async fn get_unix(
     timeout: Duration,
 ) -> Result<(u16, Bytes), ClientError> {
     let fut = async {
-        let stream =
-            UnixStream::connect(socket)
-                .await
-                .map_err(|source| ClientError::NotRunning {
-                    path: socket.to_path_buf(),
-                    source,
-                })?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        let mut req = Request::builder()
-            .method(Method::GET)
-            .uri(path)
-            .header(http::header::HOST, "localhost");
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
-        let resp = sender
-            .send_request(req)
-            .await
-            .map_err(|e| ClientError::Transport(e.to_string()))?;
+        let resp =
+            request_unix(socket, Method::GET, path, "localhost", None, headers, None).await?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()

@@ -27,6 +27,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench::median;
 use slotgate_tests::gateway::{free_port, tty_over, Options, Slotgate, Stream};
 use slotgate_tests::ttyd::TtydClient;
 
@@ -186,11 +187,6 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
         return Duration::ZERO;
     }
     sorted[(sorted.len() * p / 100).min(sorted.len() - 1)]
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn load_average() -> String {

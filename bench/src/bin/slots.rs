@@ -12,41 +12,11 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use bench::{arg, rss_kib, summary};
 use slotapi::{CreateSlot, SlotId, SlotStatus};
 use slotgate_tests::{ttyd, TestEnv};
 
 const SUPERVISOR_DEFAULTS: &str = "idle_timeout = \"off\"\nmax_slots = 5000\n";
-
-fn pct(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (pct(&v, 0.5), pct(&v, 0.95), pct(&v, 0.99))
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 async fn cold_starts(n: usize) -> anyhow::Result<Vec<f64>> {
     let mut env = TestEnv::custom(&[], SUPERVISOR_DEFAULTS);

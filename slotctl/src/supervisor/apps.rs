@@ -31,9 +31,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 
-use super::{SupError, Supervisor};
+use super::{kill_all, SupError, Supervisor};
 use crate::app::{self, App, LogPaths, ProbeKind};
-use crate::cgroup::{Cgroups, Usage, ROOT_ENV, SLOT_ENV};
+use crate::cgroup::{Usage, ROOT_ENV, SLOT_ENV};
 use crate::clock::now_ms;
 use crate::logs;
 use crate::process::{self, ExitWatch};
@@ -1383,26 +1383,6 @@ impl AppActor {
             r.reason = Some(reason.to_string());
         });
     }
-}
-
-/// Wait up to `grace` for the group to empty by itself, then SIGKILL every
-/// member until it is empty (bounded).
-async fn kill_all(cgroups: &Cgroups, key: &str, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if cgroups.pids(key).is_empty() {
-            return;
-        }
-        sleep(Duration::from_millis(10)).await;
-    }
-    let hard = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < hard {
-        if cgroups.signal_all(key, Signal::KILL) == 0 {
-            return;
-        }
-        sleep(Duration::from_millis(5)).await;
-    }
-    warn!(unit = key, "processes survived SIGKILL for 3 s");
 }
 
 /// `GET path` on `host:port`, HTTP/1.0; 2xx and 3xx are healthy.

@@ -1043,21 +1043,27 @@ async fn kill_tree(cgroups: &Cgroups, slot: &str, timeout: Duration) {
     }
     // SIGHUP too: shells ignore SIGTERM but not a hang-up.
     cgroups.signal_all(slot, Signal::HUP);
-    let deadline = Instant::now() + timeout;
+    kill_all(cgroups, slot, timeout).await;
+}
+
+/// Wait up to `grace` for the group to empty by itself, then SIGKILL every
+/// member until it is empty (bounded). Shared by slots and apps.
+pub(super) async fn kill_all(cgroups: &Cgroups, key: &str, grace: Duration) {
+    let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
-        if cgroups.pids(slot).is_empty() {
+        if cgroups.pids(key).is_empty() {
             return;
         }
         sleep(Duration::from_millis(10)).await;
     }
     let hard = Instant::now() + Duration::from_secs(3);
     while Instant::now() < hard {
-        if cgroups.signal_all(slot, Signal::KILL) == 0 {
+        if cgroups.signal_all(key, Signal::KILL) == 0 {
             return;
         }
-        sleep(Duration::from_millis(10)).await;
+        sleep(Duration::from_millis(5)).await;
     }
-    warn!(slot, "processes survived SIGKILL for 3 s");
+    warn!(unit = key, "processes survived SIGKILL for 3 s");
 }
 
 /// Samples whole-tree usage of running slots and rotates their logs.
