@@ -188,6 +188,17 @@ impl Keys {
 
     /// Verify signature (by key id), algorithm, issuer, audience and expiry.
     pub fn verify(&self, token: &str) -> Result<Claims, SessionError> {
+        self.verify_inner(token, true)
+    }
+
+    /// Like [`Keys::verify`] but accepts an expired token: for refreshing a
+    /// session whose short-lived token lapsed while the server-side session
+    /// (checked by the caller) is still live.
+    pub fn verify_ignoring_expiry(&self, token: &str) -> Result<Claims, SessionError> {
+        self.verify_inner(token, false)
+    }
+
+    fn verify_inner(&self, token: &str, check_exp: bool) -> Result<Claims, SessionError> {
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| SessionError::Invalid(e.to_string()))?;
         if header.alg != Algorithm::HS256 {
@@ -208,6 +219,7 @@ impl Keys {
         v.set_issuer(&[ISSUER]);
         v.set_audience(&[AUDIENCE]);
         v.leeway = 5;
+        v.validate_exp = check_exp;
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(secret), &v)
             .map(|d| d.claims)
@@ -339,6 +351,12 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("xpired"));
+        // An expired token still verifies for refresh, a forged one does not.
+        let mut c = Claims::new("alice", Role::User, "s1", "local", 60);
+        c.exp = c.iat - 120;
+        assert_eq!(k.verify_ignoring_expiry(&k.sign(&c)).unwrap().sid, "s1");
+        assert!(k.verify_ignoring_expiry(&forged).is_err());
+        assert!(k.verify_ignoring_expiry(&none).is_err());
         // Wrong audience.
         let mut c = Claims::new("alice", Role::User, "s1", "local", 60);
         c.aud = "someone-else".into();

@@ -51,6 +51,10 @@ pub struct Entry<'a> {
     pub user_agent: Option<&'a str>,
     /// Why the gateway refused or failed the request (a short code).
     pub error: Option<&'a str>,
+    /// How the user may use the slot: `write`, `read_only`, or `admin` (an
+    /// administrator in a slot that is not theirs: the audit trail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub access: Option<&'a str>,
 }
 
 pub fn timestamp(t: SystemTime) -> String {
@@ -64,6 +68,7 @@ const SECRET_PARAMS: &[&str] = &[
     "id_token",
     "refresh_token",
     "embed_token",
+    "embed",
     "code",
     "state",
     "password",
@@ -325,6 +330,7 @@ mod tests {
             served_by: "slot",
             user_agent: None,
             error: None,
+            access: None,
         }
     }
 

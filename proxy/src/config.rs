@@ -9,6 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use identity::header::HeaderConfig;
+use identity::oauth::OAuthConfig;
+use identity::oidc::OidcConfig;
 use serde::Deserialize;
 use slotapi::config::{human, ConfigError, ConfigFile, Paths};
 
@@ -21,7 +24,19 @@ pub struct RawSlotgate {
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
     pub redirect_listen: Option<Vec<String>>,
-    pub auth: Option<String>,
+    pub auth: Option<OneOrMany>,
+    /// `[[slotgate.oidc]]`: OpenID Connect providers.
+    pub oidc: Option<Vec<OidcConfig>>,
+    /// `[[slotgate.oauth2]]`: plain OAuth2 providers (GitHub-style).
+    pub oauth2: Option<Vec<OAuthConfig>>,
+    /// `[slotgate.header]`: trusted-header mode.
+    pub header: Option<HeaderConfig>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    pub session_ttl: Option<Duration>,
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    pub session_idle_timeout: Option<Duration>,
+    pub default_template: Option<String>,
+    pub create_default_slot: Option<bool>,
     pub threads: Option<usize>,
     pub frame_ancestors: Option<Vec<String>>,
     #[serde(default, deserialize_with = "human::opt_duration")]
@@ -73,11 +88,42 @@ pub struct RawRateLimits {
     pub max_ws_per_user: Option<u32>,
 }
 
-/// How requests are authenticated. Only `none` exists until the identity
-/// work lands; it is loopback-only.
+/// `auth = "local"` or `auth = ["local", "oidc"]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// How requests are authenticated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMode {
+    /// Everyone is anonymous with access to every slot (loopback only).
     None,
+    /// Signed-in users: local accounts plus the configured providers.
+    Accounts,
+}
+
+/// Everything the identity modes need (meaningful when `auth` is not `none`).
+#[derive(Debug, Clone)]
+pub struct IdentityConfig {
+    /// The modes named in `auth` (`local` is always on).
+    pub modes: Vec<String>,
+    pub oidc: Vec<OidcConfig>,
+    pub oauth2: Vec<OAuthConfig>,
+    pub header: Option<HeaderConfig>,
+    /// Lifetime of one session cookie token; refreshed while the user is active.
+    pub session_ttl: Duration,
+    /// A session unused for this long ends (server side).
+    pub session_idle_timeout: Duration,
+    /// Template of the slot created on a user's first visit to `/slot/<user>`.
+    pub default_template: String,
+    pub create_default_slot: bool,
+    /// `<data_dir>/identity.db`
+    pub db_path: PathBuf,
+    /// `<data_dir>/identity/session-keys.json`
+    pub keys_path: PathBuf,
 }
 
 /// Who may read `/metrics`.
@@ -151,6 +197,7 @@ pub struct Config {
     pub tls: Option<TlsSource>,
     pub redirect_listen: Vec<SocketAddr>,
     pub auth: AuthMode,
+    pub identity: IdentityConfig,
     pub threads: usize,
     pub frame_ancestors: Vec<String>,
     /// `None`: no `Strict-Transport-Security` header.
@@ -253,14 +300,147 @@ impl RawSlotgate {
             }
         }
 
-        let auth = match self.auth.as_deref().unwrap_or("none") {
-            "none" => AuthMode::None,
-            other => {
+        let modes: Vec<String> = match self.auth {
+            None => vec!["none".into()],
+            Some(OneOrMany::One(m)) => vec![m],
+            Some(OneOrMany::Many(list)) => list,
+        };
+        if modes.is_empty() {
+            return Err(err(
+                "auth",
+                "empty list; write \"local\" or \"none\"".into(),
+            ));
+        }
+        for m in &modes {
+            if !matches!(m.as_str(), "none" | "local" | "oidc" | "oauth2" | "header") {
                 return Err(err(
                     "auth",
-                    format!("unknown mode {other:?}; this build supports \"none\" (loopback only)"),
-                ))
+                    format!("unknown mode {m:?}; write \"local\", \"oidc\", \"oauth2\", \"header\" or \"none\""),
+                ));
             }
+        }
+        let auth = if modes.iter().any(|m| m == "none") {
+            if modes.len() > 1 {
+                return Err(err(
+                    "auth",
+                    "\"none\" cannot be combined with other modes".into(),
+                ));
+            }
+            AuthMode::None
+        } else {
+            AuthMode::Accounts
+        };
+        let has = |m: &str| modes.iter().any(|x| x == m);
+        let oidc = self.oidc.unwrap_or_default();
+        let oauth2 = self.oauth2.unwrap_or_default();
+        if has("oidc") && oidc.is_empty() {
+            return Err(err(
+                "oidc",
+                "auth names \"oidc\" but no [[slotgate.oidc]] provider is configured".into(),
+            ));
+        }
+        if has("oauth2") && oauth2.is_empty() {
+            return Err(err(
+                "oauth2",
+                "auth names \"oauth2\" but no [[slotgate.oauth2]] provider is configured".into(),
+            ));
+        }
+        if has("header") && self.header.is_none() {
+            return Err(err(
+                "header",
+                "auth names \"header\" but [slotgate.header] is missing".into(),
+            ));
+        }
+        if !oidc.is_empty() && !has("oidc") {
+            return Err(err(
+                "oidc",
+                "providers are configured but auth does not name \"oidc\"".into(),
+            ));
+        }
+        if !oauth2.is_empty() && !has("oauth2") {
+            return Err(err(
+                "oauth2",
+                "providers are configured but auth does not name \"oauth2\"".into(),
+            ));
+        }
+        if self.header.is_some() && !has("header") {
+            return Err(err(
+                "header",
+                "[slotgate.header] is set but auth does not name \"header\"".into(),
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, p) in oidc.iter().enumerate() {
+            check_provider_name(&p.name).map_err(|r| err(&format!("oidc[{i}].name"), r))?;
+            if !names.insert(("oidc", p.name.clone())) {
+                return Err(err(
+                    &format!("oidc[{i}].name"),
+                    format!("{:?} is used twice", p.name),
+                ));
+            }
+            if !p
+                .redirect_uri
+                .ends_with(&format!("/auth/oidc/{}/callback", p.name))
+            {
+                return Err(err(
+                    &format!("oidc[{i}].redirect_uri"),
+                    format!("must end with /auth/oidc/{}/callback", p.name),
+                ));
+            }
+        }
+        for (i, p) in oauth2.iter().enumerate() {
+            check_provider_name(&p.name).map_err(|r| err(&format!("oauth2[{i}].name"), r))?;
+            if !names.insert(("oauth2", p.name.clone())) {
+                return Err(err(
+                    &format!("oauth2[{i}].name"),
+                    format!("{:?} is used twice", p.name),
+                ));
+            }
+            if !p
+                .redirect_uri
+                .ends_with(&format!("/auth/oauth2/{}/callback", p.name))
+            {
+                return Err(err(
+                    &format!("oauth2[{i}].redirect_uri"),
+                    format!("must end with /auth/oauth2/{}/callback", p.name),
+                ));
+            }
+        }
+        if let Some(h) = &self.header {
+            identity::header::parse_sources(&h.trusted_sources)
+                .map_err(|r| err("header.trusted_sources", r))?;
+            if h.trusted_sources.is_empty() {
+                return Err(err(
+                    "header.trusted_sources",
+                    "name the address of the SSO proxy in front of slotgate".into(),
+                ));
+            }
+        }
+        let session_ttl = self.session_ttl.unwrap_or(Duration::from_secs(15 * 60));
+        if session_ttl < Duration::from_secs(60) || session_ttl > Duration::from_secs(24 * 3600) {
+            return Err(err("session_ttl", "must be between 1m and 24h".into()));
+        }
+        let session_idle_timeout = self
+            .session_idle_timeout
+            .unwrap_or(Duration::from_secs(12 * 3600));
+        if session_idle_timeout < session_ttl {
+            return Err(err(
+                "session_idle_timeout",
+                "must be at least session_ttl".into(),
+            ));
+        }
+        let default_template = self.default_template.unwrap_or_else(|| "shell".into());
+        let identity = IdentityConfig {
+            modes,
+            oidc,
+            oauth2,
+            header: self.header,
+            session_ttl,
+            session_idle_timeout,
+            default_template,
+            create_default_slot: self.create_default_slot.unwrap_or(true),
+            db_path: paths.data_dir.join("identity.db"),
+            keys_path: paths.data_dir.join("identity").join("session-keys.json"),
         };
         if auth == AuthMode::None {
             if let Some(a) = listen
@@ -396,6 +576,7 @@ impl RawSlotgate {
             tls,
             redirect_listen,
             auth,
+            identity,
             threads,
             frame_ancestors,
             hsts_max_age,
@@ -408,6 +589,22 @@ impl RawSlotgate {
             access_log,
             limits,
         })
+    }
+}
+
+/// Provider names appear in URLs (`/auth/oidc/<name>/…`).
+fn check_provider_name(name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name:?}: use 1-32 lowercase letters, digits or '-' (it appears in URLs)"
+        ))
     }
 }
 
@@ -549,9 +746,29 @@ ws_connect_per_ip = 3
                 "tls = false",
             ),
             (
-                "[slotgate]\nauth = \"oidc\"\n",
+                "[slotgate]\nauth = \"kerberos\"\n",
                 "slotgate.auth",
                 "unknown mode",
+            ),
+            (
+                "[slotgate]\nauth = \"oidc\"\n",
+                "slotgate.oidc",
+                "no [[slotgate.oidc]]",
+            ),
+            (
+                "[slotgate]\nauth = [\"none\", \"local\"]\n",
+                "slotgate.auth",
+                "cannot be combined",
+            ),
+            (
+                "[slotgate]\nauth = \"local\"\nsession_ttl = \"5s\"\n",
+                "slotgate.session_ttl",
+                "between",
+            ),
+            (
+                "[slotgate]\nauth = \"oidc\"\n[[slotgate.oidc]]\nname = \"kc\"\nissuer = \"https://kc\"\nclient_id = \"sg\"\nredirect_uri = \"https://h/auth/oidc/other/callback\"\n",
+                "slotgate.oidc[0].redirect_uri",
+                "must end with",
             ),
             (
                 "[slotgate]\nframe_ancestors = [\"*\"]\n",
@@ -609,6 +826,35 @@ ws_connect_per_ip = 3
         assert!(e.reason.contains("ws_per_ip"), "{e}");
         let e = load("[slotgate]\nstart_timeout = \"soon\"\n").unwrap_err();
         assert!(e.reason.contains("not a duration"), "{e}");
+    }
+
+    #[test]
+    fn identity_modes() {
+        let c = load(
+            r#"
+[slotgate]
+listen = ["0.0.0.0:7681"]
+auth = ["local", "oidc"]
+session_ttl = "10m"
+[[slotgate.oidc]]
+name = "kc"
+issuer = "https://kc.example.com/realms/x"
+client_id = "slotgate"
+redirect_uri = "https://sg.example.com/auth/oidc/kc/callback"
+admin_groups = ["ops"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.auth, AuthMode::Accounts);
+        assert_eq!(c.identity.oidc.len(), 1);
+        assert_eq!(c.identity.session_ttl, Duration::from_secs(600));
+        assert_eq!(
+            c.identity.db_path,
+            PathBuf::from("/srv/sg/.slotgate/data/identity.db")
+        );
+        let c = load("[slotgate]\nauth = \"local\"\n").unwrap();
+        assert_eq!(c.auth, AuthMode::Accounts);
+        assert_eq!(c.identity.default_template, "shell");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering::Acquire;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -21,12 +22,16 @@ use slotapi::{ActivityKind, SlotId};
 use crate::access_log::{self, AccessLog, Entry};
 use crate::config::{Config, MetricsAccess};
 use crate::headers::{self, HeaderPolicy};
-use crate::identity::{self, Authenticator, Authn, Decision, Identity, RequestFacts};
+use crate::identity::{self, Auth, Authn, Decision, Identity, RequestFacts};
 use crate::limits::{Category, Limited, Limits, WsGuard};
 use crate::metrics::Metrics;
 use crate::pages::{self, Reply};
-use crate::routing::{self, Reject, Route};
+use crate::routing::{self, Reject, Route, SlotRequest};
+use crate::sessions::{self, WsTicket};
+use crate::signin::{self, AuthRequest, SignIn};
+use crate::slot_acl::SlotAcls;
 use crate::slots::{SlotError, Slots};
+use ::identity::frames::ViewerFilter;
 
 /// Everything one request carries between phases.
 pub struct Ctx {
@@ -56,11 +61,30 @@ pub struct Ctx {
     ws_bytes_in: u64,
     ws_bytes_out: u64,
     last_active: Instant,
+    /// A refreshed session cookie to send with the response.
+    set_cookie: Option<String>,
+    /// How the identity may use the slot, for the access log (`admin`
+    /// marks an audited administrator access).
+    access: Option<&'static str>,
+    /// Read-only viewer: client→slot frames pass through this filter.
+    viewer: Option<ViewerFilter>,
+    /// The open WebSocket's registration (revocation closes it).
+    ws_ticket: Option<WsTicket>,
+    close_sent: bool,
     span: tracing::Span,
 }
 
+/// Largest request body the gateway reads itself (sign-in forms, API).
+const MAX_FORM: usize = 16 * 1024;
+
 pub struct Gateway {
-    auth: Box<dyn Authenticator>,
+    auth: Option<Arc<Auth>>,
+    signin: Option<SignIn>,
+    acls: Option<SlotAcls>,
+    /// Origins listed in `frame_ancestors` (allowed WebSocket origins).
+    frame_origins: Vec<String>,
+    /// Identity headers a client may not pass to a slot.
+    strip_headers: Vec<String>,
     limits: Arc<Limits>,
     slots: Arc<Slots>,
     log: AccessLog,
@@ -74,10 +98,53 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(cfg: &Config, slots: Arc<Slots>, log: AccessLog, metrics: Arc<Metrics>) -> Gateway {
-        Gateway {
-            auth: identity::authenticator(cfg.auth),
-            limits: Limits::new(cfg.limits.clone()),
+    pub fn new(
+        cfg: &Config,
+        auth: Option<Arc<Auth>>,
+        slots: Arc<Slots>,
+        log: AccessLog,
+        metrics: Arc<Metrics>,
+    ) -> anyhow::Result<Gateway> {
+        let limits = Limits::new(cfg.limits.clone());
+        let signin = match &auth {
+            Some(a) => Some(SignIn::new(cfg, Arc::clone(a), Arc::clone(&limits))?),
+            None => None,
+        };
+        let acls = auth.as_ref().map(|a| {
+            SlotAcls::new(
+                &cfg.identity,
+                Arc::clone(&slots),
+                Arc::clone(&a.sessions.store),
+            )
+        });
+        let mut strip_headers: Vec<String> = [
+            "x-forwarded-user",
+            "x-forwarded-email",
+            "x-forwarded-groups",
+            "x-forwarded-preferred-username",
+            "x-auth-request-user",
+            "x-auth-request-email",
+            "x-auth-request-groups",
+            "remote-user",
+            "x-remote-user",
+        ]
+        .map(String::from)
+        .to_vec();
+        if let Some(a) = &auth {
+            strip_headers.extend(a.identity_headers());
+        }
+        Ok(Gateway {
+            frame_origins: cfg
+                .frame_ancestors
+                .iter()
+                .filter(|s| s.starts_with("https://") || s.starts_with("http://"))
+                .cloned()
+                .collect(),
+            strip_headers,
+            auth,
+            signin,
+            acls,
+            limits,
             slots,
             log,
             metrics,
@@ -87,7 +154,7 @@ impl Gateway {
             metrics_access: cfg.metrics,
             connect_timeout: cfg.connect_timeout,
             activity_interval: cfg.activity_interval,
-        }
+        })
     }
 
     /// Write a complete gateway-made response.
@@ -98,7 +165,14 @@ impl Gateway {
         resp.insert_header("content-length", reply.body.len().to_string())?;
         resp.insert_header("cache-control", "no-store")?;
         for (name, value) in &reply.headers {
-            resp.insert_header(*name, value.as_str())?;
+            if *name == "set-cookie" {
+                resp.append_header(*name, value.as_str())?;
+            } else {
+                resp.insert_header(*name, value.as_str())?;
+            }
+        }
+        if let Some(c) = ctx.set_cookie.take() {
+            resp.append_header("set-cookie", c)?;
         }
         self.headers.downstream(&mut resp, &ctx.request_id)?;
         if reply.status >= 400 {
@@ -186,6 +260,60 @@ impl Gateway {
         })
     }
 
+    /// The sign-in endpoints and the embed-token API.
+    async fn sign_in(&self, session: &mut Session, ctx: &mut Ctx, route: &Route) -> Reply {
+        let Some(signin) = &self.signin else {
+            return pages::error(
+                404,
+                "not_found",
+                "Not found",
+                "Sign-in is off (slotgate.auth = \"none\").",
+                ctx.html,
+            );
+        };
+        let mut body = Vec::new();
+        if session.req_header().method == http::Method::POST {
+            loop {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) => {
+                        body.extend_from_slice(&chunk);
+                        if body.len() > MAX_FORM {
+                            return pages::error(
+                                413,
+                                "too_large",
+                                "Too large",
+                                "The request body is too large.",
+                                ctx.html,
+                            );
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {
+                        return pages::error(
+                            400,
+                            "bad_body",
+                            "Bad request",
+                            "The request body could not be read.",
+                            ctx.html,
+                        )
+                    }
+                }
+            }
+        }
+        let origin = signin::own_origin(session.req_header(), self.tls);
+        let areq = AuthRequest {
+            header: session.req_header(),
+            body: &body,
+            client: ctx.client_ip,
+            same_origin: signin::same_origin(session.req_header(), &origin),
+            origin: origin.clone(),
+        };
+        match route {
+            Route::Auth(r) => signin.handle(r, &areq).await,
+            _ => signin.embed_token(&areq).await,
+        }
+    }
+
     fn socket(&self, ctx: &Ctx) -> Option<PathBuf> {
         ctx.slot.as_ref().map(|id| self.slots.socket(id))
     }
@@ -201,6 +329,14 @@ fn truncate(s: &str, max: usize) -> &str {
         cut -= 1;
     }
     &s[..cut]
+}
+
+/// One query parameter of the request, decoded.
+fn query_param(req: &pingora::http::RequestHeader, key: &str) -> Option<String> {
+    let q = req.uri.query()?;
+    url::form_urlencoded::parse(q.as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -242,6 +378,11 @@ impl ProxyHttp for Gateway {
             ws_bytes_in: 0,
             ws_bytes_out: 0,
             last_active: Instant::now(),
+            set_cookie: None,
+            access: None,
+            viewer: None,
+            ws_ticket: None,
+            close_sent: false,
             span,
         }
     }
@@ -324,7 +465,29 @@ impl ProxyHttp for Gateway {
                 );
                 return self.reply(session, ctx, reply).await;
             }
-            Route::Landing => return self.reply(session, ctx, pages::landing()).await,
+            Route::Landing => {
+                let reply = match &self.auth {
+                    None => pages::landing(),
+                    Some(auth) => {
+                        let facts = RequestFacts {
+                            header: session.req_header(),
+                            client: ctx.client_ip,
+                        };
+                        match auth.authenticate(&facts).await {
+                            Authn::Identified(Identity { user: Some(u), .. }, cookie) => {
+                                ctx.set_cookie = cookie;
+                                pages::found(&format!("/slot/{u}/"))
+                            }
+                            _ => pages::found("/auth/login"),
+                        }
+                    }
+                };
+                return self.reply(session, ctx, reply).await;
+            }
+            Route::Auth(_) | Route::EmbedTokens => {
+                let reply = self.sign_in(session, ctx, &route).await;
+                return self.reply(session, ctx, reply).await;
+            }
             _ => {}
         }
         let Some(id) = route.slot().cloned() else {
@@ -333,35 +496,122 @@ impl ProxyHttp for Gateway {
         ctx.span.record("slot", id.as_str());
         ctx.slot = Some(id.clone());
 
-        let facts = RequestFacts {
-            header: session.req_header(),
-            client: ctx.client_ip,
-            tls: self.tls,
-        };
-        let identity = match self.auth.authenticate(&facts).await {
-            Authn::Identified(identity) => identity,
-            Authn::Refused { status, reason } => {
+        if session.is_upgrade_req() {
+            let own = signin::own_origin(session.req_header(), self.tls);
+            if !signin::ws_origin_allowed(session.req_header(), &own, &self.frame_origins) {
+                tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, slot = %id, origin = ?header_str(session, "origin"), "cross-origin WebSocket refused");
                 let reply = pages::error(
-                    status,
-                    "unauthenticated",
-                    "Sign in required",
-                    reason,
+                    403,
+                    "cross_origin",
+                    "Refused",
+                    "This terminal cannot be opened from another site.",
+                    false,
+                );
+                return self.reply(session, ctx, reply).await;
+            }
+        }
+        let identity = match &self.auth {
+            None => Identity::anonymous_full_access(),
+            Some(auth) => {
+                if let (
+                    Route::Slot {
+                        kind: SlotRequest::Page,
+                        ..
+                    },
+                    Some(signin),
+                ) = (&route, &self.signin)
+                {
+                    if let Some(token) = query_param(session.req_header(), "embed") {
+                        let origin = signin::own_origin(session.req_header(), self.tls);
+                        let areq = AuthRequest {
+                            header: session.req_header(),
+                            body: &[],
+                            client: ctx.client_ip,
+                            same_origin: false,
+                            origin,
+                        };
+                        let reply = signin.exchange_embed(id.as_str(), &token, &areq).await;
+                        return self.reply(session, ctx, reply).await;
+                    }
+                }
+                let facts = RequestFacts {
+                    header: session.req_header(),
+                    client: ctx.client_ip,
+                };
+                match auth.authenticate(&facts).await {
+                    Authn::Identified(identity, cookie) => {
+                        ctx.set_cookie = cookie;
+                        identity
+                    }
+                    Authn::Anonymous => {
+                        let reply = if ctx.html {
+                            let target = String::from_utf8_lossy(session.req_header().raw_path())
+                                .into_owned();
+                            let next = url::form_urlencoded::Serializer::new(String::new())
+                                .append_pair("next", &target)
+                                .finish();
+                            pages::found(&format!("/auth/login?{next}"))
+                        } else {
+                            pages::error(
+                                401,
+                                "unauthenticated",
+                                "Sign in required",
+                                "Sign in first: this request carries no valid session.",
+                                false,
+                            )
+                            .with_header("www-authenticate", "Bearer")
+                        };
+                        return self.reply(session, ctx, reply).await;
+                    }
+                    Authn::Refused(why) => {
+                        tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, reason = %why, "trusted identity refused");
+                        let reply = pages::error(
+                            403,
+                            "not_allowed",
+                            "Not allowed",
+                            "Your account may not use slotgate.",
+                            ctx.html,
+                        );
+                        return self.reply(session, ctx, reply).await;
+                    }
+                }
+            }
+        };
+        let acl = match &self.acls {
+            None => None,
+            Some(acls) => match acls.lookup(&id, &identity).await {
+                Ok(acl) => acl,
+                Err(e) => {
+                    let reply = pages::slot_error(&e, ctx.html);
+                    return self.reply(session, ctx, reply).await;
+                }
+            },
+        };
+        let (decision, label) = identity::authorize(&identity, acl.as_ref());
+        ctx.access = label;
+        let user_name = identity.user.as_ref().map(|u| u.to_string());
+        ctx.identity = Some(identity);
+        match decision {
+            Decision::Deny(reason) => {
+                tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, user = ?user_name, slot = %id, reason, "slot access refused");
+                let reply = pages::error(
+                    403,
+                    "forbidden",
+                    "Not yours",
+                    "You may not open this terminal.",
                     ctx.html,
                 );
                 return self.reply(session, ctx, reply).await;
             }
-        };
-        let decision = identity::authorize(&identity, &id);
-        ctx.identity = Some(identity);
-        if decision == Decision::Deny {
-            let reply = pages::error(
-                403,
-                "forbidden",
-                "Not yours",
-                "You may not open this terminal.",
-                ctx.html,
-            );
-            return self.reply(session, ctx, reply).await;
+            Decision::ReadOnly => {
+                if session.is_upgrade_req() {
+                    ctx.viewer = Some(ViewerFilter::new());
+                }
+            }
+            Decision::Write => {}
+        }
+        if label == Some("admin") && session.is_upgrade_req() {
+            tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, user = ?user_name, slot = %id, "administrator opened a slot that is not theirs (audited)");
         }
 
         match route {
@@ -433,7 +683,37 @@ impl ProxyHttp for Gateway {
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        headers::upstream(upstream, &ctx.request_id, ctx.client_ip, self.tls)
+        headers::upstream(upstream, &ctx.request_id, ctx.client_ip, self.tls)?;
+        for name in &self.strip_headers {
+            upstream.remove_header(name.as_str());
+        }
+        Ok(())
+    }
+
+    async fn connected_to_upstream(
+        &self,
+        session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        #[cfg(unix)] fd: std::os::unix::io::RawFd,
+        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if !session.is_upgrade_req() {
+            return Ok(());
+        }
+        let (Some(auth), Some(sid)) = (
+            &self.auth,
+            ctx.identity.as_ref().and_then(|i| i.sid.as_deref()),
+        ) else {
+            return Ok(());
+        };
+        if let Some(old) = ctx.ws_ticket.take() {
+            auth.sessions.unregister_ws(&old);
+        }
+        ctx.ws_ticket = Some(auth.sessions.register_ws(sid, Some(fd)));
+        Ok(())
     }
 
     async fn response_filter(
@@ -443,6 +723,9 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         self.headers.downstream(resp, &ctx.request_id)?;
+        if let Some(c) = ctx.set_cookie.take() {
+            resp.append_header("set-cookie", c)?;
+        }
         if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
             ctx.ws_open = true;
             ctx.last_active = Instant::now();
@@ -468,6 +751,22 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<()> {
+        if ctx.ws_ticket.as_ref().is_some_and(|t| t.kill.load(Acquire)) {
+            // The session ended: nothing more reaches the slot.
+            if body.is_some() {
+                *body = Some(Bytes::new());
+            }
+            return Ok(());
+        }
+        if let (Some(filter), Some(b)) = (ctx.viewer.as_mut(), body.as_mut()) {
+            let mut out = Vec::with_capacity(b.len());
+            if let Err(e) = filter.feed(b, &mut out) {
+                tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, error = %e, "viewer sent frames that cannot be filtered; closing");
+                ctx.error = Some("viewer_frame");
+                return Error::e_explain(ErrorType::InternalError, "viewer frame filter");
+            }
+            *b = Bytes::from(out);
+        }
         if !ctx.ws_open {
             return Ok(());
         }
@@ -496,6 +795,21 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
+        if ctx.ws_open && ctx.ws_ticket.as_ref().is_some_and(|t| t.kill.load(Acquire)) {
+            // Revoked: replace whatever the slot says by one close frame.
+            *body = if ctx.close_sent {
+                body.as_ref().map(|_| Bytes::new())
+            } else {
+                ctx.close_sent = true;
+                ctx.error = Some("session_revoked");
+                tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, "closing the WebSocket of a revoked session");
+                Some(Bytes::from(sessions::close_frame(
+                    sessions::CLOSE_REVOKED,
+                    sessions::CLOSE_REVOKED_REASON,
+                )))
+            };
+            return Ok(None);
+        }
         if ctx.ws_open {
             if let Some(b) = body {
                 ctx.ws_bytes_out += b.len() as u64;
@@ -616,6 +930,9 @@ impl ProxyHttp for Gateway {
             )
         };
         ctx.ws_guard.take();
+        if let (Some(t), Some(auth)) = (ctx.ws_ticket.take(), &self.auth) {
+            auth.sessions.unregister_ws(&t);
+        }
         self.metrics.request(ctx.route, status, took, ctx.ws_open);
 
         let req = session.req_header();
@@ -650,6 +967,7 @@ impl ProxyHttp for Gateway {
             served_by,
             user_agent,
             error: ctx.error,
+            access: ctx.access,
         });
     }
 }

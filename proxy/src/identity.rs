@@ -1,42 +1,45 @@
 //! The identity seam: the one place that says who a request comes from
 //! (authentication) and whether that someone may open a slot
-//! (authorisation). The gateway calls [`Authenticator::authenticate`] once
-//! per request and [`authorize`] once per slot request; nothing else in the
-//! proxy looks at cookies, tokens or credentials. Today the only mode is
-//! `none` (everyone is anonymous and may open every slot, loopback only);
-//! login, sessions and RBAC plug in here without touching the proxy phases.
+//! (authorisation). The gateway calls [`Auth::authenticate`] once per
+//! request and [`authorize`] once per slot request; nothing else in the
+//! proxy reads session cookies or trusted identity headers. With
+//! `auth = "none"` there is no `Auth` and everyone is anonymous with access
+//! to every slot (loopback only). Decisions are pure functions over the
+//! identity and the slot's access list.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
-use async_trait::async_trait;
+use identity::access::{slot_access, Access, Role, SlotAcl};
+use identity::header::{self, HeaderConfig, HeaderIdentity};
+use identity::session;
+use ipnet::IpNet;
 use pingora::http::RequestHeader;
-use slotapi::{SlotId, UserName};
+use slotapi::UserName;
 
-use crate::config::AuthMode;
+use crate::config::{AuthMode, Config};
+use crate::sessions::{Check, Sessions};
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// `None` for anonymous requests (auth = "none").
     pub user: Option<UserName>,
-    /// What this identity may open.
-    pub access: Access,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Access {
-    /// Every slot (auth = "none", or an admin).
-    AllSlots,
-    /// Only these slots.
-    #[allow(dead_code, reason = "granted by the identity modes that have users")]
-    Slots(Vec<SlotId>),
+    /// `None` only for auth = "none": full access.
+    pub role: Option<Role>,
+    /// The server-side session, when signed in with a cookie.
+    pub sid: Option<String>,
+    /// How the user signed in (`local`, `oidc:<name>`, `header`, `embed`).
+    pub amr: Option<String>,
 }
 
 impl Identity {
     pub fn anonymous_full_access() -> Identity {
         Identity {
             user: None,
-            access: Access::AllSlots,
+            role: None,
+            sid: None,
+            amr: None,
         }
     }
 
@@ -55,63 +58,161 @@ impl Identity {
 /// What authentication decided.
 #[derive(Debug)]
 pub enum Authn {
-    Identified(Identity),
-    /// Not signed in: the gateway answers with this status (later: a login
-    /// redirect or a 401 challenge).
-    #[allow(dead_code, reason = "produced by the identity modes that have a login")]
-    Refused {
-        status: u16,
-        reason: &'static str,
-    },
+    /// Signed in; the optional `Set-Cookie` value refreshes the session.
+    Identified(Identity, Option<String>),
+    /// Nobody (or a session that ended): sign in first.
+    Anonymous,
+    /// A trusted source asserted an identity that may not enter.
+    Refused(String),
 }
 
-/// The request facts an authenticator may look at.
-#[allow(dead_code, reason = "read by the identity modes that have a login")]
+/// The request facts authentication may look at.
 pub struct RequestFacts<'a> {
     pub header: &'a RequestHeader,
     pub client: Option<IpAddr>,
-    pub tls: bool,
 }
 
-#[async_trait]
-pub trait Authenticator: Send + Sync {
-    /// Name for logs and `check-config`.
-    fn mode(&self) -> &'static str;
-    async fn authenticate(&self, req: &RequestFacts<'_>) -> Authn;
-}
-
-/// `auth = "none"`: everyone is anonymous with access to every slot. Only
-/// valid on loopback listeners (enforced by config validation).
-pub struct NoAuth;
-
-#[async_trait]
-impl Authenticator for NoAuth {
-    fn mode(&self) -> &'static str {
-        "none"
+impl RequestFacts<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.header.headers.get(name).and_then(|v| v.to_str().ok())
     }
-    async fn authenticate(&self, _req: &RequestFacts<'_>) -> Authn {
-        Authn::Identified(Identity::anonymous_full_access())
+
+    /// The session token from the `Cookie` header(s).
+    pub fn session_token(&self) -> Option<&str> {
+        self.header
+            .headers
+            .get_all("cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(session::from_cookie_header)
     }
 }
 
-pub fn authenticator(mode: AuthMode) -> Box<dyn Authenticator> {
-    match mode {
-        AuthMode::None => Box::new(NoAuth),
+/// Authentication for the identity modes (everything but `none`).
+pub struct Auth {
+    pub sessions: Arc<Sessions>,
+    header: Option<(HeaderConfig, Vec<IpNet>)>,
+}
+
+impl Auth {
+    pub fn new(cfg: &Config) -> anyhow::Result<Option<Arc<Auth>>> {
+        if cfg.auth == AuthMode::None {
+            return Ok(None);
+        }
+        let sessions = Sessions::open(&cfg.identity, cfg.is_tls())?;
+        let header = match &cfg.identity.header {
+            Some(h) => Some((
+                h.clone(),
+                header::parse_sources(&h.trusted_sources).map_err(anyhow::Error::msg)?,
+            )),
+            None => None,
+        };
+        Ok(Some(Arc::new(Auth { sessions, header })))
+    }
+
+    /// Names of the headers the trusted-header mode reads: a client's own
+    /// copies never reach a slot.
+    pub fn identity_headers(&self) -> Vec<String> {
+        match &self.header {
+            Some((h, _)) => [
+                Some(&h.user_header),
+                h.email_header.as_ref(),
+                h.groups_header.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .map(|s| s.to_ascii_lowercase())
+            .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    pub async fn authenticate(&self, req: &RequestFacts<'_>) -> Authn {
+        if let (Some((cfg, sources)), Some(peer)) = (&self.header, req.client) {
+            match header::identify(cfg, sources, peer, |n| req.get(n)) {
+                HeaderIdentity::User { name, role, .. } => {
+                    return match UserName::new(&name) {
+                        Ok(user) => Authn::Identified(
+                            Identity {
+                                user: Some(user),
+                                role: Some(role),
+                                sid: None,
+                                amr: Some("header".into()),
+                            },
+                            None,
+                        ),
+                        Err(e) => Authn::Refused(e.to_string()),
+                    };
+                }
+                HeaderIdentity::Refused(why) => return Authn::Refused(why),
+                HeaderIdentity::Untrusted | HeaderIdentity::Missing => {}
+            }
+        }
+        let Some(token) = req.session_token() else {
+            return Authn::Anonymous;
+        };
+        let (claims, cookie) = match self.sessions.check(token) {
+            Check::Invalid => return Authn::Anonymous,
+            Check::Valid(c, false) => (c, None),
+            Check::Valid(c, true) | Check::Expired(c) => match self.sessions.refresh(&c).await {
+                Some((fresh, cookie)) => (fresh, Some(cookie)),
+                None => return Authn::Anonymous,
+            },
+        };
+        match UserName::new(&claims.sub) {
+            Ok(user) => Authn::Identified(
+                Identity {
+                    user: Some(user),
+                    role: Some(claims.role),
+                    sid: Some(claims.sid),
+                    amr: Some(claims.amr),
+                },
+                cookie,
+            ),
+            Err(_) => Authn::Anonymous,
+        }
     }
 }
 
-/// May `identity` open `slot`?
+/// May `identity` open a slot, and how?
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
-    Allow,
-    Deny,
+    Write,
+    /// Watch only: the gateway filters the viewer's input.
+    ReadOnly,
+    Deny(&'static str),
 }
 
-pub fn authorize(identity: &Identity, slot: &SlotId) -> Decision {
-    match &identity.access {
-        Access::AllSlots => Decision::Allow,
-        Access::Slots(list) if list.contains(slot) => Decision::Allow,
-        Access::Slots(_) => Decision::Deny,
+/// The decision, and how the access log should label it (`admin` marks an
+/// administrator opening a slot that is not theirs: always audited).
+pub fn authorize(who: &Identity, acl: Option<&SlotAcl>) -> (Decision, Option<&'static str>) {
+    let Some(role) = who.role else {
+        return (Decision::Write, None);
+    };
+    let user = who.user.as_ref().map(|u| u.as_str()).unwrap_or_default();
+    let Some(acl) = acl else {
+        // Unknown slot: only an administrator learns that it does not exist.
+        return if role == Role::Admin {
+            (Decision::Write, Some("admin"))
+        } else {
+            (Decision::Deny("no such slot or not yours"), None)
+        };
+    };
+    let id = identity::access::Identity {
+        user: user.to_string(),
+        role,
+    };
+    match slot_access(&id, acl) {
+        Access::Write => {
+            let own = acl.owner == user || acl.members.iter().any(|m| m == user);
+            if role == Role::Admin && !own {
+                (Decision::Write, Some("admin"))
+            } else {
+                (Decision::Write, Some("write"))
+            }
+        }
+        Access::ReadOnly => (Decision::ReadOnly, Some("read_only")),
+        Access::Deny(why) => (Decision::Deny(why), None),
     }
 }
 
@@ -119,22 +220,64 @@ pub fn authorize(identity: &Identity, slot: &SlotId) -> Decision {
 mod tests {
     use super::*;
 
+    fn who(user: &str, role: Role) -> Identity {
+        Identity {
+            user: Some(UserName::new(user).unwrap()),
+            role: Some(role),
+            sid: Some("s".into()),
+            amr: Some("local".into()),
+        }
+    }
+
     #[test]
     fn authorize_table() {
-        let a = SlotId::new("alice").unwrap();
-        let b = SlotId::new("bob").unwrap();
-        let alice = Identity {
-            user: Some(UserName::new("alice").unwrap()),
-            access: Access::Slots(vec![a.clone()]),
+        let acl = SlotAcl {
+            owner: "alice".into(),
+            members: vec![],
+            viewers: vec!["vic".into()],
+            public_read: false,
         };
-        let cases = [(&alice, &a, Decision::Allow), (&alice, &b, Decision::Deny)];
-        for (who, slot, want) in cases {
-            assert_eq!(authorize(who, slot), want, "{who:?} → {slot}");
+        let cases = [
+            (
+                who("alice", Role::User),
+                Some(&acl),
+                Decision::Write,
+                Some("write"),
+            ),
+            (
+                who("vic", Role::User),
+                Some(&acl),
+                Decision::ReadOnly,
+                Some("read_only"),
+            ),
+            (
+                who("root", Role::Admin),
+                Some(&acl),
+                Decision::Write,
+                Some("admin"),
+            ),
+            (
+                who("bob", Role::User),
+                Some(&acl),
+                Decision::Deny("not the owner, a member or a viewer of this slot"),
+                None,
+            ),
+            (
+                who("bob", Role::User),
+                None,
+                Decision::Deny("no such slot or not yours"),
+                None,
+            ),
+            (
+                Identity::anonymous_full_access(),
+                None,
+                Decision::Write,
+                None,
+            ),
+        ];
+        for (w, acl, want, label) in cases {
+            assert_eq!(authorize(&w, acl), (want, label), "{w:?}");
         }
-        assert_eq!(
-            authorize(&Identity::anonymous_full_access(), &b),
-            Decision::Allow
-        );
     }
 
     #[test]
@@ -144,10 +287,6 @@ mod tests {
             Identity::anonymous_full_access().limit_key(Some(ip)),
             "ip:10.0.0.7"
         );
-        let u = Identity {
-            user: Some(UserName::new("carol").unwrap()),
-            access: Access::AllSlots,
-        };
-        assert_eq!(u.limit_key(Some(ip)), "u:carol");
+        assert_eq!(who("carol", Role::User).limit_key(Some(ip)), "u:carol");
     }
 }

@@ -13,6 +13,9 @@ mod pages;
 mod redirect;
 mod routing;
 mod server;
+mod sessions;
+mod signin;
+mod slot_acl;
 mod slots;
 mod tls;
 
@@ -104,7 +107,19 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
         }
         None => println!("  certificate none (plain HTTP, loopback only)"),
     }
-    println!("  auth        {}", identity::authenticator(cfg.auth).mode());
+    match cfg.auth {
+        config::AuthMode::None => println!("  auth        none (loopback only)"),
+        config::AuthMode::Accounts => {
+            println!("  auth        {}", cfg.identity.modes.join(", "));
+            println!("  identity db {}", cfg.identity.db_path.display());
+            for p in &cfg.identity.oidc {
+                println!("  oidc        {} ({})", p.name, p.issuer);
+            }
+            for p in &cfg.identity.oauth2 {
+                println!("  oauth2      {} ({})", p.name, p.auth_url);
+            }
+        }
+    }
     println!("  slots       {}", cfg.paths.slots_dir().display());
     println!("  slotctl     {}", cfg.paths.control_socket().display());
     if cfg.access_log.enabled {

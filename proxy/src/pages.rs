@@ -110,6 +110,98 @@ pub fn redirect(location: &str) -> Reply {
     .with_header("location", location.to_string())
 }
 
+/// `302 Found` (sign-in redirects: the next request is a fresh GET).
+pub fn found(location: &str) -> Reply {
+    Reply::new(302, "text/plain; charset=utf-8", "Redirecting\n")
+        .with_header("location", location.to_string())
+}
+
+/// `303 See Other` after a form POST.
+pub fn see_other(location: &str) -> Reply {
+    Reply::new(303, "text/plain; charset=utf-8", "Redirecting\n")
+        .with_header("location", location.to_string())
+}
+
+/// A sign-in button for an identity provider.
+pub struct ProviderLink {
+    pub href: String,
+    pub label: String,
+}
+
+/// The sign-in page: the local form and one button per provider.
+pub fn login(status: u16, next: &str, providers: &[ProviderLink], notice: Option<&str>) -> Reply {
+    let mut inner = String::from("<h1>Sign in to slotgate</h1>");
+    if let Some(n) = notice {
+        inner.push_str(&format!(
+            "<p class=\"notice\" role=\"alert\">{}</p>",
+            escape(n)
+        ));
+    }
+    inner.push_str(&format!(
+        r#"<form method="post" action="/auth/login"><input type="hidden" name="next" value="{next}">
+<label>User name<input name="user" autocomplete="username" required autofocus></label>
+<label>Password<input name="password" type="password" autocomplete="current-password" required></label>
+<button type="submit">Sign in</button></form>"#,
+        next = escape(next)
+    ));
+    if !providers.is_empty() {
+        inner.push_str("<p class=\"or\">or</p>");
+        for p in providers {
+            inner.push_str(&format!(
+                "<p><a class=\"button\" href=\"{}\">Sign in with {}</a></p>",
+                escape(&p.href),
+                escape(&p.label)
+            ));
+        }
+    }
+    Reply::new(status, "text/html; charset=utf-8", shell("Sign in", &inner))
+}
+
+/// The page that makes a user choose a new password (the bootstrap
+/// administrator at first sign-in).
+pub fn change_password(status: u16, user: &str, next: &str, notice: Option<&str>) -> Reply {
+    let mut inner = format!(
+        "<h1>Choose a new password</h1><p>Signed in as <b>{}</b>. The password you used was a one-time password; choose your own (at least 10 characters).</p>",
+        escape(user)
+    );
+    if let Some(n) = notice {
+        inner.push_str(&format!(
+            "<p class=\"notice\" role=\"alert\">{}</p>",
+            escape(n)
+        ));
+    }
+    inner.push_str(&format!(
+        r#"<form method="post" action="/auth/password"><input type="hidden" name="next" value="{next}">
+<label>New password<input name="password" type="password" autocomplete="new-password" minlength="10" required autofocus></label>
+<label>Repeat it<input name="confirm" type="password" autocomplete="new-password" minlength="10" required></label>
+<button type="submit">Save and continue</button></form>"#,
+        next = escape(next)
+    ));
+    Reply::new(
+        status,
+        "text/html; charset=utf-8",
+        shell("Choose a new password", &inner),
+    )
+}
+
+fn shell(title: &str, inner: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
+<title>{title}</title>
+<style>
+body{{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;background:#1e1e1e;color:#ddd;font:16px/1.5 system-ui,sans-serif}}
+main{{width:22rem;max-width:90vw;padding:2rem}} h1{{font-size:1.25rem;margin:0 0 1rem}} a{{color:#8cf}}
+label{{display:block;margin:.5rem 0}} input{{display:block;width:100%;box-sizing:border-box;margin-top:.25rem;padding:.5rem;border:1px solid #555;border-radius:4px;background:#2a2a2a;color:#eee;font:inherit}}
+button,.button{{display:block;width:100%;box-sizing:border-box;margin-top:1rem;padding:.6rem;border:0;border-radius:4px;background:#2d6cdf;color:#fff;font:inherit;text-align:center;text-decoration:none;cursor:pointer}}
+.notice{{background:#5a1d1d;border-radius:4px;padding:.5rem .75rem}} .or{{text-align:center;color:#999;margin:1rem 0 0}}
+</style></head>
+<body><main>{inner}</main></body></html>
+"#,
+        title = escape(title),
+    )
+}
+
 pub fn landing() -> Reply {
     Reply::new(
         200,

@@ -27,6 +27,35 @@ pub enum Route {
     SlotStatus { id: SlotId },
     /// Anything else under `/slot/<id>/`: proxied to the slot's socket.
     Slot { id: SlotId, kind: SlotRequest },
+    /// `/auth/...`: sign-in pages and endpoints.
+    Auth(AuthRoute),
+    /// `POST /api/embed-tokens`
+    EmbedTokens,
+}
+
+/// The sign-in endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthRoute {
+    /// `GET /auth/login`
+    LoginPage,
+    /// `POST /auth/login`
+    Login,
+    /// `POST /auth/password`
+    Password,
+    /// `POST /auth/logout`
+    Logout,
+    /// `POST /auth/logout-all`
+    LogoutAll,
+    /// `GET /auth/<kind>/<name>/start`
+    Start { kind: ProviderKind, name: String },
+    /// `GET /auth/<kind>/<name>/callback`
+    Callback { kind: ProviderKind, name: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    Oidc,
+    OAuth2,
 }
 
 /// What a proxied slot request is, as far as limits and logs care.
@@ -50,6 +79,8 @@ impl Route {
             Route::SlotRedirect { .. } => "slot_redirect",
             Route::SlotStatus { .. } => "slot_status",
             Route::Slot { .. } => "slot",
+            Route::Auth(_) => "auth",
+            Route::EmbedTokens => "api",
         }
     }
 
@@ -127,6 +158,16 @@ pub fn route(method: &str, target: &[u8], max_len: usize) -> Result<Route, Rejec
         "/metrics" => return exact(Route::Metrics),
         _ => {}
     }
+    if let Some(rest) = path.strip_prefix("/auth/") {
+        return auth_route(method, rest);
+    }
+    if path == "/api/embed-tokens" {
+        return if method == "POST" {
+            Ok(Route::EmbedTokens)
+        } else {
+            Err(Reject::Method)
+        };
+    }
     let Some(rest) = path.strip_prefix("/slot/") else {
         return Err(Reject::NotFound);
     };
@@ -167,6 +208,47 @@ pub fn route(method: &str, target: &[u8], max_len: usize) -> Result<Route, Rejec
         },
     };
     exact(route)
+}
+
+fn auth_route(method: &str, rest: &str) -> Result<Route, Reject> {
+    let get = matches!(method, "GET" | "HEAD");
+    let post = method == "POST";
+    let need = |ok: bool, r: AuthRoute| {
+        if ok {
+            Ok(Route::Auth(r))
+        } else {
+            Err(Reject::Method)
+        }
+    };
+    match rest {
+        "login" if post => Ok(Route::Auth(AuthRoute::Login)),
+        "login" => need(get, AuthRoute::LoginPage),
+        "password" => need(post, AuthRoute::Password),
+        "logout" => need(post, AuthRoute::Logout),
+        "logout-all" => need(post, AuthRoute::LogoutAll),
+        _ => {
+            let mut parts = rest.split('/');
+            let (Some(kind), Some(name), Some(step), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            else {
+                return Err(Reject::NotFound);
+            };
+            let kind = match kind {
+                "oidc" => ProviderKind::Oidc,
+                "oauth2" => ProviderKind::OAuth2,
+                _ => return Err(Reject::NotFound),
+            };
+            if name.is_empty() || name.len() > 32 {
+                return Err(Reject::NotFound);
+            }
+            let name = name.to_string();
+            match step {
+                "start" => need(get, AuthRoute::Start { kind, name }),
+                "callback" => need(get, AuthRoute::Callback { kind, name }),
+                _ => Err(Reject::NotFound),
+            }
+        }
+    }
 }
 
 /// Segment rules for every path we accept: `/`-separated, no empty segment

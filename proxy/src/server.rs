@@ -114,7 +114,12 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let gateway = Gateway::new(&cfg, slots, log, metrics);
+    let auth = crate::identity::Auth::new(&cfg).context("opening the identity store")?;
+    if let Some(a) = &auth {
+        a.sessions.start_poller();
+        tracing::info!(modes = ?cfg.identity.modes, db = %cfg.identity.db_path.display(), "sign-in required");
+    }
+    let gateway = Gateway::new(&cfg, auth, slots, log, metrics)?;
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "slotgate");
     for addr in &cfg.listen {

@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use slotapi::config::Paths;
-use slotapi::{Activity, ActivityKind, Client, ClientError, SlotId, SlotInfo, SlotStatus};
+use slotapi::{
+    Activity, ActivityKind, Client, ClientError, CreateSlot, SlotId, SlotInfo, SlotStatus, UserName,
+};
 use tokio::sync::watch;
 
 use crate::metrics::Metrics;
@@ -116,6 +118,25 @@ impl Slots {
     /// Ask slotctl about the slot.
     pub async fn info(&self, id: &SlotId) -> Result<SlotInfo, SlotError> {
         self.client.get(id).await.map_err(SlotError::from_client)
+    }
+
+    /// Create (and start) a slot owned by `owner` from `template`.
+    pub async fn create(
+        &self,
+        id: &SlotId,
+        owner: &UserName,
+        template: &str,
+    ) -> Result<SlotInfo, SlotError> {
+        let req = CreateSlot {
+            id: id.clone(),
+            template: template.to_string(),
+            owner: Some(owner.clone()),
+            start: true,
+        };
+        self.client
+            .create(&req)
+            .await
+            .map_err(SlotError::from_client)
     }
 
     /// Start the slot unless a start is already under way; returns a handle

@@ -43,6 +43,9 @@ pub struct Options {
     /// Extra TOML appended after the generated `[slotgate]` keys (may open
     /// sub-tables such as `[slotgate.rate_limits]`).
     pub extra: String,
+    /// Listen on this port (e.g. one already named in an OIDC redirect
+    /// URI); `None` picks a free one.
+    pub port: Option<u16>,
 }
 
 impl Default for Options {
@@ -51,6 +54,7 @@ impl Default for Options {
             tls: true,
             cert: None,
             extra: String::new(),
+            port: None,
         }
     }
 }
@@ -74,7 +78,7 @@ impl Slotgate {
     /// Append a `[slotgate]` section to `config` (which must not have one)
     /// and start the gateway; returns once `/healthz` answers.
     pub async fn start(config: &Path, opts: Options) -> anyhow::Result<Slotgate> {
-        let port = free_port();
+        let port = opts.port.unwrap_or_else(free_port);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
         let mut text = std::fs::read_to_string(config)
             .with_context(|| format!("reading {}", config.display()))?;
