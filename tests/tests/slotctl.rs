@@ -655,3 +655,100 @@ async fn shipped_configs_and_templates_parse() {
     }
     assert!(checked >= 1);
 }
+
+#[tokio::test]
+async fn user_accounts_are_managed_from_the_cli() {
+    use identity::store::{LoginError, Store};
+    use std::io::Write;
+    let env = TestEnv::new(&[], "");
+    let run_stdin = |args: &[&str], input: &str| {
+        let mut child = std::process::Command::new(slotgate_tests::bin("slotctl"))
+            .arg("--config")
+            .arg(&env.config)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = run_stdin(
+        &[
+            "user",
+            "add",
+            "quinn",
+            "--role",
+            "viewer",
+            "--password-stdin",
+        ],
+        "a long enough password\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let db = env.path("data/identity.db");
+    let store = Store::open(&db).unwrap();
+    let u = store
+        .check_password("quinn", "a long enough password")
+        .unwrap();
+    assert_eq!(u.role.as_str(), "viewer");
+    assert!(!u.must_change_password);
+
+    // Generated password: printed once, must be changed at first sign-in.
+    let out = env.slotctl(&["user", "passwd", "quinn"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let pw = text.rsplit(' ').next().unwrap().trim();
+    assert!(
+        store
+            .check_password("quinn", pw)
+            .unwrap()
+            .must_change_password
+    );
+
+    assert!(env
+        .slotctl(&["user", "role", "quinn", "admin"])
+        .status
+        .success());
+    assert_eq!(store.user("quinn").unwrap().unwrap().role.as_str(), "admin");
+    let sid = store
+        .create_session("quinn", "local", 60_000, None, None)
+        .unwrap();
+    assert!(env.slotctl(&["user", "disable", "quinn"]).status.success());
+    assert_eq!(store.check_password("quinn", pw), Err(LoginError::Disabled));
+    assert!(
+        !store.session_live(&sid).unwrap(),
+        "disabling revokes sessions"
+    );
+    assert!(env.slotctl(&["user", "enable", "quinn"]).status.success());
+    assert!(store.check_password("quinn", pw).is_ok());
+
+    let out = env.slotctl(&["user", "list", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["name"], "quinn");
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("argon2"),
+        "no hashes in output"
+    );
+
+    // Refusals: bad role is a usage error; short password and unknown users fail.
+    assert_eq!(
+        env.slotctl(&["user", "role", "quinn", "god"]).status.code(),
+        Some(2)
+    );
+    let out = run_stdin(&["user", "add", "rex", "--password-stdin"], "short\n");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 10 characters"));
+    assert_eq!(
+        env.slotctl(&["user", "disable", "nobody"]).status.code(),
+        Some(1)
+    );
+}

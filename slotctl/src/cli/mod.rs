@@ -13,6 +13,7 @@ mod log_writer;
 mod logs;
 mod pm2;
 mod status;
+mod user;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -95,6 +96,9 @@ pub enum Cmd {
     },
     /// Check this host: ttyd, tmux, bubblewrap, cgroups, directories, daemon.
     Doctor,
+    /// Local accounts for slotgate's sign-in (identity.db).
+    #[command(subcommand)]
+    User(user::UserCmd),
     /// Validate the config file and templates (like `nginx -t`).
     CheckConfig,
     /// PM2's commands over slotctl's apps (`slotctl pm2 ls`, `pm2 jlist`, …).
@@ -323,6 +327,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status { id } => status::run(&ctx, &id).await,
         Cmd::Logs { id, follow, lines } => logs::run(&ctx, &id, follow, lines).await,
         Cmd::Doctor => doctor::run(&ctx).await,
+        Cmd::User(cmd) => user::run(&ctx, cmd),
         Cmd::Pm2 { verb } => pm2::run(&ctx, verb).await,
         Cmd::Import { what } => import::run(&ctx, what).await,
         Cmd::LogWriter(_) => Ok(ExitCode::SUCCESS),
