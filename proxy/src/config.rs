@@ -301,7 +301,8 @@ impl RawSlotgate {
         }
 
         let modes: Vec<String> = match self.auth {
-            None => vec!["none".into()],
+            // Embedded default: local accounts with a bootstrap admin.
+            None => vec!["local".into()],
             Some(OneOrMany::One(m)) => vec![m],
             Some(OneOrMany::Many(list)) => list,
         };
@@ -670,7 +671,7 @@ mod tests {
                 dir: PathBuf::from("/srv/sg/.slotgate/data/tls")
             })
         );
-        assert_eq!(c.auth, AuthMode::None);
+        assert_eq!(c.auth, AuthMode::Accounts);
         assert_eq!(c.frame_ancestors, vec!["'self'"]);
         assert_eq!(
             c.access_log.path,
@@ -725,7 +726,7 @@ ws_connect_per_ip = 3
     fn errors_name_the_key() {
         let cases: &[(&str, &str, &str)] = &[
             (
-                "[slotgate]\nlisten = [\"0.0.0.0:7681\"]\n",
+                "[slotgate]\nlisten = [\"0.0.0.0:7681\"]\nauth = \"none\"\n",
                 "slotgate.auth",
                 "loopback",
             ),
