@@ -43,6 +43,23 @@ pub enum UserCmd {
     Logout { name: String },
     /// List accounts.
     List,
+    /// Create an API token for an account (printed once; stored hashed).
+    TokenAdd {
+        name: String,
+        /// What the token is for (shown in `tokens`).
+        #[arg(long, default_value = "api")]
+        label: String,
+        /// Scopes, e.g. `embed` for a host app's backend that mints embed tokens.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// Lifetime such as 30d or 12h [default: no expiry].
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// List API tokens (all, or one account's).
+    Tokens { name: Option<String> },
+    /// Revoke an API token by id.
+    TokenRevoke { id: String },
 }
 
 fn role(s: &str) -> Result<Role, Usage> {
@@ -137,6 +154,54 @@ pub fn run(ctx: &Ctx, cmd: UserCmd) -> anyhow::Result<ExitCode> {
                     .collect();
                 table(&["NAME", "ROLE", "STATE", "EMAIL", "SIGN-IN", "AGE"], &rows);
             }
+        }
+        UserCmd::TokenAdd {
+            name,
+            label,
+            scopes,
+            ttl,
+        } => {
+            let ttl_ms = ttl
+                .map(|t| slotapi::config::parse_duration(&t).map_err(Usage))
+                .transpose()?
+                .map(|d| d.as_millis() as u64);
+            let (info, token) = store.create_api_token(&name, &label, &scopes, ttl_ms)?;
+            println!("{token}");
+            eprintln!(
+                "token {} for {name} (scopes: {}); shown once, store it now",
+                info.id,
+                scopes.join(" ")
+            );
+        }
+        UserCmd::Tokens { name } => {
+            let tokens = store.api_tokens(name.as_deref())?;
+            if ctx.json {
+                print_json(&tokens);
+            } else {
+                let rows: Vec<Vec<String>> = tokens
+                    .iter()
+                    .map(|t| {
+                        vec![
+                            t.id.clone(),
+                            t.user.clone(),
+                            t.name.clone(),
+                            t.scopes.join(" "),
+                            if t.revoked { "revoked" } else { "active" }.to_string(),
+                            t.expires_ms.map_or("never".into(), crate::clock::rfc3339),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["ID", "USER", "LABEL", "SCOPES", "STATE", "EXPIRES"],
+                    &rows,
+                );
+            }
+        }
+        UserCmd::TokenRevoke { id } => {
+            if !store.revoke_api_token(&id)? {
+                anyhow::bail!("no API token with id {id}");
+            }
+            println!("token {id} revoked");
         }
     }
     Ok(ExitCode::SUCCESS)
