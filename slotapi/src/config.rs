@@ -46,7 +46,7 @@ pub struct RawPaths {
 pub struct Paths {
     /// state.db, identity.db, users/, logs/.
     pub data_dir: PathBuf,
-    /// slotctl.sock and slots/<id>.sock.
+    /// `slotctl.sock` and `slots/<id>.sock`.
     pub run_dir: PathBuf,
     /// `*.toml` slot templates.
     pub templates_dir: PathBuf,

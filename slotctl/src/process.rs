@@ -11,7 +11,7 @@ use tokio::io::unix::AsyncFd;
 use crate::cgroup::Usage;
 
 /// Start time of `pid` in clock ticks since boot (field 22 of
-/// /proc/<pid>/stat), or `None` if it is gone.
+/// `/proc/<pid>/stat`), or `None` if it is gone.
 pub fn start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm (field 2) may contain spaces and parentheses; skip past the last ')'.

@@ -253,7 +253,7 @@ impl TestEnv {
     }
 
     /// Every process this installation started (slot trees carry
-    /// SLOTGATE_INSTANCE=<instance>).
+    /// `SLOTGATE_INSTANCE=<instance>`).
     pub fn instance_pids(&self) -> Vec<u32> {
         let needle = format!("SLOTGATE_INSTANCE={}", self.instance).into_bytes();
         std::fs::read_dir("/proc")

@@ -13,7 +13,7 @@
 //!             log on, rate limits on) → unix socket
 //! Keystroke round trip: send one character as ttyd INPUT, wait for its echo
 //! in OUTPUT. Rounds alternate between the ways to spread noise.
-//! Throughput: wrk on GET /slot/<id>/token through each proxy, runs
+//! Throughput: wrk on `GET /slot/<id>/token` through each proxy, runs
 //! alternating, median reported.
 //!
 //! Environment: BENCH_KEYS (keystrokes per round, default 400), BENCH_ROUNDS

@@ -78,7 +78,7 @@ pub enum Cmd {
     /// Delete slots (ids or `all`); the sandbox is kept unless --purge.
     Delete {
         ids: Vec<String>,
-        /// Also remove the owner's sandbox (data/users/<owner>).
+        /// Also remove the owner's sandbox (`data/users/<owner>`).
         #[arg(long)]
         purge: bool,
     },
