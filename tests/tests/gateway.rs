@@ -515,7 +515,11 @@ fn check_config_validates_like_nginx_t() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("is OK"));
 
     let bad = dir.path().join("bad.toml");
-    std::fs::write(&bad, "[slotgate]\nlisten = [\"0.0.0.0:7681\"]\nauth = \"none\"\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[slotgate]\nlisten = [\"0.0.0.0:7681\"]\nauth = \"none\"\n",
+    )
+    .unwrap();
     let out = std::process::Command::new(bin("slotgate"))
         .args(["check-config", "--config"])
         .arg(&bad)
