@@ -230,12 +230,17 @@ async fn slot_logs(
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(|e| bad(e.body_text()))?;
     let path = sup.log_path(&slot_id(&id)?)?;
-    let n = q.lines.unwrap_or(100).min(100_000);
-    let (lines, offset) = logs::tail(&path, n).map_err(|e| bad(format!("reading log: {e}")))?;
+    stream_log(path, q.lines.unwrap_or(100), q.follow.unwrap_or(false))
+}
+
+/// The last `lines` lines of a log file, then (with `follow`) every line
+/// appended to it, as a streamed text response.
+fn stream_log(path: std::path::PathBuf, lines: usize, follow: bool) -> Result<Response, ApiError> {
+    let (history, offset) =
+        logs::tail(&path, lines.min(100_000)).map_err(|e| bad(format!("reading log: {e}")))?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    let follow = q.follow.unwrap_or(false);
     tokio::spawn(async move {
-        for l in lines {
+        for l in history {
             if tx.send(Bytes::from(format!("{l}\n"))).await.is_err() {
                 return;
             }
@@ -407,25 +412,12 @@ async fn app_logs(
         "combined" => info.combined_log,
         other => return Err(bad(format!("stream {other:?} is not out, err or combined"))),
     };
-    let (tx, rx) = mpsc::channel::<Bytes>(64);
     let Some(path) = path.map(std::path::PathBuf::from) else {
-        drop(tx);
+        // No such log (e.g. logs disabled): an empty stream.
+        let (_, rx) = mpsc::channel::<Bytes>(1);
         return Ok(stream_response(rx, "text/plain; charset=utf-8"));
     };
-    let n = q.lines.unwrap_or(15).min(100_000);
-    let (lines, offset) = logs::tail(&path, n).map_err(|e| bad(format!("reading log: {e}")))?;
-    let follow = q.follow.unwrap_or(false);
-    tokio::spawn(async move {
-        for l in lines {
-            if tx.send(Bytes::from(format!("{l}\n"))).await.is_err() {
-                return;
-            }
-        }
-        if follow {
-            follow_file(path, offset, tx).await;
-        }
-    });
-    Ok(stream_response(rx, "text/plain; charset=utf-8"))
+    stream_log(path, q.lines.unwrap_or(15), q.follow.unwrap_or(false))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use slotapi::AppStatus;
 use slotgate_tests::{pm2_fixture, TestEnv};
 
-const T: Duration = Duration::from_secs(10);
+const T: Duration = Duration::from_secs(30);
 
 fn script(name: &str) -> String {
     pm2_fixture(&format!("scripts/{name}"))

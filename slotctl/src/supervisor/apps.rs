@@ -272,15 +272,8 @@ impl Supervisor {
             Initial::Idle => AppStatus::Stopped,
             _ => AppStatus::Launching,
         };
-        let started = rec
-            .started_at_ms
-            .filter(|_| matches!(initial, Initial::Adopt { .. }))
-            .map(|ms| {
-                let age = Duration::from_millis(now_ms().saturating_sub(ms));
-                std::time::Instant::now()
-                    .checked_sub(age)
-                    .unwrap_or_else(std::time::Instant::now)
-            });
+        let started =
+            super::adopted_start(rec.started_at_ms, matches!(initial, Initial::Adopt { .. }));
         let mut rec = rec;
         rec.status = status;
         let (status_tx, _) = watch::channel(status);

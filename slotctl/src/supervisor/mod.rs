@@ -230,15 +230,7 @@ impl Supervisor {
             _ => SlotStatus::Starting,
         };
         let (status_tx, _) = watch::channel(status);
-        let started = rec
-            .started_at_ms
-            .filter(|_| matches!(initial, Initial::Adopt { .. }))
-            .map(|ms| {
-                let age = Duration::from_millis(now_ms().saturating_sub(ms));
-                std::time::Instant::now()
-                    .checked_sub(age)
-                    .unwrap_or_else(std::time::Instant::now)
-            });
+        let started = adopted_start(rec.started_at_ms, matches!(initial, Initial::Adopt { .. }));
         let mut rec = rec;
         rec.status = status;
         let slot = Arc::new(Slot {
@@ -1033,6 +1025,20 @@ impl Actor {
             kill_tree(&self.sup.cgroups, id, self.sup.cfg.supervisor.kill_timeout).await;
         }
     }
+}
+
+/// For a re-adopted process, when it started (from the stored wall-clock
+/// time) as a monotonic instant, so uptime survives a daemon restart.
+pub(super) fn adopted_start(
+    started_at_ms: Option<u64>,
+    adopted: bool,
+) -> Option<std::time::Instant> {
+    started_at_ms.filter(|_| adopted).map(|ms| {
+        let age = Duration::from_millis(now_ms().saturating_sub(ms));
+        std::time::Instant::now()
+            .checked_sub(age)
+            .unwrap_or_else(std::time::Instant::now)
+    })
 }
 
 /// SIGTERM every member, wait (polling the group) up to `timeout`, then
