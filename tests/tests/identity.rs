@@ -478,3 +478,106 @@ async fn oidc_sign_in_through_the_gateway() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn embed_tokens_are_minted_by_service_tokens_and_used_once() {
+    let host = "https://host.example";
+    let (env, gw) = stack(
+        &format!("auth = \"local\"\nframe_ancestors = [\"'self'\", \"{host}\"]\n"),
+        None,
+    )
+    .await;
+    env.create_online("ella", "shell").await;
+    let st = store(&gw);
+    st.add_user("ella", Role::User, Some("ella-password-123"), None)
+        .unwrap();
+    st.add_user("svc", Role::Admin, None, None).unwrap();
+    let (_, service) = st
+        .create_api_token("svc", "host app", &["embed".into()], None)
+        .unwrap();
+    let (_, no_scope) = st
+        .create_api_token("svc", "other", &["read".into()], None)
+        .unwrap();
+
+    let (c, jar) = browser();
+    let mint = |bearer: Option<String>, body: serde_json::Value| {
+        let c = c.clone();
+        let url = format!("{}/api/embed-tokens", gw.base_url());
+        async move {
+            let mut r = c.post(url).json(&body);
+            if let Some(b) = bearer {
+                r = r.header("Authorization", format!("Bearer {b}"));
+            }
+            r.send().await.unwrap()
+        }
+    };
+    let body = serde_json::json!({"user": "ella", "slot": "ella", "origin": host});
+
+    // Refusals: no token, a token without the scope, a foreign origin.
+    assert_eq!(mint(None, body.clone()).await.status(), 401);
+    assert_eq!(
+        mint(Some("sgt_bogus_token".into()), body.clone())
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(mint(Some(no_scope), body.clone()).await.status(), 403);
+    let foreign =
+        serde_json::json!({"user": "ella", "slot": "ella", "origin": "https://evil.example"});
+    assert_eq!(mint(Some(service.clone()), foreign).await.status(), 400);
+
+    // A good request: a single-use link.
+    let r = mint(Some(service.clone()), body.clone()).await;
+    assert_eq!(r.status(), 201);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let url = v["url"].as_str().unwrap().to_string();
+    assert!(url.starts_with("/slot/ella/?embed="), "{url}");
+
+    // The iframe opens it: a partitioned cross-site cookie and a redirect
+    // to the clean URL.
+    let r = c
+        .get(format!("{}{url}", gw.base_url()))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_redirection(), "{}", r.status());
+    assert_eq!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .trim_start_matches(&gw.base_url()),
+        "/slot/ella/"
+    );
+    let set_cookie: Vec<String> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    let session = set_cookie
+        .iter()
+        .find(|c| c.starts_with("slotgate_session="))
+        .expect("session cookie");
+    assert!(
+        session.contains("SameSite=None")
+            && session.contains("Secure")
+            && session.contains("Partitioned"),
+        "{session}"
+    );
+    let cookie = session_cookie(&gw, &jar).expect("cookie kept");
+
+    // The embedded session opens ella's terminal.
+    let mut t = tty(&gw, "ella", &[("Cookie", &cookie)]).await.unwrap();
+    t.input("echo EMBED-$((3*3))\r").await.unwrap();
+    t.expect("EMBED-9", T).await.unwrap();
+
+    // Replayed link: 401.
+    let r = c
+        .get(format!("{}{url}", gw.base_url()))
+        .header("Accept", "text/html")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
