@@ -103,6 +103,25 @@ pub fn role_from_groups(
     Some(default_role)
 }
 
+/// Make a slotgate user name out of a claim value: lowercase; an e-mail
+/// address contributes its local part; other characters become '-'.
+pub fn username_from_claim(value: &str) -> Option<String> {
+    let local = value.split('@').next().unwrap_or(value).to_lowercase();
+    let mut s: String = local
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    s = s.trim_start_matches(['-', '_']).to_string();
+    s.truncate(slotapi::MAX_ID_LEN);
+    slotapi::UserName::new(s.clone()).ok().map(|_| s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

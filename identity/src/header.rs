@@ -8,8 +8,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde::Deserialize;
 
-use crate::access::{role_from_groups, Role};
-use crate::oidc::username_from_claim;
+use crate::access::{role_from_groups, username_from_claim, Role};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

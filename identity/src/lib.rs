@@ -8,7 +8,9 @@
 pub mod access;
 pub mod frames;
 pub mod header;
+#[cfg(feature = "providers")]
 pub mod oauth;
+#[cfg(feature = "providers")]
 pub mod oidc;
 pub mod redirect;
 pub mod session;

@@ -148,24 +148,7 @@ fn http_client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
-/// Make a slotgate user name out of a claim value: lowercase; an e-mail
-/// address contributes its local part; other characters become '-'.
-pub fn username_from_claim(value: &str) -> Option<String> {
-    let local = value.split('@').next().unwrap_or(value).to_lowercase();
-    let mut s: String = local
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    s = s.trim_start_matches(['-', '_']).to_string();
-    s.truncate(slotapi::MAX_ID_LEN);
-    slotapi::UserName::new(s.clone()).ok().map(|_| s)
-}
+pub use crate::access::username_from_claim;
 
 fn claim_str(v: &serde_json::Value, name: &str) -> Option<String> {
     match v.get(name)? {
