@@ -4,7 +4,8 @@
 #   (Pingora's build), nginx-light + wrk (the gateway benchmark's baseline),
 #   and ttyd (scripts/install-ttyd.sh: PATH, distribution package, or Debian
 #   sid's build in a private prefix).
-# Rust (cargo) and Node.js are expected from the machine image.
+# Rust (cargo) is expected from the machine image; Node.js comes from it too
+# when present (Debian's nodejs is the fallback).
 set -euo pipefail
 log() { echo "install-deps: $*" >&2; }
 
@@ -17,6 +18,13 @@ have_cmd pkg-config || need+=(pkg-config)
 have_cmd nginx || need+=(nginx-light)
 have_cmd wrk || need+=(wrk)
 have_cmd cc || need+=(build-essential)
+# What the tests run besides the product: Node.js (the OpenID Provider,
+# ecosystem.config.js files, a fixture app), python3 (a fixture app),
+# kill (procps). SQLite is bundled into the binaries.
+have_cmd node || need+=(nodejs)
+have_cmd npm || need+=(npm)
+have_cmd python3 || need+=(python3)
+have_cmd kill || need+=(procps)
 
 if ((${#need[@]})); then
   log "installing ${need[*]}"
@@ -38,5 +46,6 @@ if command -v npm >/dev/null 2>&1; then
     fi
   done
 else
-  log "npm not found: install Node.js (the identity tests run a real OpenID Provider on it)"
+  log "error: npm not found after installing it; the identity tests need Node.js"
+  exit 1
 fi
