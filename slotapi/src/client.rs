@@ -230,6 +230,20 @@ impl Client {
             .await
     }
 
+    /// Any PUT with a JSON body that answers JSON.
+    pub async fn put_json<T: DeserializeOwned, B: Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.call(Method::PUT, path, Self::json(body)).await
+    }
+
+    /// Any DELETE that answers JSON.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::DELETE, path, None).await
+    }
+
     /// `GET /v1/apps`: every app instance, ordered by `pm_id`.
     pub async fn list_apps(&self) -> Result<Vec<AppInfo>, ClientError> {
         self.call(Method::GET, "/v1/apps", None).await

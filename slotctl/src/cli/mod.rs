@@ -8,11 +8,14 @@ mod daemon;
 mod delete;
 mod doctor;
 mod import;
+mod keys;
 mod list;
 mod log_writer;
 mod logs;
 mod pm2;
+mod quota;
 mod status;
+mod usage;
 mod user;
 
 use std::path::{Path, PathBuf};
@@ -99,6 +102,14 @@ pub enum Cmd {
     /// Local accounts for slotgate's sign-in (identity.db).
     #[command(subcommand)]
     User(user::UserCmd),
+    /// Claude Code usage: tokens, cost, prompts and tool calls per user.
+    Usage(usage::UsageArgs),
+    /// Per-user Claude quotas (daily/monthly tokens and cost).
+    #[command(subcommand)]
+    Quota(quota::QuotaCmd),
+    /// Anthropic API keys for slots (shared, per user, or a pool).
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
     /// Validate the config file and templates (like `nginx -t`).
     CheckConfig,
     /// PM2's commands over slotctl's apps (`slotctl pm2 ls`, `pm2 jlist`, …).
@@ -328,6 +339,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Logs { id, follow, lines } => logs::run(&ctx, &id, follow, lines).await,
         Cmd::Doctor => doctor::run(&ctx).await,
         Cmd::User(cmd) => user::run(&ctx, cmd),
+        Cmd::Usage(args) => usage::run(&ctx, args).await,
+        Cmd::Quota(cmd) => quota::run(&ctx, cmd).await,
+        Cmd::Keys(cmd) => keys::run(&ctx, cmd),
         Cmd::Pm2 { verb } => pm2::run(&ctx, verb).await,
         Cmd::Import { what } => import::run(&ctx, what).await,
         Cmd::LogWriter(_) => Ok(ExitCode::SUCCESS),

@@ -746,7 +746,8 @@ impl Actor {
             .get(&template_name)
             .ok_or_else(|| format!("template {template_name:?} no longer exists"))?;
         let ctx = sup.launch_context();
-        let plan = launch::plan(&ctx, template, self.id(), &owner);
+        let mut plan = launch::plan(&ctx, template, self.id(), &owner);
+        crate::claude::keys::inject(&sup.cfg.paths.data_dir, &owner, &mut plan.env);
         let vars = launch::vars(&sup.cfg.paths, self.id(), &owner);
         sandbox::prepare(template, &vars).map_err(|e| format!("preparing sandbox: {e}"))?;
         sup.cgroups

@@ -1,0 +1,299 @@
+//! Incremental ingestion of Claude Code transcripts from every user's HOME
+//! (`<data_dir>/users/<user>/home/.claude/projects/**/*.jsonl`).
+//!
+//! Exactly once: per file, the complete lines read since the stored offset
+//! and the new offset are written in one transaction, so a crash (even
+//! `kill -9`) between reading and committing re-reads the same lines, and a
+//! committed line is never read again. Only complete lines (ending in `\n`)
+//! are consumed: Claude Code appends line by line, so a partial last line is
+//! left for the next pass. Messages, tool calls and prompts are also keyed
+//! by their own ids, so even a file that is replaced (new inode) or
+//! truncated and re-read from 0 adds nothing twice.
+
+use std::collections::HashSet;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use slotapi::UserName;
+use tracing::{debug, info, warn};
+
+use super::db::{self, Batch};
+use super::transcript::{self, Skip};
+use super::Claude;
+
+/// Largest chunk read per transaction.
+const CHUNK: usize = 4 << 20;
+/// Directory depth searched under `projects/` (subagent transcripts sit at
+/// `<project>/<session>/subagents/*.jsonl`).
+const MAX_DEPTH: usize = 4;
+
+pub fn users_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("users")
+}
+
+/// Claude Code's config directory in a user's slot HOME (the templates set
+/// `CLAUDE_CONFIG_DIR = "{home}/.claude"`, which is also its default).
+pub fn claude_dir(data_dir: &Path, user: &str) -> PathBuf {
+    users_dir(data_dir).join(user).join("home").join(".claude")
+}
+
+pub fn projects_dir(data_dir: &Path, user: &str) -> PathBuf {
+    claude_dir(data_dir, user).join("projects")
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Pass {
+    pub files: u64,
+    pub lines: u64,
+    pub records: u64,
+    pub malformed: u64,
+}
+
+impl Pass {
+    fn add(&mut self, o: Pass) {
+        self.files += o.files;
+        self.lines += o.lines;
+        self.records += o.records;
+        self.malformed += o.malformed;
+    }
+}
+
+fn jsonl_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(ft) = e.file_type() else { continue };
+        let p = e.path();
+        if ft.is_dir() && depth > 0 {
+            jsonl_files(&p, depth - 1, out);
+        } else if ft.is_file() && p.extension().is_some_and(|x| x == "jsonl") {
+            out.push(p);
+        }
+    }
+}
+
+/// Users with a directory under `<data_dir>/users`.
+pub fn users(data_dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(users_dir(data_dir))
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_string))
+                .filter(|n| UserName::new(n).is_ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+impl Claude {
+    /// Ingest whatever is new in one file.
+    pub fn ingest_file(&self, path: &Path, user: &str) -> anyhow::Result<Pass> {
+        let key = path.display().to_string();
+        let mut pass = Pass::default();
+        let mut f = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(pass),
+            Err(e) => return Err(e.into()),
+        };
+        let meta = f.metadata()?;
+        let inode = meta.ino();
+        let len = meta.len();
+        let stored = db::file_state(&self.db.lock(), &key)?;
+        let mut offset = match stored {
+            // Same file, not shrunk: carry on.
+            Some(s) if s.inode == inode && s.offset <= len => s.offset,
+            // Replaced or truncated: read it again from the start (ids keep
+            // the stored facts unique).
+            Some(_) => 0,
+            None => 0,
+        };
+        if offset == len && stored.is_some() {
+            return Ok(pass);
+        }
+        pass.files = 1;
+        let mut buf = Vec::new();
+        loop {
+            let want = ((len.saturating_sub(offset)) as usize).min(CHUNK);
+            if want == 0 {
+                break;
+            }
+            f.seek(SeekFrom::Start(offset))?;
+            buf.clear();
+            (&mut f).take(want as u64).read_to_end(&mut buf)?;
+            let Some(last_nl) = buf.iter().rposition(|b| *b == b'\n') else {
+                if want == CHUNK {
+                    // One line longer than a chunk: count it malformed and
+                    // skip to its end so the file does not stall.
+                    warn!(file = %key, offset, "transcript line longer than {CHUNK} bytes skipped");
+                    let mut b = [0u8; 8192];
+                    let mut skipped = buf.len() as u64;
+                    loop {
+                        let n = f.read(&mut b)?;
+                        if n == 0 {
+                            return Ok(pass);
+                        }
+                        if let Some(i) = b[..n].iter().position(|x| *x == b'\n') {
+                            skipped += i as u64 + 1;
+                            break;
+                        }
+                        skipped += n as u64;
+                    }
+                    offset += skipped;
+                    let batch = Batch {
+                        path: &key,
+                        user,
+                        inode,
+                        offset,
+                        lines: 1,
+                        malformed: 1,
+                        records: Vec::new(),
+                    };
+                    db::store_batch(&mut self.db.lock(), &batch, |_, _| 0.0)?;
+                    pass.lines += 1;
+                    pass.malformed += 1;
+                    continue;
+                }
+                break; // only a partial line: wait for the rest
+            };
+            let complete = &buf[..=last_nl];
+            let mut records = Vec::new();
+            let (mut lines, mut malformed) = (0u64, 0u64);
+            for raw in complete.split(|b| *b == b'\n') {
+                if raw.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                lines += 1;
+                let Ok(line) = std::str::from_utf8(raw) else {
+                    malformed += 1;
+                    continue;
+                };
+                match transcript::parse_line(line, self.cfg.prompt_chars) {
+                    Ok(rec) => records.push(rec),
+                    Err(Skip::Malformed(why)) => {
+                        malformed += 1;
+                        debug!(file = %key, reason = %why, "malformed transcript line");
+                    }
+                    Err(Skip::Ignored) => {}
+                }
+            }
+            if self.cfg.prompt_chars == 0 {
+                records.retain(|r| !matches!(r, transcript::Record::Prompt { .. }));
+            }
+            offset += complete.len() as u64;
+            pass.lines += lines;
+            pass.malformed += malformed;
+            pass.records += records.len() as u64;
+            let batch = Batch {
+                path: &key,
+                user,
+                inode,
+                offset,
+                lines,
+                malformed,
+                records,
+            };
+            let prices = &self.cfg.prices;
+            db::store_batch(&mut self.db.lock(), &batch, |m, t| prices.cost(m, t))?;
+        }
+        Ok(pass)
+    }
+
+    /// One pass over every user's transcripts. Returns the pass totals and
+    /// the directories worth watching.
+    pub fn scan(&self) -> (Pass, Vec<(PathBuf, bool)>) {
+        let mut total = Pass::default();
+        let mut watch = vec![(users_dir(&self.data_dir), false)];
+        for user in users(&self.data_dir) {
+            let claude = claude_dir(&self.data_dir, &user);
+            let projects = projects_dir(&self.data_dir, &user);
+            if claude.is_dir() {
+                watch.push((claude, false));
+            } else if let Some(home) = claude.parent().filter(|h| h.is_dir()) {
+                watch.push((home.to_path_buf(), false));
+            }
+            if !projects.is_dir() {
+                continue;
+            }
+            watch.push((projects.clone(), true));
+            let mut files = Vec::new();
+            jsonl_files(&projects, MAX_DEPTH, &mut files);
+            for file in files {
+                match self.ingest_file(&file, &user) {
+                    Ok(p) => total.add(p),
+                    Err(e) => warn!(file = %file.display(), error = %e, "ingesting a transcript"),
+                }
+            }
+        }
+        (total, watch)
+    }
+}
+
+/// Run the watcher until the daemon ends: a pass at start, after every
+/// burst of file events, and every `rescan_interval` in case inotify missed
+/// something (new users, filesystems without events).
+pub fn spawn(claude: Arc<Claude>) {
+    tokio::spawn(async move {
+        use notify::Watcher;
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let mut watcher = match notify::recommended_watcher(move |_r: notify::Result<notify::Event>| {
+            let _ = tx.try_send(());
+        }) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(error = %e, "no file watcher; transcripts are rescanned periodically only");
+                None
+            }
+        };
+        let mut watched: HashSet<PathBuf> = HashSet::new();
+        let every = claude.cfg.rescan_interval;
+        loop {
+            let c = claude.clone();
+            let Ok((pass, dirs)) = tokio::task::spawn_blocking(move || c.scan()).await else {
+                return;
+            };
+            if pass.records > 0 || pass.malformed > 0 {
+                info!(
+                    files = pass.files,
+                    lines = pass.lines,
+                    records = pass.records,
+                    malformed = pass.malformed,
+                    "ingested Claude Code transcripts"
+                );
+            }
+            if let Some(w) = watcher.as_mut() {
+                watched.retain(|d| d.is_dir());
+                for (dir, recursive) in dirs {
+                    if watched.contains(&dir) {
+                        continue;
+                    }
+                    let mode = if recursive {
+                        notify::RecursiveMode::Recursive
+                    } else {
+                        notify::RecursiveMode::NonRecursive
+                    };
+                    if w.watch(&dir, mode).is_ok() {
+                        watched.insert(dir);
+                    }
+                }
+            }
+            tokio::select! {
+                got = rx.recv() => {
+                    if got.is_none() {
+                        watcher = None;
+                    }
+                    // Let a burst of appends settle into one pass.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    while rx.try_recv().is_ok() {}
+                }
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+    });
+}
