@@ -55,6 +55,9 @@ pub struct Entry<'a> {
     /// administrator in a slot that is not theirs: the audit trail).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access: Option<&'a str>,
+    /// On the outcome of a sign-in attempt: the account it was for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login: Option<&'a str>,
 }
 
 pub fn timestamp(t: SystemTime) -> String {
@@ -331,6 +334,7 @@ mod tests {
             user_agent: None,
             error: None,
             access: None,
+            login: None,
         }
     }
 

@@ -527,7 +527,7 @@ impl RawSlotgate {
             let path = raw
                 .path
                 .map(|p| file.resolve(&p))
-                .unwrap_or_else(|| paths.data_dir.join("logs").join("access.log"));
+                .unwrap_or_else(|| slotapi::config::default_access_log(&paths));
             let max_size = raw.max_size.unwrap_or(100 << 20);
             if max_size < 4096 {
                 return Err(err("access_log.max_size", "must be at least 4K".into()));

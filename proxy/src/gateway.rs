@@ -71,6 +71,8 @@ pub struct Ctx {
     /// The open WebSocket's registration (revocation closes it).
     ws_ticket: Option<WsTicket>,
     close_sent: bool,
+    /// The account a sign-in attempt was for (the access log's `login`).
+    login: Option<String>,
     span: tracing::Span,
 }
 
@@ -180,6 +182,7 @@ impl Gateway {
         }
         ctx.reply_status = Some(reply.status);
         ctx.error = ctx.error.or(reply.error);
+        ctx.login = reply.login;
         session.write_response_header(Box::new(resp), head).await?;
         if !head {
             session.write_response_body(Some(reply.body), true).await?;
@@ -383,6 +386,7 @@ impl ProxyHttp for Gateway {
             viewer: None,
             ws_ticket: None,
             close_sent: false,
+            login: None,
             span,
         }
     }
@@ -968,6 +972,7 @@ impl ProxyHttp for Gateway {
             user_agent,
             error: ctx.error,
             access: ctx.access,
+            login: ctx.login.as_deref(),
         });
     }
 }

@@ -20,6 +20,8 @@ pub struct Reply {
     pub headers: Vec<(&'static str, String)>,
     /// Short code for the access log (`bad_path`, `rate_limited`, …).
     pub error: Option<&'static str>,
+    /// The account a sign-in attempt was for, for the access log's `login`.
+    pub login: Option<String>,
 }
 
 impl Reply {
@@ -30,6 +32,7 @@ impl Reply {
             body: body.into(),
             headers: Vec::new(),
             error: None,
+            login: None,
         }
     }
 
@@ -40,6 +43,17 @@ impl Reply {
 
     pub fn with_error(mut self, code: &'static str) -> Reply {
         self.error = Some(code);
+        self
+    }
+
+    /// Mark the reply as the outcome of a sign-in attempt for `user` (at
+    /// most 64 bytes of the name are kept).
+    pub fn with_login(mut self, user: &str) -> Reply {
+        let mut cut = user.len().min(64);
+        while !user.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        self.login = Some(user[..cut].to_string());
         self
     }
 }

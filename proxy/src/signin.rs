@@ -271,6 +271,7 @@ impl SignIn {
                 tracing::warn!(user = %user, client_ip = ?req.client, reason, "sign-in failed");
                 self.login_page(401, &next, Some("Wrong user name or password."))
                     .with_error("login_failed")
+                    .with_login(&user)
             }
             Err(LoginError::Disabled) => {
                 tracing::warn!(user = %user, client_ip = ?req.client, reason = "account disabled", "sign-in failed");
@@ -280,6 +281,7 @@ impl SignIn {
                     Some("This account is disabled. Ask an administrator to enable it."),
                 )
                 .with_error("account_disabled")
+                .with_login(&user)
             }
             Ok(u) if u.must_change_password => {
                 tracing::info!(user = %u.name, "signed in with a one-time password; asking for a new one");
@@ -315,7 +317,9 @@ impl SignIn {
         {
             Ok((_, cookie)) => {
                 tracing::info!(user, amr, client_ip = ?req.client, "signed in");
-                pages::see_other(next).with_header("set-cookie", cookie)
+                pages::see_other(next)
+                    .with_header("set-cookie", cookie)
+                    .with_login(user)
             }
             Err(e) => {
                 tracing::error!(error = %e, "cannot create a session");
@@ -632,6 +636,7 @@ impl SignIn {
                     "not_allowed",
                     "This account may not sign in here. Ask an administrator.",
                 )
+                .with_login(&user.username)
             }
         }
     }

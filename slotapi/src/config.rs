@@ -12,7 +12,14 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// Every top-level section of the configuration file, whoever owns it.
-pub const SECTIONS: &[&str] = &["paths", "ttyd", "supervisor", "slotgate", "apps"];
+pub const SECTIONS: &[&str] = &[
+    "paths",
+    "ttyd",
+    "supervisor",
+    "slotgate",
+    "apps",
+    "activity",
+];
 
 /// An error in the configuration file: which file, which key, and why.
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +180,34 @@ impl ConfigFile {
             run_dir,
             templates_dir,
         })
+    }
+}
+
+/// Where slotgate writes its access log when `[slotgate.access_log] path`
+/// is not set.
+pub fn default_access_log(paths: &Paths) -> PathBuf {
+    paths.data_dir.join("logs").join("access.log")
+}
+
+impl ConfigFile {
+    /// slotgate's access log as configured (`[slotgate.access_log] path`,
+    /// relative to the config file), else [`default_access_log`]. Only this
+    /// key is read: slotgate validates the rest of its section.
+    pub fn access_log_path(&self, paths: &Paths) -> Result<PathBuf, ConfigError> {
+        let raw = self
+            .table
+            .get("slotgate")
+            .and_then(|s| s.get("access_log"))
+            .and_then(|a| a.get("path"));
+        match raw {
+            None => Ok(default_access_log(paths)),
+            Some(toml::Value::String(s)) if !s.is_empty() => Ok(self.resolve(Path::new(s))),
+            Some(_) => Err(ConfigError::new(
+                &self.path,
+                "slotgate.access_log.path",
+                "must be a non-empty string (a file path)",
+            )),
+        }
     }
 }
 

@@ -5,6 +5,7 @@
 //! SQLite or know about Pingora, so the proxy can link it without linking the
 //! supervisor.
 
+pub mod activity;
 mod app;
 mod client;
 pub mod config;

@@ -31,6 +31,12 @@ type Sup = State<Arc<Supervisor>>;
 /// An error response: status plus `{"code": .., "message": ..}`.
 pub struct ApiError(StatusCode, &'static str, String);
 
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError(status, code, message.into())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
@@ -194,6 +200,7 @@ async fn ensure(
 
 async fn activity(
     State(sup): Sup,
+    store: Option<axum::Extension<Arc<crate::activity::ActivityStore>>>,
     Path(id): Path<String>,
     req: Result<Json<Activity>, JsonRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
@@ -202,7 +209,12 @@ async fn activity(
     if a.session.is_empty() || a.session.len() > 128 {
         return Err(bad("session must be 1 to 128 characters"));
     }
+    // The activity store keeps who is online now.
+    let live = store.map(|s| (s.0, a.clone()));
     sup.activity(&id, a)?;
+    if let Some((store, a)) = live {
+        store.live(id.as_str(), &a).await;
+    }
     Ok(Json(serde_json::json!({"ok": true})))
 }
 

@@ -106,6 +106,8 @@ pub struct Config {
     pub templates: BTreeMap<String, Template>,
     /// `[[apps]]`: generic services, in file order.
     pub apps: Vec<App>,
+    /// `[activity]`: the activity store.
+    pub activity: crate::activity::Settings,
 }
 
 /// Parse "30m", "off", "0" (off).
@@ -232,6 +234,7 @@ impl Config {
         };
         let templates = template::load_dir(&paths.templates_dir)?;
         let apps = load_apps(cf)?;
+        let activity = crate::activity::Settings::from_file(cf, &paths)?;
         Ok(Config {
             file,
             paths,
@@ -239,6 +242,7 @@ impl Config {
             supervisor,
             templates,
             apps,
+            activity,
         })
     }
 

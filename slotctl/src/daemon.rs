@@ -78,6 +78,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     fs::write(launch::tmux_conf(paths), launch::TMUX_CONF).context("writing tmux.conf")?;
 
     let sup = Supervisor::launch(cfg.clone()).await?;
+    let activity = if cfg.activity.enabled {
+        let store = crate::activity::ActivityStore::open(cfg.activity.clone())?;
+        store.start(sup.clone())?;
+        Some(store)
+    } else {
+        None
+    };
 
     let sock = paths.control_socket();
     // We hold the lock, so a socket file here is a leftover.
@@ -111,7 +118,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             _ = asked.shutdown.notified() => info!("shutdown requested through the API"),
         }
     };
-    let server = axum::serve(listener, crate::api::router(sup)).with_graceful_shutdown(async {
+    let mut app = crate::api::router(sup);
+    if let Some(store) = activity {
+        app = app
+            .merge(crate::activity::api::router(store.clone()))
+            .layer(axum::Extension(store));
+    }
+    let server = axum::serve(listener, app).with_graceful_shutdown(async {
         let _ = stop_rx.await;
     });
     tokio::select! {

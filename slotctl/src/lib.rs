@@ -7,6 +7,7 @@
 //! module with SQL) persists them; `api` serves the control API; `cli` is
 //! the client side, including the `pm2` verbs and `import pm2`.
 
+pub mod activity;
 pub mod api;
 pub mod app;
 pub mod cgroup;
