@@ -89,6 +89,8 @@ pub struct Gateway {
     strip_headers: Vec<String>,
     limits: Arc<Limits>,
     slots: Arc<Slots>,
+    /// Claude quotas checked before a new terminal session starts.
+    quotas: crate::quota::Quotas,
     log: AccessLog,
     metrics: Arc<Metrics>,
     headers: HeaderPolicy,
@@ -147,6 +149,7 @@ impl Gateway {
             signin,
             acls,
             limits,
+            quotas: crate::quota::Quotas::new(&cfg.paths, Arc::clone(&slots)),
             slots,
             log,
             metrics,
@@ -616,6 +619,22 @@ impl ProxyHttp for Gateway {
         }
         if label == Some("admin") && session.is_upgrade_req() {
             tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, user = ?user_name, slot = %id, "administrator opened a slot that is not theirs (audited)");
+        }
+
+        // A new terminal session (the page in a browser, or the WebSocket)
+        // is refused while the slot's owner is over their Claude quota.
+        let new_session = match route {
+            Route::Slot { kind, .. } => {
+                kind == SlotRequest::Ws || (kind == SlotRequest::Page && ctx.html)
+            }
+            _ => false,
+        };
+        if let Some(reply) = self
+            .quotas
+            .admit(new_session, &id, acl.as_ref(), ctx.identity.as_ref(), ctx.html)
+            .await
+        {
+            return self.reply(session, ctx, reply).await;
         }
 
         match route {

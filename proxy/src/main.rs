@@ -10,6 +10,7 @@ mod identity;
 mod limits;
 mod metrics;
 mod pages;
+mod quota;
 mod redirect;
 mod routing;
 mod server;
