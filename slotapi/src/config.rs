@@ -19,6 +19,7 @@ pub const SECTIONS: &[&str] = &[
     "slotgate",
     "apps",
     "activity",
+    "claude",
 ];
 
 /// An error in the configuration file: which file, which key, and why.

@@ -108,6 +108,8 @@ pub struct Config {
     pub apps: Vec<App>,
     /// `[activity]`: the activity store.
     pub activity: crate::activity::Settings,
+    /// `[claude]`: transcript ingestion, prices, default quotas.
+    pub claude: crate::claude::ClaudeConfig,
 }
 
 /// Parse "30m", "off", "0" (off).
@@ -235,6 +237,7 @@ impl Config {
         let templates = template::load_dir(&paths.templates_dir)?;
         let apps = load_apps(cf)?;
         let activity = crate::activity::Settings::from_file(cf, &paths)?;
+        let claude = crate::claude::ClaudeConfig::from_file(cf)?;
         Ok(Config {
             file,
             paths,
@@ -243,6 +246,7 @@ impl Config {
             templates,
             apps,
             activity,
+            claude,
         })
     }
 

@@ -85,6 +85,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    let claude = crate::claude::Claude::launch(&paths.data_dir, cfg.claude.clone())?;
 
     let sock = paths.control_socket();
     // We hold the lock, so a socket file here is a leftover.
@@ -118,7 +119,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             _ = asked.shutdown.notified() => info!("shutdown requested through the API"),
         }
     };
-    let mut app = crate::api::router(sup);
+    let mut app = crate::api::router(sup).merge(crate::claude::api::router(claude));
     if let Some(store) = activity {
         app = app
             .merge(crate::activity::api::router(store.clone()))

@@ -11,6 +11,7 @@ pub mod activity;
 pub mod api;
 pub mod app;
 pub mod cgroup;
+pub mod claude;
 pub mod cli;
 pub mod clock;
 pub mod config;

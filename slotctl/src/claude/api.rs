@@ -37,11 +37,11 @@ pub fn router(c: Arc<Claude>) -> Router {
 }
 
 fn bad(msg: impl Into<String>) -> ApiError {
-    ApiError(StatusCode::BAD_REQUEST, "bad_request", msg.into())
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", msg)
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
-    ApiError(
+    ApiError::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "internal",
         format!("usage store: {e}"),
@@ -293,7 +293,7 @@ async fn clear_quota(
     let user = user_name(&user)?;
     with_db(&c, move |c, conn| {
         if !quota::clear_override(conn, &user).map_err(internal)? {
-            return Err(ApiError(
+            return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
                 format!("{user} has no quota override"),
