@@ -180,12 +180,13 @@ async fn rescan(store: &ActivityStore, sup: &Supervisor, known: &mut HashMap<Str
     if created.is_empty() && deleted.is_empty() && owners.is_empty() {
         return;
     }
-    for (id, owner, _, status) in &created {
+    for (id, owner, _, _) in &created {
         known.insert(
             id.clone(),
             Known {
                 owner: Some(owner.clone()),
-                status: Some(*status),
+                // The event that made us look is still to be classified.
+                status: None,
                 gone: false,
             },
         );

@@ -157,12 +157,17 @@ struct Where {
 
 impl Where {
     fn add(&mut self, cond: &str, vals: impl IntoIterator<Item = Value>) {
-        let mut cond = cond.to_string();
-        for v in vals {
-            self.params.push(v);
-            cond = cond.replacen('?', &format!("?{}", self.params.len()), 1);
+        let mut vals = vals.into_iter();
+        let mut out = String::new();
+        for (i, part) in cond.split('?').enumerate() {
+            if i > 0 {
+                self.params
+                    .push(vals.next().expect("one value per placeholder"));
+                out.push_str(&format!("?{}", self.params.len()));
+            }
+            out.push_str(part);
         }
-        self.conds.push(cond);
+        self.conds.push(out);
     }
 
     fn eq(&mut self, col: &str, v: &Option<String>) {

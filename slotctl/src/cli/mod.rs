@@ -3,6 +3,7 @@
 //! `doctor` is a thin client of the control API.
 
 mod action;
+mod activity;
 mod create;
 mod daemon;
 mod delete;
@@ -99,6 +100,9 @@ pub enum Cmd {
     },
     /// Check this host: ttyd, tmux, bubblewrap, cgroups, directories, daemon.
     Doctor,
+    /// Who is online, top users, recent sessions; and the activity store's
+    /// lists (sessions, requests, logins, events, stats).
+    Activity(activity::ActivityArgs),
     /// Local accounts for slotgate's sign-in (identity.db).
     #[command(subcommand)]
     User(user::UserCmd),
@@ -338,6 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status { id } => status::run(&ctx, &id).await,
         Cmd::Logs { id, follow, lines } => logs::run(&ctx, &id, follow, lines).await,
         Cmd::Doctor => doctor::run(&ctx).await,
+        Cmd::Activity(args) => activity::run(&ctx, args).await,
         Cmd::User(cmd) => user::run(&ctx, cmd),
         Cmd::Usage(args) => usage::run(&ctx, args).await,
         Cmd::Quota(cmd) => quota::run(&ctx, cmd).await,
