@@ -89,36 +89,79 @@ async fn transcripts_are_ingested_with_tokens_and_cost_exactly_once_across_kill9
     assert_eq!(alice["messages"], 4, "one per message id, not per line");
     assert_eq!(alice["prompts"], 3);
     assert_eq!(alice["tool_calls"], 5);
-    assert!(close(alice["cost_usd"].as_f64().unwrap(), sonnet + opus_a), "{alice}");
+    assert!(
+        close(alice["cost_usd"].as_f64().unwrap(), sonnet + opus_a),
+        "{alice}"
+    );
     let bob = user_row(&u, "bob").unwrap();
     assert!(close(bob["cost_usd"].as_f64().unwrap(), haiku), "{bob}");
-    assert!(close(u["totals"]["cost_usd"].as_f64().unwrap(), sonnet + opus_a + haiku));
+    assert!(close(
+        u["totals"]["cost_usd"].as_f64().unwrap(),
+        sonnet + opus_a + haiku
+    ));
 
     // By model and by day; the fixtures are from 2026-11-20 and -21.
     let m = get(&env, "/v1/usage?group=model").await;
-    let models: Vec<&str> = m["items"].as_array().unwrap().iter().map(|i| i["model"].as_str().unwrap()).collect();
-    assert!(models.contains(&"claude-sonnet-4-5-20250929") && models.contains(&"claude-haiku-4-5-20251001"), "{m}");
+    let models: Vec<&str> = m["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["model"].as_str().unwrap())
+        .collect();
+    assert!(
+        models.contains(&"claude-sonnet-4-5-20250929")
+            && models.contains(&"claude-haiku-4-5-20251001"),
+        "{m}"
+    );
     let d = get(&env, "/v1/usage?group=day&user=alice&since=2026-11-21").await;
-    let days: Vec<&str> = d["items"].as_array().unwrap().iter().map(|i| i["day"].as_str().unwrap()).collect();
+    let days: Vec<&str> = d["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["day"].as_str().unwrap())
+        .collect();
     assert_eq!(days, ["2026-11-21"], "{d}");
 
     // Tools (with their files) and sanitised prompts.
     let tools = get(&env, "/v1/usage/tools").await;
     let calls = |name: &str| {
-        tools["items"].as_array().unwrap().iter().find(|t| t["tool"] == name).map(|t| t["calls"].as_u64().unwrap())
+        tools["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["tool"] == name)
+            .map(|t| t["calls"].as_u64().unwrap())
     };
-    for t in ["Read", "Edit", "Bash", "Write", "NotebookEdit", "Grep", "MultiEdit"] {
+    for t in [
+        "Read",
+        "Edit",
+        "Bash",
+        "Write",
+        "NotebookEdit",
+        "Grep",
+        "MultiEdit",
+    ] {
         assert_eq!(calls(t), Some(1), "{t}: {tools}");
     }
     let prompts = get(&env, "/v1/usage/prompts?user=alice").await;
     let text = prompts.to_string();
     assert!(text.contains("Add a price filter"), "{text}");
-    assert!(text.contains("[redacted]") && !text.contains("sk-ant-api03"), "{text}");
+    assert!(
+        text.contains("[redacted]") && !text.contains("sk-ant-api03"),
+        "{text}"
+    );
     assert_eq!(prompts["items"][0]["model"], "claude-opus-4-5-20251101");
     let page = get(&env, "/v1/usage/prompts?user=alice&limit=2").await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
-    let cursor = page["next_cursor"].as_str().expect("a second page").to_string();
-    let rest = get(&env, &format!("/v1/usage/prompts?user=alice&limit=2&cursor={cursor}")).await;
+    let cursor = page["next_cursor"]
+        .as_str()
+        .expect("a second page")
+        .to_string();
+    let rest = get(
+        &env,
+        &format!("/v1/usage/prompts?user=alice&limit=2&cursor={cursor}"),
+    )
+    .await;
     assert_eq!(rest["items"].as_array().unwrap().len(), 1);
     assert!(rest["next_cursor"].is_null());
 
@@ -128,7 +171,10 @@ async fn transcripts_are_ingested_with_tokens_and_cost_exactly_once_across_kill9
 
     // The rest of the partial line arrives: the message counts once.
     let s2 = projects(&env, "alice").join("-work-shop/9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d.jsonl");
-    append(&s2, &std::fs::read_to_string(fixtures().join("alice-session2-rest.txt")).unwrap());
+    append(
+        &s2,
+        &std::fs::read_to_string(fixtures().join("alice-session2-rest.txt")).unwrap(),
+    );
     wait_for("the completed line", T, || async {
         let u = get(&env, "/v1/usage?group=user&user=alice").await;
         user_row(&u, "alice").is_some_and(|a| a["output_tokens"] == 566 + 300 + 120)
@@ -143,39 +189,76 @@ async fn transcripts_are_ingested_with_tokens_and_cost_exactly_once_across_kill9
             r#"{{"type":"assistant","uuid":"{uuid}","sessionId":"9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d","timestamp":"2026-11-21T14:40:00.000Z","cwd":"/work/shop","message":{{"id":"msg_02Opus0003","model":"claude-opus-4-5-20251101","role":"assistant","content":[{block}],"usage":{{"input_tokens":2,"output_tokens":40,"cache_creation_input_tokens":0,"cache_read_input_tokens":7000}}}}}}"#
         ) + "\n"
     };
-    append(&s2, &line(r#"{"type":"text","text":"Checking."}"#, "a2-0006"));
-    append(&s2, &line(r#"{"type":"tool_use","id":"toolu_02Read003","name":"Read","input":{"file_path":"/work/shop/README.md"}}"#, "a2-0007"));
+    append(
+        &s2,
+        &line(r#"{"type":"text","text":"Checking."}"#, "a2-0006"),
+    );
+    append(
+        &s2,
+        &line(
+            r#"{"type":"tool_use","id":"toolu_02Read003","name":"Read","input":{"file_path":"/work/shop/README.md"}}"#,
+            "a2-0007",
+        ),
+    );
     env.start_daemon().await;
     let opus_c = (2.0 * 5.0 + 40.0 * 25.0 + 7000.0 * 0.5) / 1e6;
-    wait_for("the lines appended while the daemon was down", T, || async {
-        let u = get(&env, "/v1/usage?group=user&user=alice").await;
-        user_row(&u, "alice").is_some_and(|a| a["output_tokens"] == 566 + 300 + 120 + 40)
-    })
+    wait_for(
+        "the lines appended while the daemon was down",
+        T,
+        || async {
+            let u = get(&env, "/v1/usage?group=user&user=alice").await;
+            user_row(&u, "alice").is_some_and(|a| a["output_tokens"] == 566 + 300 + 120 + 40)
+        },
+    )
     .await;
     let u = get(&env, "/v1/usage?group=user&user=alice").await;
     let alice = user_row(&u, "alice").unwrap();
     assert_eq!(alice["messages"], 6, "{alice}");
     assert_eq!(alice["tool_calls"], 6);
-    assert!(close(alice["cost_usd"].as_f64().unwrap(), sonnet + opus_a + opus_b + opus_c), "{alice}");
+    assert!(
+        close(
+            alice["cost_usd"].as_f64().unwrap(),
+            sonnet + opus_a + opus_b + opus_c
+        ),
+        "{alice}"
+    );
     // Every complete line of every file was read exactly once.
     let ing = get(&env, "/v1/usage/ingest").await;
     for f in ing["files"].as_array().unwrap() {
         let text = std::fs::read_to_string(f["path"].as_str().unwrap()).unwrap();
-        assert_eq!(f["lines"].as_u64().unwrap(), text.lines().count() as u64, "{f}");
+        assert_eq!(
+            f["lines"].as_u64().unwrap(),
+            text.lines().count() as u64,
+            "{f}"
+        );
         assert_eq!(f["offset"].as_u64().unwrap(), text.len() as u64, "{f}");
     }
 
     // The CLI shows the same.
     let out = env.slotctl(&["usage", "--by", "user", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(close(v["totals"]["cost_usd"].as_f64().unwrap(), sonnet + opus_a + opus_b + opus_c + haiku));
+    assert!(close(
+        v["totals"]["cost_usd"].as_f64().unwrap(),
+        sonnet + opus_a + opus_b + opus_c + haiku
+    ));
     let out = env.slotctl(&["usage", "--by", "model"]);
     let table = String::from_utf8_lossy(&out.stdout);
-    assert!(table.contains("claude-haiku-4-5-20251001") && table.contains("TOTAL"), "{table}");
+    assert!(
+        table.contains("claude-haiku-4-5-20251001") && table.contains("TOTAL"),
+        "{table}"
+    );
     let out = env.slotctl(&["usage", "--by", "fortnight"]);
     assert_eq!(out.status.code(), Some(2));
-    let bad = env.client().get_json::<Value>("/v1/usage?since=yesterday").await.unwrap_err();
+    let bad = env
+        .client()
+        .get_json::<Value>("/v1/usage?since=yesterday")
+        .await
+        .unwrap_err();
     assert_eq!(bad.status(), Some(400));
     assert!(bad.to_string().contains("since"), "{bad}");
 }
@@ -203,7 +286,10 @@ async fn an_owner_over_quota_is_refused_by_slotgate_until_an_admin_exempts_them(
     })
     .await;
     let q = get(&env, "/v1/quotas/alice").await;
-    assert!(q["reason"].as_str().unwrap().contains("daily token quota"), "{q}");
+    assert!(
+        q["reason"].as_str().unwrap().contains("daily token quota"),
+        "{q}"
+    );
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -212,25 +298,41 @@ async fn an_owner_over_quota_is_refused_by_slotgate_until_an_admin_exempts_them(
     assert_eq!(q["until_ms"].as_u64(), Some(next_day), "{q}");
     assert_eq!(get(&env, "/v1/quotas/bob").await["over"], false);
 
-    let gw = Slotgate::start(&env.config, Options::default()).await.unwrap();
+    let gw = Slotgate::start(&env.config, Options::default())
+        .await
+        .unwrap();
     // A person gets a page that says why and until when.
     let page = gw
-        .request("GET", "/slot/alice/", &[("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")])
+        .request(
+            "GET",
+            "/slot/alice/",
+            &[("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")],
+        )
         .await
         .unwrap();
     assert_eq!(page.status, 429, "{}", page.text());
     let body = page.text();
-    assert!(body.contains("Usage limit reached") && body.contains("daily token quota"), "{body}");
+    assert!(
+        body.contains("Usage limit reached") && body.contains("daily token quota"),
+        "{body}"
+    );
     assert!(page.header("retry-after").is_some());
     // The terminal's WebSocket is refused too.
-    let err = gw.tty("alice").await.err().expect("alice's terminal refused");
+    let err = gw
+        .tty("alice")
+        .await
+        .err()
+        .expect("alice's terminal refused");
     assert!(format!("{err:#}").contains("429"), "{err:#}");
     // Under quota: bob's terminal opens.
     let mut b = gw.tty("bob").await.expect("bob is under quota");
     b.input("echo bob-$((20+22))\r").await.unwrap();
     b.expect("bob-42", T).await.unwrap();
     // A program gets JSON with the reason and reset time.
-    let js = gw.request("GET", "/slot/alice/", &[("Accept", "application/json")]).await.unwrap();
+    let js = gw
+        .request("GET", "/slot/alice/", &[("Accept", "application/json")])
+        .await
+        .unwrap();
     // Not a navigation and not a WebSocket: no new session, so not refused.
     assert_eq!(js.status, 200);
     gw.wait_for_log_line(T, |l| l["error"] == "quota_exceeded")
@@ -238,19 +340,36 @@ async fn an_owner_over_quota_is_refused_by_slotgate_until_an_admin_exempts_them(
         .unwrap();
 
     // An administrator exempts alice for an hour: her terminal opens.
-    let out = env.slotctl(&["quota", "set", "alice", "--exempt-for", "1h", "--note", "deadline"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = env.slotctl(&[
+        "quota",
+        "set",
+        "alice",
+        "--exempt-for",
+        "1h",
+        "--note",
+        "deadline",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let q = get(&env, "/v1/quotas/alice").await;
     assert_eq!(q["over"], false, "{q}");
     assert!(q["reason"].as_str().unwrap().contains("exempted"), "{q}");
-    wait_for("alice's terminal opening after the exemption", T, || async {
-        match gw.tty("alice").await {
-            Ok(mut c) => {
-                c.input("echo alice-$((40+2))\r").await.is_ok() && c.expect("alice-42", T).await.is_ok()
+    wait_for(
+        "alice's terminal opening after the exemption",
+        T,
+        || async {
+            match gw.tty("alice").await {
+                Ok(mut c) => {
+                    c.input("echo alice-$((40+2))\r").await.is_ok()
+                        && c.expect("alice-42", T).await.is_ok()
+                }
+                Err(_) => false,
             }
-            Err(_) => false,
-        }
-    })
+        },
+    )
     .await;
 
     // Clearing the override puts the limit back; raising it lifts it.
@@ -258,9 +377,16 @@ async fn an_owner_over_quota_is_refused_by_slotgate_until_an_admin_exempts_them(
     assert!(out.status.success());
     assert_eq!(get(&env, "/v1/quotas/alice").await["over"], true);
     let out = env.slotctl(&["quota", "set", "alice", "--daily-tokens", "1M"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let q = get(&env, "/v1/quotas/alice").await;
-    assert_eq!((q["over"].clone(), q["daily_tokens"].clone()), (Value::Bool(false), Value::from(1_000_000)));
+    assert_eq!(
+        (q["over"].clone(), q["daily_tokens"].clone()),
+        (Value::Bool(false), Value::from(1_000_000))
+    );
     // Bad input is refused and changes nothing.
     let out = env.slotctl(&["quota", "set", "alice", "--daily-cost", "-3"]);
     assert_eq!(out.status.code(), Some(2));
@@ -270,7 +396,10 @@ async fn an_owner_over_quota_is_refused_by_slotgate_until_an_admin_exempts_them(
         .await
         .unwrap_err();
     assert_eq!(bad.status(), Some(400));
-    assert_eq!(get(&env, "/v1/quotas/alice").await["daily_tokens"], 1_000_000);
+    assert_eq!(
+        get(&env, "/v1/quotas/alice").await["daily_tokens"],
+        1_000_000
+    );
 }
 
 #[tokio::test]
@@ -288,10 +417,23 @@ async fn api_keys_set_through_the_cli_reach_the_slot_and_are_never_shown() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        child.stdin.take().unwrap().write_all(format!("{secret}\n").as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("{secret}\n").as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
     };
     // Set before the daemon runs (the CLI works on the store directly).
     let mut shown = set(&["keys", "set", "--shared"], &shared);
@@ -300,22 +442,62 @@ async fn api_keys_set_through_the_cli_reach_the_slot_and_are_never_shown() {
     shown += &set(&["keys", "set", "--user", "carol"], &carols);
     let key_file = env.path("data/claude-keys.secret");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 
     env.start_daemon().await;
     env.create_online("alice", "shell").await;
-    let out = env.slotctl(&["create", "carol-1", "--template", "shell", "--owner", "carol"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    env.wait_status("carol-1", slotapi::SlotStatus::Online, T).await;
+    let out = env.slotctl(&[
+        "create",
+        "carol-1",
+        "--template",
+        "shell",
+        "--owner",
+        "carol",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    env.wait_status("carol-1", slotapi::SlotStatus::Online, T)
+        .await;
 
     // Each slot's shell has its key: alice the shared one, carol her own.
     for (slot, owner, want) in [("alice", "alice", &shared), ("carol-1", "carol", &carols)] {
-        let mut c = connect_unix(&env.slot_socket(slot), slot, "t").await.unwrap();
-        c.input("env > ~/env.txt; echo DUMPED-$((1+1))\r").await.unwrap();
+        let mut c = connect_unix(&env.slot_socket(slot), slot, "t")
+            .await
+            .unwrap();
+        c.input("env > ~/env.txt; echo DUMPED-$((1+1))\r")
+            .await
+            .unwrap();
         c.expect("DUMPED-2", T).await.unwrap();
-        let dump = std::fs::read_to_string(env.path(&format!("data/users/{owner}/home/env.txt"))).unwrap();
-        assert!(dump.lines().any(|l| l == format!("ANTHROPIC_API_KEY={want}")), "{slot}: no key in its env");
+        let dump =
+            std::fs::read_to_string(env.path(&format!("data/users/{owner}/home/env.txt"))).unwrap();
+        assert!(
+            dump.lines()
+                .any(|l| l == format!("ANTHROPIC_API_KEY={want}")),
+            "{slot}: no key in its env"
+        );
     }
+
+    // A per-slot Claude login (its own .claude.json in the owner's HOME)
+    // stays in that sandbox: carol's slot cannot read alice's.
+    let login = env.path("data/users/alice/home/.claude.json");
+    std::fs::write(&login, "{\"oauthAccount\":\"alice-login-secret\"}").unwrap();
+    let mut c = connect_unix(&env.slot_socket("carol-1"), "carol-1", "t2")
+        .await
+        .unwrap();
+    c.input(&format!(
+        "cat {} 2>/dev/null || echo HIDDEN-$((40+2))\r",
+        login.display()
+    ))
+    .await
+    .unwrap();
+    c.expect("HIDDEN-42", T).await.unwrap();
+    assert!(!c.screen.contains("alice-login-secret"));
 
     // Never in any answer, listing, log or the store file.
     let overview = get(&env, "/v1/keys").await;
@@ -339,9 +521,9 @@ async fn api_keys_set_through_the_cli_reach_the_slot_and_are_never_shown() {
     shown += &std::fs::read_to_string(env.slot_log("alice")).unwrap_or_default();
     let store = std::fs::read(env.path("data/activity.db")).unwrap();
     shown += &String::from_utf8_lossy(&store);
-    for wal in ["data/activity.db-wal"] {
-        shown += &String::from_utf8_lossy(&std::fs::read(env.path(wal)).unwrap_or_default());
-    }
+    shown += &String::from_utf8_lossy(
+        &std::fs::read(env.path("data/activity.db-wal")).unwrap_or_default(),
+    );
     for secret in [&shared, &carols] {
         assert!(!shown.contains(secret.as_str()), "a key leaked");
         assert!(!shown.contains(&secret[13..40]), "part of a key leaked");

@@ -177,7 +177,9 @@ async fn prompts(
     }
     let cursor = match q.cursor.as_deref() {
         None => None,
-        Some(s) => Some(query::parse_cursor(s).ok_or_else(|| bad("cursor is not one this API gave"))?),
+        Some(s) => {
+            Some(query::parse_cursor(s).ok_or_else(|| bad("cursor is not one this API gave"))?)
+        }
     };
     with_db(&c, move |_, conn| {
         query::prompts(conn, &f, limit, cursor)

@@ -253,12 +253,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.prompt_chars, 80);
-        assert_eq!(c.prices.lookup("claude-sonnet-4-5").unwrap().cache_read, 4.0);
+        assert_eq!(
+            c.prices.lookup("claude-sonnet-4-5").unwrap().cache_read,
+            4.0
+        );
         assert!(c.prices.lookup("my-model-x").is_some());
         assert_eq!(c.prices.lookup("claude-opus-4-5").unwrap().input, 5.0);
         assert_eq!(c.quotas.daily_tokens, Some(1000));
 
-        let e = parse("[claude.prices]\nx = { input = -1, output = 1, cache_write = 1, cache_read = 1 }\n").unwrap_err();
+        let e = parse(
+            "[claude.prices]\nx = { input = -1, output = 1, cache_write = 1, cache_read = 1 }\n",
+        )
+        .unwrap_err();
         assert_eq!(e.key, "claude.prices.x.input");
         let e = parse("[claude.quotas]\ndaily_cost_usd = -2\n").unwrap_err();
         assert_eq!(e.key, "claude.quotas.daily_cost_usd");

@@ -242,9 +242,11 @@ pub fn spawn(claude: Arc<Claude>) {
     tokio::spawn(async move {
         use notify::Watcher;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let mut watcher = match notify::recommended_watcher(move |_r: notify::Result<notify::Event>| {
-            let _ = tx.try_send(());
-        }) {
+        let mut watcher = match notify::recommended_watcher(
+            move |_r: notify::Result<notify::Event>| {
+                let _ = tx.try_send(());
+            },
+        ) {
             Ok(w) => Some(w),
             Err(e) => {
                 warn!(error = %e, "no file watcher; transcripts are rescanned periodically only");

@@ -191,7 +191,12 @@ pub fn remove(conn: &Connection, kind: &str, name: &str) -> rusqlite::Result<boo
     Ok(n > 0)
 }
 
-fn get(conn: &Connection, data_dir: &Path, kind: &str, name: &str) -> anyhow::Result<Option<Secret>> {
+fn get(
+    conn: &Connection,
+    data_dir: &Path,
+    kind: &str,
+    name: &str,
+) -> anyhow::Result<Option<Secret>> {
     let row: Option<(Vec<u8>, Vec<u8>)> = conn
         .query_row(
             "SELECT nonce, secret FROM claude_keys WHERE kind = ?1 AND name = ?2",
@@ -219,8 +224,15 @@ fn get(conn: &Connection, data_dir: &Path, kind: &str, name: &str) -> anyhow::Re
                 aad: &aad(kind, name),
             },
         )
-        .map_err(|_| anyhow::anyhow!("stored key {kind}/{name} does not decrypt with {}", key_file(data_dir).display()))?;
-    Ok(Some(Secret(String::from_utf8(plain).context("stored key is not text")?)))
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "stored key {kind}/{name} does not decrypt with {}",
+                key_file(data_dir).display()
+            )
+        })?;
+    Ok(Some(Secret(
+        String::from_utf8(plain).context("stored key is not text")?,
+    )))
 }
 
 fn names(conn: &Connection, kind: &str) -> rusqlite::Result<Vec<String>> {
@@ -311,8 +323,7 @@ pub fn inject(data_dir: &Path, owner: &str, env: &mut std::collections::BTreeMap
     if !db_path.exists() {
         return;
     }
-    let found = super::db::Db::open(&db_path)
-        .and_then(|db| for_user(&db.lock(), data_dir, owner));
+    let found = super::db::Db::open(&db_path).and_then(|db| for_user(&db.lock(), data_dir, owner));
     match found {
         Ok(Some(secret)) => {
             env.insert(ENV.into(), secret.0);
@@ -331,34 +342,78 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = super::super::db::Db::open(&dir.path().join("activity.db")).unwrap();
         let conn = db.lock();
-        let k = |c: char| Secret::new(&format!("sk-ant-api03-{}", c.to_string().repeat(30))).unwrap();
+        let k =
+            |c: char| Secret::new(&format!("sk-ant-api03-{}", c.to_string().repeat(30))).unwrap();
         put(&conn, dir.path(), "shared", "shared", &k('S')).unwrap();
-        let mode = std::fs::metadata(key_file(dir.path())).unwrap().permissions().mode();
+        let mode = std::fs::metadata(key_file(dir.path()))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let raw = std::fs::read(dir.path().join("activity.db")).unwrap();
-        assert!(!raw.windows(10).any(|w| w == b"SSSSSSSSSS"), "stored in the clear");
-        assert_eq!(for_user(&conn, dir.path(), "alice").unwrap().unwrap().expose(), k('S').expose());
+        assert!(
+            !raw.windows(10).any(|w| w == b"SSSSSSSSSS"),
+            "stored in the clear"
+        );
+        assert_eq!(
+            for_user(&conn, dir.path(), "alice")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            k('S').expose()
+        );
 
         set_mode(&conn, Mode::PerUser).unwrap();
         put(&conn, dir.path(), "user", "alice", &k('A')).unwrap();
-        assert_eq!(for_user(&conn, dir.path(), "alice").unwrap().unwrap().expose(), k('A').expose());
-        assert_eq!(for_user(&conn, dir.path(), "bob").unwrap().unwrap().expose(), k('S').expose());
+        assert_eq!(
+            for_user(&conn, dir.path(), "alice")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            k('A').expose()
+        );
+        assert_eq!(
+            for_user(&conn, dir.path(), "bob")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            k('S').expose()
+        );
 
         set_mode(&conn, Mode::Pool).unwrap();
         assert!(for_user(&conn, dir.path(), "alice").unwrap().is_none());
         put(&conn, dir.path(), "pool", "p1", &k('1')).unwrap();
         put(&conn, dir.path(), "pool", "p2", &k('2')).unwrap();
-        let a = for_user(&conn, dir.path(), "alice").unwrap().unwrap().expose().to_string();
-        let b = for_user(&conn, dir.path(), "bob").unwrap().unwrap().expose().to_string();
+        let a = for_user(&conn, dir.path(), "alice")
+            .unwrap()
+            .unwrap()
+            .expose()
+            .to_string();
+        let b = for_user(&conn, dir.path(), "bob")
+            .unwrap()
+            .unwrap()
+            .expose()
+            .to_string();
         assert_ne!(a, b, "spread over the pool");
-        assert_eq!(for_user(&conn, dir.path(), "alice").unwrap().unwrap().expose(), a, "sticky");
+        assert_eq!(
+            for_user(&conn, dir.path(), "alice")
+                .unwrap()
+                .unwrap()
+                .expose(),
+            a,
+            "sticky"
+        );
         let o = overview(&conn, dir.path()).unwrap();
         assert_eq!(o.pool, 2);
         assert_eq!(o.users, vec!["alice"]);
         assert!(!serde_json::to_string(&o).unwrap().contains("sk-ant"));
 
         // A row's ciphertext does not open under another row.
-        conn.execute("UPDATE claude_keys SET name = 'bob' WHERE kind = 'user' AND name = 'alice'", []).unwrap();
+        conn.execute(
+            "UPDATE claude_keys SET name = 'bob' WHERE kind = 'user' AND name = 'alice'",
+            [],
+        )
+        .unwrap();
         assert!(get(&conn, dir.path(), "user", "bob").is_err());
         assert!(Secret::new("short").is_err());
         assert!(Secret::new(&format!("two words {}", "x".repeat(30))).is_err());

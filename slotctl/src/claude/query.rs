@@ -53,7 +53,10 @@ impl Filter {
         }
         if let (Some(m), true) = (&self.model, with_model) {
             s.push_str(" AND model LIKE ? ESCAPE '\\'");
-            let esc = m.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let esc = m
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             v.push(Value::Text(format!("{esc}%")));
         }
         if let Some(t) = self.since_ms {
@@ -370,7 +373,7 @@ mod tests {
         assert_eq!(nd, d + DAY_MS);
         assert_eq!(m, 1_796_083_200_000); // 2026-12-01
         assert_eq!(nm, 1_798_761_600_000); // 2027-01-01
-        // 2026-11-20 is a Friday; its ISO week starts Monday 2026-11-16.
+                                           // 2026-11-20 is a Friday; its ISO week starts Monday 2026-11-16.
         let fri = 1_795_132_800_000 / DAY_MS;
         assert_eq!(bucket(Group::Week, fri).unwrap().to_string(), "2026-11-16");
         assert_eq!(bucket(Group::Month, fri).unwrap().to_string(), "2026-11-01");

@@ -277,7 +277,10 @@ mod tests {
         let s = evaluate("a", l, None, &sums(1, 0.5), &sums(1, 10.5), NOW);
         assert!(s.over);
         assert_eq!(s.until_ms, Some(1_796_083_200_000)); // 2026-12-01
-        assert!(s.reason.unwrap().contains("monthly cost quota reached ($10.50 of $10.00)"));
+        assert!(s
+            .reason
+            .unwrap()
+            .contains("monthly cost quota reached ($10.50 of $10.00)"));
     }
 
     #[test]
@@ -296,10 +299,24 @@ mod tests {
             exempt_until_ms: Some(NOW + 1000),
             ..Override::default()
         };
-        let s = evaluate("a", d, Some(ex.clone()), &sums(2000, 0.0), &sums(2000, 0.0), NOW);
+        let s = evaluate(
+            "a",
+            d,
+            Some(ex.clone()),
+            &sums(2000, 0.0),
+            &sums(2000, 0.0),
+            NOW,
+        );
         assert!(!s.over);
         assert!(s.reason.unwrap().contains("exempted"));
-        let s = evaluate("a", d, Some(ex), &sums(2000, 0.0), &sums(2000, 0.0), NOW + 2000);
+        let s = evaluate(
+            "a",
+            d,
+            Some(ex),
+            &sums(2000, 0.0),
+            &sums(2000, 0.0),
+            NOW + 2000,
+        );
         assert!(s.over, "an expired exemption no longer applies");
         assert!(serde_json::from_str::<Override>(r#"{"daily_tokenz": 1}"#).is_err());
         let bad: Override = serde_json::from_str(r#"{"daily_cost_usd": -1}"#).unwrap();

@@ -319,9 +319,7 @@ mod tests {
                     tools: t,
                     ..
                 }) => {
-                    let e = msgs
-                        .entry(message_id)
-                        .or_insert((model, Tokens::default()));
+                    let e = msgs.entry(message_id).or_insert((model, Tokens::default()));
                     e.1 = e.1.max(tokens);
                     tools.extend(t);
                 }
@@ -361,7 +359,10 @@ mod tests {
         for l in lines {
             assert_eq!(parse_line(l, 100), Err(Skip::Ignored), "{l}");
         }
-        assert!(matches!(parse_line("{\"type\":", 100), Err(Skip::Malformed(_))));
+        assert!(matches!(
+            parse_line("{\"type\":", 100),
+            Err(Skip::Malformed(_))
+        ));
         assert!(matches!(parse_line("[1,2]", 100), Err(Skip::Malformed(_))));
     }
 

@@ -140,21 +140,43 @@ pub fn run(ctx: &Ctx, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         KeysCmd::Mode { mode } => {
             let m = Mode::parse(&mode).ok_or_else(|| {
-                Usage(format!("{mode:?} is not a mode; use shared, per_user or pool"))
+                Usage(format!(
+                    "{mode:?} is not a mode; use shared, per_user or pool"
+                ))
             })?;
             keys::set_mode(&conn, m)?;
-            eprintln!("key mode is now {} (applies to slots started from now on)", m.as_str());
+            eprintln!(
+                "key mode is now {} (applies to slots started from now on)",
+                m.as_str()
+            );
         }
-        KeysCmd::Set { target: t, from_file } => {
+        KeysCmd::Set {
+            target: t,
+            from_file,
+        } => {
             let (kind, who) = target(&t)?;
             let secret = read_secret(from_file)?;
             keys::put(&conn, data_dir, kind, &who, &secret)?;
-            eprintln!("stored the {kind} key{} (encrypted)", if kind == "user" { format!(" of {who}") } else { String::new() });
+            eprintln!(
+                "stored the {kind} key{} (encrypted)",
+                if kind == "user" {
+                    format!(" of {who}")
+                } else {
+                    String::new()
+                }
+            );
         }
         KeysCmd::Unset { target: t } => {
             let (kind, who) = target(&t)?;
             if !keys::remove(&conn, kind, &who)? {
-                anyhow::bail!("no {kind} key{} is set", if kind == "user" { format!(" for {who}") } else { String::new() });
+                anyhow::bail!(
+                    "no {kind} key{} is set",
+                    if kind == "user" {
+                        format!(" for {who}")
+                    } else {
+                        String::new()
+                    }
+                );
             }
             eprintln!("removed the {kind} key");
         }

@@ -90,18 +90,50 @@ fn print(ctx: &Ctx, items: &[Value]) {
             let u = &q["used"];
             vec![
                 q["user"].as_str().unwrap_or("-").to_string(),
-                format!("{} / {}", limit(&u["daily_tokens"], false), limit(&q["daily_tokens"], false)),
-                format!("{} / {}", limit(&u["monthly_tokens"], false), limit(&q["monthly_tokens"], false)),
-                format!("{} / {}", limit(&u["daily_cost_usd"], true), limit(&q["daily_cost_usd"], true)),
-                format!("{} / {}", limit(&u["monthly_cost_usd"], true), limit(&q["monthly_cost_usd"], true)),
-                if q["over"].as_bool() == Some(true) { "OVER" } else { "ok" }.into(),
-                q["until_ms"].as_u64().map_or("-".into(), crate::clock::rfc3339),
+                format!(
+                    "{} / {}",
+                    limit(&u["daily_tokens"], false),
+                    limit(&q["daily_tokens"], false)
+                ),
+                format!(
+                    "{} / {}",
+                    limit(&u["monthly_tokens"], false),
+                    limit(&q["monthly_tokens"], false)
+                ),
+                format!(
+                    "{} / {}",
+                    limit(&u["daily_cost_usd"], true),
+                    limit(&q["daily_cost_usd"], true)
+                ),
+                format!(
+                    "{} / {}",
+                    limit(&u["monthly_cost_usd"], true),
+                    limit(&q["monthly_cost_usd"], true)
+                ),
+                if q["over"].as_bool() == Some(true) {
+                    "OVER"
+                } else {
+                    "ok"
+                }
+                .into(),
+                q["until_ms"]
+                    .as_u64()
+                    .map_or("-".into(), crate::clock::rfc3339),
                 q["reason"].as_str().unwrap_or("").to_string(),
             ]
         })
         .collect();
     table(
-        &["USER", "DAY TOKENS", "MONTH TOKENS", "DAY COST", "MONTH COST", "STATE", "UNTIL", "REASON"],
+        &[
+            "USER",
+            "DAY TOKENS",
+            "MONTH TOKENS",
+            "DAY COST",
+            "MONTH COST",
+            "STATE",
+            "UNTIL",
+            "REASON",
+        ],
         &rows,
     );
 }
@@ -115,7 +147,10 @@ pub async fn run(ctx: &Ctx, cmd: QuotaCmd) -> anyhow::Result<ExitCode> {
     };
     match cmd {
         QuotaCmd::Show { user: None } => {
-            let v: Value = client.get_json("/v1/quotas").await.map_err(|e| ctx.explain(e))?;
+            let v: Value = client
+                .get_json("/v1/quotas")
+                .await
+                .map_err(|e| ctx.explain(e))?;
             print(ctx, v["items"].as_array().map(Vec::as_slice).unwrap_or(&[]));
         }
         QuotaCmd::Show { user: Some(u) } => {
@@ -137,10 +172,8 @@ pub async fn run(ctx: &Ctx, cmd: QuotaCmd) -> anyhow::Result<ExitCode> {
             let user = check(&user)?;
             let path = format!("/v1/quotas/{user}");
             let current: Value = client.get_json(&path).await.map_err(|e| ctx.explain(e))?;
-            let mut body: Map<String, Value> = current["override"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
+            let mut body: Map<String, Value> =
+                current["override"].as_object().cloned().unwrap_or_default();
             let before = body.clone();
             if let Some(s) = daily_tokens {
                 body.insert("daily_tokens".into(), tokens("--daily-tokens", &s)?);
@@ -164,7 +197,10 @@ pub async fn run(ctx: &Ctx, cmd: QuotaCmd) -> anyhow::Result<ExitCode> {
                 body.insert("note".into(), json!(n));
             }
             if body == before && !before.is_empty() {
-                return Err(Usage("nothing to change: give at least one limit, --exempt-for or --note".into()).into());
+                return Err(Usage(
+                    "nothing to change: give at least one limit, --exempt-for or --note".into(),
+                )
+                .into());
             }
             let v: Value = client
                 .put_json(&path, &Value::Object(body))

@@ -100,10 +100,7 @@ pub async fn run(ctx: &Ctx, a: UsageArgs) -> anyhow::Result<ExitCode> {
         q.push(("group".into(), a.by.clone()));
         "/v1/usage"
     };
-    let qs: Vec<String> = q
-        .iter()
-        .map(|(k, v)| format!("{k}={}", enc(v)))
-        .collect();
+    let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
     let path = if qs.is_empty() {
         route.to_string()
     } else {
@@ -123,7 +120,14 @@ pub async fn run(ctx: &Ctx, a: UsageArgs) -> anyhow::Result<ExitCode> {
     if a.tools {
         let rows: Vec<Vec<String>> = items
             .iter()
-            .map(|i| vec![s(&i["tool"]), n(&i["calls"]), n(&i["users"]), n(&i["files"])])
+            .map(|i| {
+                vec![
+                    s(&i["tool"]),
+                    n(&i["calls"]),
+                    n(&i["users"]),
+                    n(&i["files"]),
+                ]
+            })
             .collect();
         table(&["TOOL", "CALLS", "USERS", "FILES"], &rows);
     } else if a.prompts {
