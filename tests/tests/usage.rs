@@ -537,3 +537,110 @@ async fn api_keys_set_through_the_cli_reach_the_slot_and_are_never_shown() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("20 to 512"));
 }
+
+/// Sign a new local account in; returns its `Cookie` header value.
+async fn session(gw: &Slotgate, name: &str, role: identity::access::Role) -> String {
+    let pw = format!("{name}-password-123");
+    identity::store::Store::open(&gw.paths.data_dir.join("identity.db"))
+        .unwrap()
+        .add_user(name, role, Some(&pw), None)
+        .unwrap();
+    let c = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .timeout(T)
+        .build()
+        .unwrap();
+    let r = c
+        .post(format!("{}/auth/login", gw.base_url()))
+        .header("Origin", gw.base_url())
+        .form(&[("user", name), ("password", pw.as_str()), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{name} signs in");
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("slotgate_session="))
+        .and_then(|v| v.split(';').next())
+        .expect("session cookie")
+        .to_string()
+}
+
+#[tokio::test]
+async fn signed_in_owner_over_quota_is_refused_but_an_administrator_is_let_in() {
+    use identity::access::Role;
+    let mut env = TestEnv::new(&[], "");
+    env.append_config(&format!(
+        "{CLAUDE}[claude.quotas]\nmonthly_cost_usd = 0.01\n"
+    ));
+    env.start_daemon().await;
+    env.create_online("alice", "shell").await;
+    let dir = projects(&env, "alice").join("-w");
+    std::fs::create_dir_all(&dir).unwrap();
+    // 10k input tokens of Sonnet: $0.03, over the $0.01 monthly limit.
+    std::fs::write(dir.join("s.jsonl"), today_line("msg_cost_1", 10_000)).unwrap();
+    wait_for("alice over her cost quota", T, || async {
+        get(&env, "/v1/quotas/alice").await["over"] == true
+    })
+    .await;
+    let gw = Slotgate::start(
+        &env.config,
+        Options {
+            extra: "auth = \"local\"\n".into(),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let alice = session(&gw, "alice", Role::User).await;
+    let root = session(&gw, "root", Role::Admin).await;
+
+    let page = gw
+        .request(
+            "GET",
+            "/slot/alice/",
+            &[("Accept", "text/html"), ("Cookie", &alice)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.status, 429, "{}", page.text());
+    assert!(
+        page.text().contains("monthly cost quota"),
+        "{}",
+        page.text()
+    );
+    let stream = gw.connect().await.unwrap();
+    let refused = slotgate_tests::gateway::tty_over(
+        stream,
+        &gw.authority(),
+        "/slot/alice/ws",
+        &[("Cookie", &alice)],
+    )
+    .await;
+    assert!(refused.is_err(), "alice's WebSocket is refused");
+
+    // The administrator is not refused (and is the one who raises quotas).
+    let page = gw
+        .request(
+            "GET",
+            "/slot/alice/",
+            &[("Accept", "text/html"), ("Cookie", &root)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.status, 200);
+    let stream = gw.connect().await.unwrap();
+    let mut c = slotgate_tests::gateway::tty_over(
+        stream,
+        &gw.authority(),
+        "/slot/alice/ws",
+        &[("Cookie", &root)],
+    )
+    .await
+    .expect("the administrator's terminal opens");
+    c.input("echo admin-$((40+2))\r").await.unwrap();
+    c.expect("admin-42", T).await.unwrap();
+}
