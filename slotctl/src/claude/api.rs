@@ -241,10 +241,27 @@ async fn prices(State(c): S) -> Json<BTreeMap<String, super::config::Price>> {
     Json(c.cfg.prices.entries().clone())
 }
 
-async fn list_quotas(State(c): S) -> Result<Json<Items<quota::Status>>, ApiError> {
-    with_db(&c, |c, conn| {
-        let mut users = quota::known_users(conn).map_err(internal)?;
-        users.extend(ingest::users(&c.data_dir));
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QuotaQuery {
+    user: Option<String>,
+}
+
+async fn list_quotas(
+    State(c): S,
+    q: Result<Query<QuotaQuery>, QueryRejection>,
+) -> Result<Json<Items<quota::Status>>, ApiError> {
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
+    let only = q.user.as_deref().map(user_name).transpose()?;
+    with_db(&c, move |c, conn| {
+        let mut users = match only {
+            Some(u) => vec![u],
+            None => {
+                let mut v = quota::known_users(conn).map_err(internal)?;
+                v.extend(ingest::users(&c.data_dir));
+                v
+            }
+        };
         users.sort();
         users.dedup();
         let now = crate::clock::now_ms() as i64;

@@ -53,7 +53,15 @@ pub const DEFAULT_PRICES: &[(&str, Price)] = &[
     ("claude-3-5-sonnet", Price::new(3.0, 15.0)),
     ("claude-haiku-4-5", Price::new(1.0, 5.0)),
     ("claude-3-5-haiku", Price::new(0.8, 4.0)),
-    ("claude-3-haiku", Price::new(0.25, 1.25)),
+    (
+        "claude-3-haiku",
+        Price {
+            input: 0.25,
+            output: 1.25,
+            cache_write: 0.30,
+            cache_read: 0.03,
+        },
+    ),
     ("opus", Price::new(5.0, 25.0)),
     ("sonnet", Price::new(3.0, 15.0)),
     ("haiku", Price::new(1.0, 5.0)),
