@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS requests (
     route       TEXT NOT NULL,
     slot        TEXT,
     status      INTEGER NOT NULL,
+    -- status / 100, for the `4xx`-style filter.
+    class       INTEGER NOT NULL,
     bytes_in    INTEGER NOT NULL,
     bytes_out   INTEGER NOT NULL,
     duration_ms REAL NOT NULL,
@@ -38,7 +40,7 @@ CREATE TABLE IF NOT EXISTS requests (
 CREATE INDEX IF NOT EXISTS requests_ts ON requests(ts_ms);
 CREATE INDEX IF NOT EXISTS requests_user ON requests(user, ts_ms);
 CREATE INDEX IF NOT EXISTS requests_slot ON requests(slot, ts_ms);
-CREATE INDEX IF NOT EXISTS requests_status ON requests(status, ts_ms);
+CREATE INDEX IF NOT EXISTS requests_class ON requests(class, ts_ms);
 
 CREATE TABLE IF NOT EXISTS sessions (
     session     TEXT PRIMARY KEY,
@@ -143,20 +145,31 @@ CREATE TABLE IF NOT EXISTS malformed (
     line    TEXT NOT NULL
 );
 
--- Per UTC day, user and slot ('' when none): what the stats read, kept
--- longer than the raw rows.
-CREATE TABLE IF NOT EXISTS daily (
+-- The rollups the stats read, kept longer than the raw rows: per UTC
+-- day and user ('' when anonymous), and per user, slot and day (for the
+-- slot filter).
+CREATE TABLE IF NOT EXISTS daily_user (
     day_ms     INTEGER NOT NULL,
     user       TEXT NOT NULL,
-    slot       TEXT NOT NULL,
     requests   INTEGER NOT NULL DEFAULT 0,
     errors     INTEGER NOT NULL DEFAULT 0,
     bytes_out  INTEGER NOT NULL DEFAULT 0,
     sessions   INTEGER NOT NULL DEFAULT 0,
     session_ms INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (day_ms, user, slot)
+    PRIMARY KEY (day_ms, user)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS daily_user ON daily(user, day_ms);
+CREATE TABLE IF NOT EXISTS daily (
+    user       TEXT NOT NULL,
+    slot       TEXT NOT NULL,
+    day_ms     INTEGER NOT NULL,
+    requests   INTEGER NOT NULL DEFAULT 0,
+    errors     INTEGER NOT NULL DEFAULT 0,
+    bytes_out  INTEGER NOT NULL DEFAULT 0,
+    sessions   INTEGER NOT NULL DEFAULT 0,
+    session_ms INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user, slot, day_ms)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS daily_slot ON daily(slot, day_ms);
 
 CREATE TABLE IF NOT EXISTS counters (
     name  TEXT PRIMARY KEY,

@@ -372,8 +372,8 @@ fn store_items(
 ) -> rusqlite::Result<(u64, u64)> {
     let mut req = tx.prepare_cached(
         "INSERT INTO requests(ts_ms, start_ms, kind, request_id, client_ip, user, method, path, query,
-             route, slot, status, bytes_in, bytes_out, duration_ms, tls, served_by, user_agent, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+             route, slot, status, class, bytes_in, bytes_out, duration_ms, tls, served_by, user_agent, error)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
     )?;
     let mut rollup: HashMap<(i64, &str, &str), [i64; 5]> = HashMap::new();
     let (mut good, mut bad) = (0u64, 0u64);
@@ -409,6 +409,7 @@ fn store_items(
             l.route,
             l.slot,
             l.status,
+            l.status / 100,
             l.bytes_in as i64,
             l.bytes_out as i64,
             l.duration_ms,
@@ -482,16 +483,28 @@ fn store_items(
             ])?;
         }
     }
-    let mut up = tx.prepare_cached(
-        "INSERT INTO daily(day_ms, user, slot, requests, errors, bytes_out, sessions, session_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-         ON CONFLICT(day_ms, user, slot) DO UPDATE SET
+    const ADD: &str = "DO UPDATE SET
             requests = requests + excluded.requests, errors = errors + excluded.errors,
             bytes_out = bytes_out + excluded.bytes_out, sessions = sessions + excluded.sessions,
-            session_ms = session_ms + excluded.session_ms",
-    )?;
+            session_ms = session_ms + excluded.session_ms";
+    let mut up = tx.prepare_cached(&format!(
+        "INSERT INTO daily(user, slot, day_ms, requests, errors, bytes_out, sessions, session_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(user, slot, day_ms) {ADD}"
+    ))?;
+    let mut per_user: HashMap<(i64, &str), [i64; 5]> = HashMap::new();
     for ((day, user, slot), v) in &rollup {
-        up.execute(params![day, user, slot, v[0], v[1], v[2], v[3], v[4]])?;
+        up.execute(params![user, slot, day, v[0], v[1], v[2], v[3], v[4]])?;
+        let u = per_user.entry((*day, user)).or_default();
+        for (a, b) in u.iter_mut().zip(v) {
+            *a += b;
+        }
+    }
+    let mut up = tx.prepare_cached(&format!(
+        "INSERT INTO daily_user(day_ms, user, requests, errors, bytes_out, sessions, session_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(day_ms, user) {ADD}"
+    ))?;
+    for ((day, user), v) in &per_user {
+        up.execute(params![day, user, v[0], v[1], v[2], v[3], v[4]])?;
     }
     db::bump(tx, "lines", good)?;
     db::bump(tx, "malformed", bad)?;
@@ -736,7 +749,7 @@ mod tests {
         assert_eq!(off as u64, std::fs::metadata(&log).unwrap().len());
         assert_eq!(lines as usize, BATCH * 2 + 7);
         let day_total: i64 = c
-            .query_row("SELECT sum(requests) FROM daily", [], |r| r.get(0))
+            .query_row("SELECT sum(requests) FROM daily_user", [], |r| r.get(0))
             .unwrap();
         assert_eq!(day_total as usize, BATCH * 2 + 7);
     }

@@ -325,12 +325,12 @@ pub fn requests(c: &Connection, f: &Filter) -> Result<Page<(i64, RequestItem)>, 
     w.eq("route", &f.route);
     if let Some((lo, hi)) = f.status {
         if lo == hi {
-            w.add("status = ?", [Value::Integer(lo as i64)]);
-        } else {
             w.add(
-                "status BETWEEN ? AND ?",
-                [Value::Integer(lo as i64), Value::Integer(hi as i64)],
+                "class = ? AND status = ?",
+                [Value::Integer(lo as i64 / 100), Value::Integer(lo as i64)],
             );
+        } else {
+            w.add("class = ?", [Value::Integer(hi as i64 / 100)]);
         }
     }
     if let Some(q) = &f.q {
@@ -542,11 +542,17 @@ pub fn stats(c: &Connection, f: &Filter) -> Result<Stats, QueryError> {
     }
     w.eq("user", &f.user);
     w.eq("slot", &f.slot);
+    // Per user and day unless a slot is asked for.
+    let table = if f.slot.is_some() {
+        "daily"
+    } else {
+        "daily_user"
+    };
     let b = bucket_sql(&period);
     let sql = format!(
         "SELECT {b} AS b, sum(sessions), count(DISTINCT nullif(user, '')), sum(session_ms),
                 sum(requests), sum(errors), sum(bytes_out)
-         FROM daily{} GROUP BY b ORDER BY b",
+         FROM {table}{} GROUP BY b ORDER BY b",
         w.sql()
     );
     let buckets = c
@@ -564,7 +570,7 @@ pub fn stats(c: &Connection, f: &Filter) -> Result<Stats, QueryError> {
         })?
         .collect::<rusqlite::Result<_>>()?;
     let sql = format!(
-        "SELECT user, sum(sessions), sum(session_ms), sum(requests) FROM daily{} {} user != ''
+        "SELECT user, sum(sessions), sum(session_ms), sum(requests) FROM {table}{} {} user != ''
          GROUP BY user ORDER BY sum(session_ms) DESC, sum(requests) DESC, user LIMIT 50",
         w.sql(),
         if w.conds.is_empty() { "WHERE" } else { "AND" }
@@ -722,7 +728,7 @@ mod tests {
         // 2026-11-25 is a Wednesday.
         let wed = super::super::parse::rfc3339_ms("2026-11-25T10:00:00.000Z").unwrap();
         c.execute(
-            "INSERT INTO daily(day_ms, user, slot, requests) VALUES (?1, 'a', 's', 3)",
+            "INSERT INTO daily_user(day_ms, user, requests) VALUES (?1, 'a', 3)",
             [day_of(wed)],
         )
         .unwrap();

@@ -23,7 +23,8 @@ const TABLES: &[(&str, &str, &str)] = &[
     ("events", "ts_ms", "id"),
     ("recordings", "start_ms", "id"),
     ("malformed", "ts_ms", "id"),
-    ("daily", "day_ms", "rowid"),
+    ("daily", "day_ms", ""),
+    ("daily_user", "day_ms", ""),
 ];
 
 pub async fn run(store: Arc<ActivityStore>) {
@@ -43,7 +44,11 @@ pub async fn enforce(store: &ActivityStore) -> rusqlite::Result<u64> {
     let mut total = 0;
     let now = now_ms() as i64;
     for (table, col, key) in TABLES {
-        let setting = if *table == "daily" { "rollup" } else { table };
+        let setting = if table.starts_with("daily") {
+            "rollup"
+        } else {
+            table
+        };
         let Some(keep) = store.settings.keep(setting) else {
             continue;
         };
@@ -77,12 +82,9 @@ fn delete_chunk(
     key: &str,
     cutoff: i64,
 ) -> rusqlite::Result<u64> {
-    // `daily` is WITHOUT ROWID; address its rows by its primary key.
-    let sql = if table == "daily" {
-        format!(
-            "DELETE FROM daily WHERE (day_ms, user, slot) IN
-               (SELECT day_ms, user, slot FROM daily WHERE day_ms < ?1 LIMIT {CHUNK})"
-        )
+    // The rollups hold few rows per day: one statement.
+    let sql = if key.is_empty() {
+        format!("DELETE FROM {table} WHERE {col} < ?1")
     } else {
         format!(
             "DELETE FROM {table} WHERE {key} IN
