@@ -1,6 +1,6 @@
 //! The access log: one JSON line per HTTP request and one per WebSocket
 //! session (written when it closes), in the format documented in
-//! `docs/access-log.md`, the contract for slotctl's (planned) activity store. Requests
+//! `docs/access-log.md`, the contract for slotctl's activity store. Requests
 //! serialise their line and hand it to a dedicated writer thread through a
 //! bounded queue; when the queue is full the line is dropped and counted,
 //! so a slow disk never slows a request. The writer rotates by size. This
