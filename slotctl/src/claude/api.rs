@@ -64,11 +64,8 @@ async fn with_db<T: Send + 'static>(
 
 /// RFC 3339, a `YYYY-MM-DD` date (UTC midnight), or milliseconds.
 pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
-    if let Ok(ms) = s.parse::<i64>() {
+    if let Some(ms) = crate::activity::query::parse_time(s) {
         return Ok(ms);
-    }
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
-        return Ok(t.timestamp_millis());
     }
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         if let Some(t) = d.and_hms_opt(0, 0, 0) {

@@ -41,8 +41,14 @@ CREATE TABLE IF NOT EXISTS claude_messages (
     cache_write_tokens INTEGER NOT NULL,
     cost_usd REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS claude_messages_user_ts ON claude_messages(user, ts_ms);
-CREATE INDEX IF NOT EXISTS claude_messages_ts ON claude_messages(ts_ms);
+-- Covering indexes for the usage queries (by UTC day = ts_ms / 86400000)
+-- and the quota sums: no table lookups, no sort for GROUP BY.
+CREATE INDEX IF NOT EXISTS claude_messages_day ON claude_messages(
+    ts_ms / 86400000, user, model, ts_ms,
+    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd);
+CREATE INDEX IF NOT EXISTS claude_messages_user ON claude_messages(
+    user, ts_ms, model,
+    input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, cost_usd);
 CREATE TABLE IF NOT EXISTS claude_tools (
     id TEXT PRIMARY KEY,
     message_id TEXT NOT NULL,
@@ -53,7 +59,8 @@ CREATE TABLE IF NOT EXISTS claude_tools (
     tool TEXT NOT NULL,
     file TEXT
 );
-CREATE INDEX IF NOT EXISTS claude_tools_ts ON claude_tools(ts_ms);
+CREATE INDEX IF NOT EXISTS claude_tools_day ON claude_tools(ts_ms / 86400000, user, model, ts_ms);
+CREATE INDEX IF NOT EXISTS claude_tools_user ON claude_tools(user, ts_ms, model);
 CREATE TABLE IF NOT EXISTS claude_prompts (
     uuid TEXT PRIMARY KEY,
     user TEXT NOT NULL,
@@ -64,6 +71,8 @@ CREATE TABLE IF NOT EXISTS claude_prompts (
     model TEXT
 );
 CREATE INDEX IF NOT EXISTS claude_prompts_ts ON claude_prompts(ts_ms);
+CREATE INDEX IF NOT EXISTS claude_prompts_day ON claude_prompts(ts_ms / 86400000, user, model, ts_ms);
+CREATE INDEX IF NOT EXISTS claude_prompts_user ON claude_prompts(user, ts_ms, model);
 CREATE INDEX IF NOT EXISTS claude_prompts_session ON claude_prompts(session, model);
 CREATE TABLE IF NOT EXISTS quota_overrides (
     user TEXT PRIMARY KEY,
@@ -98,7 +107,12 @@ impl Db {
     pub fn open(path: &Path) -> anyhow::Result<Db> {
         use anyhow::Context as _;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .with_context(|| format!("creating {}", dir.display()))?;
         }
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -153,6 +167,38 @@ pub struct Batch<'a> {
     pub records: Vec<Record>,
 }
 
+/// Lines of one assistant message folded into one record (in the order the
+/// messages first appear): Claude Code writes a line per content block.
+fn merge(records: &[Record]) -> Vec<Record> {
+    let mut out: Vec<Record> = Vec::with_capacity(records.len());
+    let mut at: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for rec in records {
+        if let Record::Assistant {
+            message_id,
+            tokens,
+            tools,
+            ..
+        } = rec
+        {
+            if let Some(&i) = at.get(message_id.as_str()) {
+                if let Record::Assistant {
+                    tokens: t,
+                    tools: tl,
+                    ..
+                } = &mut out[i]
+                {
+                    *t = t.max(*tokens);
+                    tl.extend(tools.iter().cloned());
+                }
+                continue;
+            }
+            at.insert(message_id, out.len());
+        }
+        out.push(rec.clone());
+    }
+    out
+}
+
 /// Store a batch: messages (merged by id), tools and prompts (once each by
 /// id), the file's offset, all or nothing.
 pub fn store_batch(
@@ -186,7 +232,7 @@ pub fn store_batch(
             "UPDATE claude_prompts SET model = ?1
              WHERE session = ?2 AND model IS NULL AND ts_ms <= ?3",
         )?;
-        for rec in &b.records {
+        for rec in &merge(&b.records) {
             match rec {
                 Record::Prompt { meta, summary } => {
                     prompt.execute(params![

@@ -97,7 +97,6 @@ fn cipher(data_dir: &Path, create: bool) -> anyhow::Result<Option<ChaCha20Poly13
             Ok(Some(ChaCha20Poly1305::new(Key::from_slice(&bytes))))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && create => {
-            std::fs::create_dir_all(data_dir)?;
             let mut key = [0u8; 32];
             rand::fill(&mut key);
             let mut f = std::fs::OpenOptions::new()

@@ -8,6 +8,8 @@ use chrono::{DateTime, Datelike, Duration as Days, NaiveDate, Utc};
 use rusqlite::{params_from_iter, Connection};
 use serde::Serialize;
 
+/// A UTC day in milliseconds; `ts_ms / 86400000` (spelt like this in the
+/// covering indexes of `db.rs`) is the day number.
 pub const DAY_MS: i64 = 86_400_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

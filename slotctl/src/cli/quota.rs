@@ -196,7 +196,7 @@ pub async fn run(ctx: &Ctx, cmd: QuotaCmd) -> anyhow::Result<ExitCode> {
             if let Some(n) = note {
                 body.insert("note".into(), json!(n));
             }
-            if body == before && !before.is_empty() {
+            if body == before {
                 return Err(Usage(
                     "nothing to change: give at least one limit, --exempt-for or --note".into(),
                 )
