@@ -644,3 +644,78 @@ async fn signed_in_owner_over_quota_is_refused_but_an_administrator_is_let_in() 
     c.input("echo admin-$((40+2))\r").await.unwrap();
     c.expect("admin-42", T).await.unwrap();
 }
+
+/// One turn of a generated session: a prompt, an assistant message written
+/// as two lines (text, tool use) and a tool result.
+fn turn(session: &str, n: usize) -> String {
+    let common = format!(
+        r#""sessionId":"{session}","cwd":"/work/big","timestamp":"2026-11-22T10:00:00.000Z""#
+    );
+    let usage = format!(
+        r#""usage":{{"input_tokens":3,"cache_creation_input_tokens":10,"cache_read_input_tokens":5000,"output_tokens":{}}}"#,
+        n % 100 + 1
+    );
+    format!(
+        "{{\"type\":\"user\",\"uuid\":\"{session}-{n}-u\",{common},\"message\":{{\"role\":\"user\",\"content\":\"step {n}: keep going with the refactor\"}}}}\n\
+         {{\"type\":\"assistant\",\"uuid\":\"{session}-{n}-a\",{common},\"message\":{{\"id\":\"msg_{session}_{n}\",\"model\":\"claude-haiku-4-5\",\"content\":[{{\"type\":\"text\",\"text\":\"On it.\"}}],{usage}}}}}\n\
+         {{\"type\":\"assistant\",\"uuid\":\"{session}-{n}-b\",{common},\"message\":{{\"id\":\"msg_{session}_{n}\",\"model\":\"claude-haiku-4-5\",\"content\":[{{\"type\":\"tool_use\",\"id\":\"toolu_{session}_{n}\",\"name\":\"Read\",\"input\":{{\"file_path\":\"/work/big/f.rs\"}}}}],{usage}}}}}\n\
+         {{\"type\":\"user\",\"uuid\":\"{session}-{n}-r\",{common},\"message\":{{\"role\":\"user\",\"content\":[{{\"type\":\"tool_result\",\"tool_use_id\":\"toolu_{session}_{n}\",\"content\":\"ok\"}}]}}}}\n"
+    )
+}
+
+#[tokio::test]
+async fn kill9_in_the_middle_of_a_large_transcript_loses_and_repeats_nothing() {
+    let mut env = TestEnv::new(&[], "");
+    env.append_config(CLAUDE);
+    let dir = projects(&env, "dora").join("-work-big");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("big.jsonl");
+    let turns = 40_000;
+    let mut text = String::new();
+    for n in 0..turns {
+        text.push_str(&turn("big", n));
+    }
+    std::fs::write(&path, &text).unwrap();
+    let len = text.len() as u64;
+    let output: u64 = (0..turns as u64).map(|n| n % 100 + 1).sum();
+
+    env.start_daemon().await;
+    // Kill -9 as soon as part of the file is stored, not all of it.
+    let deadline = std::time::Instant::now() + T;
+    let at_kill = loop {
+        let ing = get(&env, "/v1/usage/ingest").await;
+        let offset = ing["files"][0]["offset"].as_u64().unwrap_or(0);
+        if offset > 0 {
+            break offset;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ingestion never started"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    env.kill_daemon();
+    assert!(
+        at_kill < len,
+        "the daemon was killed mid-file ({at_kill} of {len} bytes)"
+    );
+
+    env.start_daemon().await;
+    wait_for("the whole file", Duration::from_secs(120), || async {
+        get(&env, "/v1/usage/ingest").await["files"][0]["offset"] == len
+    })
+    .await;
+    let ing = get(&env, "/v1/usage/ingest").await;
+    assert_eq!(
+        ing["files"][0]["lines"],
+        turns as u64 * 4,
+        "each line read once: {ing}"
+    );
+    let u = get(&env, "/v1/usage?group=user").await;
+    let dora = user_row(&u, "dora").unwrap();
+    assert_eq!(dora["messages"], turns as u64);
+    assert_eq!(dora["prompts"], turns as u64);
+    assert_eq!(dora["tool_calls"], turns as u64);
+    assert_eq!(dora["output_tokens"], output);
+    assert_eq!(dora["input_tokens"], 3 * turns as u64);
+}
