@@ -272,14 +272,20 @@ async fn list_quotas(
     .await
 }
 
+/// A user's quota status now.
+fn status_now(
+    c: &Claude,
+    conn: &rusqlite::Connection,
+    user: &str,
+) -> Result<Json<quota::Status>, ApiError> {
+    quota::status(conn, &c.cfg.quotas, user, crate::clock::now_ms() as i64)
+        .map(Json)
+        .map_err(internal)
+}
+
 async fn get_quota(State(c): S, Path(user): Path<String>) -> Result<Json<quota::Status>, ApiError> {
     let user = user_name(&user)?;
-    with_db(&c, move |c, conn| {
-        quota::status(conn, &c.cfg.quotas, &user, crate::clock::now_ms() as i64)
-            .map(Json)
-            .map_err(internal)
-    })
-    .await
+    with_db(&c, move |c, conn| status_now(c, conn, &user)).await
 }
 
 async fn put_quota(
@@ -295,9 +301,7 @@ async fn put_quota(
     with_db(&c, move |c, conn| {
         quota::set_override(conn, &user, &ov).map_err(internal)?;
         tracing::info!(user = %user, "quota override set");
-        quota::status(conn, &c.cfg.quotas, &user, crate::clock::now_ms() as i64)
-            .map(Json)
-            .map_err(internal)
+        status_now(c, conn, &user)
     })
     .await
 }
@@ -316,9 +320,7 @@ async fn clear_quota(
             ));
         }
         tracing::info!(user = %user, "quota override cleared");
-        quota::status(conn, &c.cfg.quotas, &user, crate::clock::now_ms() as i64)
-            .map(Json)
-            .map_err(internal)
+        status_now(c, conn, &user)
     })
     .await
 }

@@ -171,21 +171,11 @@ pub fn usage(conn: &Connection, g: Group, f: &Filter) -> rusqlite::Result<UsageA
     };
     let (w, v) = f.sql(true);
     let mut st = conn.prepare(&format!(
-        "SELECT ts_ms / {DAY_MS}, user, model, SUM(input_tokens), SUM(output_tokens),
-                SUM(cache_read_tokens), SUM(cache_write_tokens), SUM(cost_usd), COUNT(*)
-         FROM claude_messages WHERE 1=1{w} GROUP BY 1, 2, 3"
+        "SELECT ts_ms / {DAY_MS}, user, model, {SUMS} FROM claude_messages WHERE 1=1{w} GROUP BY 1, 2, 3"
     ))?;
     let mut q = st.query(params_from_iter(v.iter()))?;
     while let Some(r) = q.next()? {
-        let s = Sums {
-            input_tokens: r.get::<_, i64>(3)? as u64,
-            output_tokens: r.get::<_, i64>(4)? as u64,
-            cache_read_tokens: r.get::<_, i64>(5)? as u64,
-            cache_write_tokens: r.get::<_, i64>(6)? as u64,
-            cost_usd: r.get(7)?,
-            messages: r.get::<_, i64>(8)? as u64,
-            ..Sums::default()
-        };
+        let s = sums_at(r, 3)?;
         rows.entry(key(r.get(0)?, r.get(1)?, r.get(2)?))
             .or_default()
             .add(&s);
@@ -248,23 +238,29 @@ pub fn usage(conn: &Connection, g: Group, f: &Filter) -> rusqlite::Result<UsageA
 /// Sums for one user in `[since, until)`.
 pub fn sums(conn: &Connection, user: &str, since: i64, until: i64) -> rusqlite::Result<Sums> {
     conn.query_row(
-        "SELECT COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0),
-                COALESCE(SUM(cache_read_tokens),0), COALESCE(SUM(cache_write_tokens),0),
-                COALESCE(SUM(cost_usd),0.0), COUNT(*)
-         FROM claude_messages WHERE user = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
+        &format!(
+            "SELECT {SUMS} FROM claude_messages WHERE user = ?1 AND ts_ms >= ?2 AND ts_ms < ?3"
+        ),
         rusqlite::params![user, since, until],
-        |r| {
-            Ok(Sums {
-                input_tokens: r.get::<_, i64>(0)? as u64,
-                output_tokens: r.get::<_, i64>(1)? as u64,
-                cache_read_tokens: r.get::<_, i64>(2)? as u64,
-                cache_write_tokens: r.get::<_, i64>(3)? as u64,
-                cost_usd: r.get(4)?,
-                messages: r.get::<_, i64>(5)? as u64,
-                ..Sums::default()
-            })
-        },
+        |r| sums_at(r, 0),
     )
+}
+
+/// The message sums as SQL, read back by [`sums_at`].
+const SUMS: &str = "COALESCE(SUM(input_tokens),0), COALESCE(SUM(output_tokens),0), \
+    COALESCE(SUM(cache_read_tokens),0), COALESCE(SUM(cache_write_tokens),0), \
+    COALESCE(SUM(cost_usd),0.0), COUNT(*)";
+
+fn sums_at(r: &rusqlite::Row<'_>, i: usize) -> rusqlite::Result<Sums> {
+    Ok(Sums {
+        input_tokens: r.get::<_, i64>(i)? as u64,
+        output_tokens: r.get::<_, i64>(i + 1)? as u64,
+        cache_read_tokens: r.get::<_, i64>(i + 2)? as u64,
+        cache_write_tokens: r.get::<_, i64>(i + 3)? as u64,
+        cost_usd: r.get(i + 4)?,
+        messages: r.get::<_, i64>(i + 5)? as u64,
+        ..Sums::default()
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]

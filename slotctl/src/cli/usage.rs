@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::activity::{query_string, time_arg};
 use super::{print_json, table, Ctx, Usage};
 
 #[derive(Debug, Args)]
@@ -36,28 +37,6 @@ pub struct UsageArgs {
     pub limit: usize,
 }
 
-/// A relative duration becomes an absolute time in ms; anything else goes
-/// to the API as written (it validates).
-fn time_arg(s: &str) -> String {
-    match slotapi::config::parse_duration(s) {
-        Ok(d) if s.chars().any(|c| c.is_ascii_alphabetic()) => {
-            (crate::clock::now_ms().saturating_sub(d.as_millis() as u64)).to_string()
-        }
-        _ => s.to_string(),
-    }
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 fn cost(v: &serde_json::Value) -> String {
     format!("${:.4}", v.as_f64().unwrap_or(0.0))
 }
@@ -71,41 +50,30 @@ fn s(v: &serde_json::Value) -> String {
 }
 
 pub async fn run(ctx: &Ctx, a: UsageArgs) -> anyhow::Result<ExitCode> {
-    let mut q: Vec<(String, String)> = Vec::new();
-    if let Some(u) = &a.user {
-        q.push(("user".into(), u.clone()));
+    if !a.tools && !a.prompts && !["day", "week", "month", "user", "model"].contains(&a.by.as_str())
+    {
+        return Err(Usage(format!(
+            "--by {:?}: use day, week, month, user or model",
+            a.by
+        ))
+        .into());
     }
-    if let Some(t) = &a.since {
-        q.push(("since".into(), time_arg(t)));
-    }
-    if let Some(t) = &a.until {
-        q.push(("until".into(), time_arg(t)));
-    }
-    if let Some(m) = &a.model {
-        q.push(("model".into(), m.clone()));
-    }
+    let mut pairs: Vec<(&str, Option<String>)> = vec![
+        ("user", a.user.clone()),
+        ("since", a.since.as_deref().map(time_arg)),
+        ("until", a.until.as_deref().map(time_arg)),
+        ("model", a.model.clone()),
+    ];
     let route = if a.tools {
         "/v1/usage/tools"
     } else if a.prompts {
-        q.push(("limit".into(), a.limit.to_string()));
+        pairs.push(("limit", Some(a.limit.to_string())));
         "/v1/usage/prompts"
     } else {
-        if !["day", "week", "month", "user", "model"].contains(&a.by.as_str()) {
-            return Err(Usage(format!(
-                "--by {:?}: use day, week, month, user or model",
-                a.by
-            ))
-            .into());
-        }
-        q.push(("group".into(), a.by.clone()));
+        pairs.push(("group", Some(a.by.clone())));
         "/v1/usage"
     };
-    let qs: Vec<String> = q.iter().map(|(k, v)| format!("{k}={}", enc(v))).collect();
-    let path = if qs.is_empty() {
-        route.to_string()
-    } else {
-        format!("{route}?{}", qs.join("&"))
-    };
+    let path = format!("{route}{}", query_string(&pairs));
     let v: serde_json::Value = ctx
         .client()
         .get_json(&path)
