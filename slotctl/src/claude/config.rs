@@ -133,6 +133,7 @@ struct Raw {
     prompt_chars: Option<usize>,
     #[serde(default, deserialize_with = "human::opt_duration")]
     rescan_interval: Option<Duration>,
+    prompt_retention: Option<String>,
     #[serde(default)]
     prices: BTreeMap<String, Price>,
     #[serde(default)]
@@ -147,6 +148,9 @@ pub struct ClaudeConfig {
     pub prompt_chars: usize,
     /// Full rescan period, the fallback when inotify misses something.
     pub rescan_interval: Duration,
+    /// How long prompt summaries keep their text (`None`: forever). The
+    /// rows stay, so prompt counts in usage do not change.
+    pub prompt_retention: Option<Duration>,
     pub prices: Prices,
     /// Default quotas for every user.
     pub quotas: Limits,
@@ -158,6 +162,7 @@ impl Default for ClaudeConfig {
             watch: true,
             prompt_chars: 200,
             rescan_interval: Duration::from_secs(30),
+            prompt_retention: Some(Duration::from_secs(180 * 86_400)),
             prices: Prices::default(),
             quotas: Limits::default(),
         }
@@ -180,6 +185,20 @@ impl ClaudeConfig {
                 "must be at least 100ms",
             ));
         }
+        let prompt_retention = match raw.prompt_retention.as_deref() {
+            None => d.prompt_retention,
+            Some("off") | Some("never") | Some("forever") => None,
+            Some(s) => match slotapi::config::parse_duration(s) {
+                Ok(v) if v >= Duration::from_secs(3600) => Some(v),
+                Ok(_) => {
+                    return Err(err(
+                        "claude.prompt_retention".into(),
+                        "must be at least 1h, or \"off\"",
+                    ))
+                }
+                Err(r) => return Err(err("claude.prompt_retention".into(), &r)),
+            },
+        };
         let mut prices = d.prices;
         for (model, p) in raw.prices {
             for (field, v) in [
@@ -205,6 +224,7 @@ impl ClaudeConfig {
             watch: raw.watch.unwrap_or(true),
             prompt_chars,
             rescan_interval,
+            prompt_retention,
             prices,
             quotas: raw.quotas,
         })
@@ -268,6 +288,11 @@ mod tests {
         assert!(c.prices.lookup("my-model-x").is_some());
         assert_eq!(c.prices.lookup("claude-opus-4-5").unwrap().input, 5.0);
         assert_eq!(c.quotas.daily_tokens, Some(1000));
+        assert_eq!(c.prompt_retention, Some(Duration::from_secs(180 * 86_400)));
+        let c = parse("[claude]\nprompt_retention = \"off\"\n").unwrap();
+        assert_eq!(c.prompt_retention, None);
+        let e = parse("[claude]\nprompt_retention = \"5m\"\n").unwrap_err();
+        assert_eq!(e.key, "claude.prompt_retention");
 
         let e = parse(
             "[claude.prices]\nx = { input = -1, output = 1, cache_write = 1, cache_read = 1 }\n",

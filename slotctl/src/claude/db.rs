@@ -313,3 +313,67 @@ pub fn store_batch(
     }
     tx.commit()
 }
+
+/// Blank the text of prompt summaries older than `cutoff_ms` (the rows and
+/// so the prompt counts stay). Returns how many were blanked.
+pub fn expire_prompts(conn: &Connection, cutoff_ms: i64) -> rusqlite::Result<usize> {
+    conn.execute(
+        "UPDATE claude_prompts SET summary = '' WHERE ts_ms < ?1 AND summary != ''",
+        [cutoff_ms],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claude::transcript::{parse_line, Record};
+
+    #[test]
+    fn a_batch_is_stored_once_and_old_prompt_text_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::open(&dir.path().join(FILE)).unwrap();
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join(
+            "../tests/fixtures/claude/alice/-work-shop/6f1c2a9e-3b1d-4c55-9a0e-1d2f3c4b5a60.jsonl",
+        ))
+        .unwrap();
+        let records: Vec<Record> = text
+            .lines()
+            .filter_map(|l| parse_line(l, 100).ok())
+            .collect();
+        let batch = |offset| Batch {
+            path: "f",
+            user: "alice",
+            inode: 1,
+            offset,
+            lines: 3,
+            malformed: 0,
+            records: records.clone(),
+        };
+        let mut conn = db.lock();
+        store_batch(&mut conn, &batch(10), |_, t| t.output as f64).unwrap();
+        // The same lines again (a file read twice) add nothing.
+        store_batch(&mut conn, &batch(20), |_, t| t.output as f64).unwrap();
+        let (n, out, cost): (i64, i64, f64) = conn
+            .query_row(
+                "SELECT COUNT(*), SUM(output_tokens), SUM(cost_usd) FROM claude_messages",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!((n, out, cost), (3, 566, 566.0));
+        let tools: i64 = conn
+            .query_row("SELECT COUNT(*) FROM claude_tools", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tools, 3);
+        assert_eq!(file_state(&conn, "f").unwrap().unwrap().offset, 20);
+
+        // 2026-11-20T09:01Z: the first prompt is older, the second is not.
+        assert_eq!(expire_prompts(&conn, 1_795_165_260_000).unwrap(), 1);
+        let page = crate::claude::query::prompts(&conn, &Default::default(), 10, None).unwrap();
+        assert_eq!(page.items.len(), 1, "expired text is not listed");
+        let count: i64 = conn
+            .query_row("SELECT COUNT(*) FROM claude_prompts", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(count, 2, "the prompt still counts");
+    }
+}

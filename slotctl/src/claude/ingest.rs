@@ -255,7 +255,24 @@ pub fn spawn(claude: Arc<Claude>) {
         };
         let mut watched: HashSet<PathBuf> = HashSet::new();
         let every = claude.cfg.rescan_interval;
+        let mut expired_at: Option<tokio::time::Instant> = None;
         loop {
+            if let Some(keep) = claude.cfg.prompt_retention {
+                if expired_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                    expired_at = Some(tokio::time::Instant::now());
+                    let c = claude.clone();
+                    let cutoff = crate::clock::now_ms().saturating_sub(keep.as_millis() as u64);
+                    let done = tokio::task::spawn_blocking(move || {
+                        super::db::expire_prompts(&c.db.lock(), cutoff as i64)
+                    })
+                    .await;
+                    match done {
+                        Ok(Ok(n)) if n > 0 => info!(prompts = n, "expired old prompt summaries"),
+                        Ok(Err(e)) => warn!(error = %e, "expiring prompt summaries"),
+                        _ => {}
+                    }
+                }
+            }
             let c = claude.clone();
             let Ok((pass, dirs)) = tokio::task::spawn_blocking(move || c.scan()).await else {
                 return;

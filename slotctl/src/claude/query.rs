@@ -323,7 +323,7 @@ pub fn prompts(
     v.push(Value::Integer(limit as i64 + 1));
     let mut st = conn.prepare(&format!(
         "SELECT ts_ms, user, session, project, summary, model, uuid FROM claude_prompts
-         WHERE 1=1{w} ORDER BY ts_ms DESC, uuid DESC LIMIT ?"
+         WHERE summary != ''{w} ORDER BY ts_ms DESC, uuid DESC LIMIT ?"
     ))?;
     let mut rows: Vec<(PromptItem, String)> = st
         .query_map(params_from_iter(v.iter()), |r| {
