@@ -719,3 +719,27 @@ async fn kill9_in_the_middle_of_a_large_transcript_loses_and_repeats_nothing() {
     assert_eq!(dora["output_tokens"], output);
     assert_eq!(dora["input_tokens"], 3 * turns as u64);
 }
+
+#[tokio::test]
+async fn file_events_alone_bring_new_transcripts_in() {
+    // A rescan only every hour: what arrives within seconds came by inotify.
+    let mut env = TestEnv::new(&[], "");
+    env.append_config("[claude]\nrescan_interval = \"1h\"\n");
+    env.start_daemon().await;
+    // A user's HOME and transcript directory appear after the daemon started.
+    copy_dir(&fixtures().join("bob"), &projects(&env, "bob"));
+    wait_for("bob's transcript, through file events", T, || async {
+        let u = get(&env, "/v1/usage?group=user").await;
+        user_row(&u, "bob").is_some_and(|b| b["output_tokens"] == 200)
+    })
+    .await;
+    // A line appended to a watched file.
+    let file =
+        projects(&env, "bob").join("-home-bob-api/0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f.jsonl");
+    append(&file, &today_line("msg_bob_2", 7));
+    wait_for("the appended line, through file events", T, || async {
+        let u = get(&env, "/v1/usage?group=user").await;
+        user_row(&u, "bob").is_some_and(|b| b["output_tokens"] == 210)
+    })
+    .await;
+}

@@ -286,6 +286,7 @@ pub fn spawn(claude: Arc<Claude>) {
                     "ingested Claude Code transcripts"
                 );
             }
+            let mut added = false;
             if let Some(w) = watcher.as_mut() {
                 watched.retain(|d| d.is_dir());
                 for (dir, recursive) in dirs {
@@ -299,8 +300,14 @@ pub fn spawn(claude: Arc<Claude>) {
                     };
                     if w.watch(&dir, mode).is_ok() {
                         watched.insert(dir);
+                        added = true;
                     }
                 }
+            }
+            if added {
+                // What was written after that pass walked a directory but
+                // before its watch existed: one more pass catches it.
+                continue;
             }
             tokio::select! {
                 got = rx.recv() => {

@@ -46,6 +46,14 @@ impl Claude {
     pub fn launch(data_dir: &std::path::Path, cfg: ClaudeConfig) -> anyhow::Result<Arc<Claude>> {
         let c = Self::open(data_dir, cfg)?;
         if c.cfg.watch {
+            // Watched from the start, so the first user's HOME is seen at once.
+            use std::os::unix::fs::DirBuilderExt;
+            let users = ingest::users_dir(data_dir);
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&users)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", users.display()))?;
             ingest::spawn(c.clone());
         }
         Ok(c)
