@@ -622,16 +622,24 @@ impl ProxyHttp for Gateway {
         }
 
         // A new terminal session (the page in a browser, or the WebSocket)
-        // is refused while the slot's owner is over their Claude quota.
+        // that can type is refused while the slot's owner is over their
+        // Claude quota; read-only viewers cannot spend, so they watch on.
         let new_session = match route {
             Route::Slot { kind, .. } => {
-                kind == SlotRequest::Ws || (kind == SlotRequest::Page && ctx.html)
+                (kind == SlotRequest::Ws || (kind == SlotRequest::Page && ctx.html))
+                    && ctx.access != Some("read_only")
             }
             _ => false,
         };
         if let Some(reply) = self
             .quotas
-            .admit(new_session, &id, acl.as_ref(), ctx.identity.as_ref(), ctx.html)
+            .admit(
+                new_session,
+                &id,
+                acl.as_ref(),
+                ctx.identity.as_ref(),
+                ctx.html,
+            )
             .await
         {
             return self.reply(session, ctx, reply).await;

@@ -5,8 +5,9 @@
 //!
 //! The owner's quota counts because Claude Code's usage is accounted to the
 //! HOME it runs in, which is the owner's. Administrators are never refused
-//! (they are the ones who raise quotas). Sessions already open are left
-//! alone. Answers are cached for a few seconds per owner so a page load
+//! (they are the ones who raise quotas), nor are read-only viewers (the
+//! gateway does not ask for them: they cannot spend). Sessions already open
+//! are left alone. Answers are cached for a few seconds per owner so a page load
 //! asks once; when slotctl cannot answer, the door stays open (accounting
 //! must not take terminals down) and the gateway logs a warning.
 

@@ -570,7 +570,7 @@ async fn session(gw: &Slotgate, name: &str, role: identity::access::Role) -> Str
 }
 
 #[tokio::test]
-async fn signed_in_owner_over_quota_is_refused_but_an_administrator_is_let_in() {
+async fn signed_in_owner_over_quota_is_refused_but_an_administrator_and_a_viewer_are_let_in() {
     use identity::access::Role;
     let mut env = TestEnv::new(&[], "");
     env.append_config(&format!(
@@ -597,6 +597,11 @@ async fn signed_in_owner_over_quota_is_refused_but_an_administrator_is_let_in() 
     .unwrap();
     let alice = session(&gw, "alice", Role::User).await;
     let root = session(&gw, "root", Role::Admin).await;
+    let vic = session(&gw, "vic", Role::User).await;
+    identity::store::Store::open(&gw.paths.data_dir.join("identity.db"))
+        .unwrap()
+        .grant("alice", "vic", "viewer")
+        .unwrap();
 
     let page = gw
         .request(
@@ -621,6 +626,18 @@ async fn signed_in_owner_over_quota_is_refused_but_an_administrator_is_let_in() 
     )
     .await;
     assert!(refused.is_err(), "alice's WebSocket is refused");
+
+    // A read-only viewer of alice's slot cannot spend: they may watch.
+    let stream = gw.connect().await.unwrap();
+    let mut v = slotgate_tests::gateway::tty_over(
+        stream,
+        &gw.authority(),
+        "/slot/alice/ws",
+        &[("Cookie", &vic)],
+    )
+    .await
+    .expect("a viewer's read-only terminal opens");
+    v.drain_for(Duration::from_millis(200)).await;
 
     // The administrator is not refused (and is the one who raises quotas).
     let page = gw
