@@ -25,8 +25,11 @@ use super::db::{self, Batch};
 use super::transcript::{self, Skip};
 use super::Claude;
 
-/// Largest chunk read per transaction.
+/// Bytes read per transaction.
 const CHUNK: usize = 4 << 20;
+/// Longest line read (a pasted image makes a user line of megabytes);
+/// longer ones are counted malformed and skipped.
+const MAX_LINE: usize = 64 << 20;
 /// Directory depth searched under `projects/` (subagent transcripts sit at
 /// `<project>/<session>/subagents/*.jsonl`).
 const MAX_DEPTH: usize = 4;
@@ -119,8 +122,9 @@ impl Claude {
         }
         pass.files = 1;
         let mut buf = Vec::new();
+        let mut chunk = CHUNK;
         loop {
-            let want = ((len.saturating_sub(offset)) as usize).min(CHUNK);
+            let want = ((len.saturating_sub(offset)) as usize).min(chunk);
             if want == 0 {
                 break;
             }
@@ -128,10 +132,15 @@ impl Claude {
             buf.clear();
             (&mut f).take(want as u64).read_to_end(&mut buf)?;
             let Some(last_nl) = buf.iter().rposition(|b| *b == b'\n') else {
-                if want == CHUNK {
-                    // One line longer than a chunk: count it malformed and
-                    // skip to its end so the file does not stall.
-                    warn!(file = %key, offset, "transcript line longer than {CHUNK} bytes skipped");
+                if want == CHUNK && chunk < MAX_LINE {
+                    // A line longer than a chunk: read it whole.
+                    chunk = MAX_LINE;
+                    continue;
+                }
+                if want == MAX_LINE {
+                    // Longer still: count it malformed and skip to its end
+                    // so the file does not stall.
+                    warn!(file = %key, offset, "transcript line longer than {MAX_LINE} bytes skipped");
                     let mut b = [0u8; 8192];
                     let mut skipped = buf.len() as u64;
                     loop {
@@ -162,6 +171,7 @@ impl Claude {
                 }
                 break; // only a partial line: wait for the rest
             };
+            chunk = CHUNK;
             let complete = &buf[..=last_nl];
             let mut records = Vec::new();
             let (mut lines, mut malformed) = (0u64, 0u64);
@@ -322,4 +332,51 @@ pub fn spawn(claude: Arc<Claude>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::claude::ClaudeConfig;
+
+    #[test]
+    fn partial_lines_wait_and_lines_longer_than_a_chunk_are_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Claude::open(dir.path(), ClaudeConfig::default()).unwrap();
+        let p = projects_dir(dir.path(), "ann").join("-w");
+        std::fs::create_dir_all(&p).unwrap();
+        let file = p.join("s.jsonl");
+        // A prompt with a pasted image: one line of 5 MiB.
+        let big = format!(
+            r#"{{"type":"user","uuid":"u1","sessionId":"s","timestamp":"2026-11-20T10:00:00Z","message":{{"role":"user","content":[{{"type":"text","text":"what is in this picture?"}},{{"type":"image","source":{{"type":"base64","media_type":"image/png","data":"{}"}}}}]}}}}"#,
+            "A".repeat(5 << 20)
+        );
+        let reply = r#"{"type":"assistant","uuid":"a1","sessionId":"s","timestamp":"2026-11-20T10:00:05Z","message":{"id":"msg_1","model":"claude-haiku-4-5","content":[{"type":"text","text":"A cat."}],"usage":{"input_tokens":1500,"output_tokens":4}}}"#;
+        std::fs::write(&file, format!("{big}\n{}", &reply[..40])).unwrap();
+        let pass = c.ingest_file(&file, "ann").unwrap();
+        assert_eq!((pass.lines, pass.records, pass.malformed), (1, 1, 0));
+        let stored = db::file_state(&c.db.lock(), &file.display().to_string())
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            stored.offset,
+            big.len() as u64 + 1,
+            "the partial line is left"
+        );
+        // The rest of the line arrives.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&file)
+            .unwrap();
+        writeln!(f, "{}", &reply[40..]).unwrap();
+        let pass = c.ingest_file(&file, "ann").unwrap();
+        assert_eq!((pass.lines, pass.records), (1, 1));
+        let pass = c.ingest_file(&file, "ann").unwrap();
+        assert_eq!(pass, Pass::default(), "nothing is read twice");
+        let page =
+            super::super::query::prompts(&c.db.lock(), &Default::default(), 5, None).unwrap();
+        assert_eq!(page.items[0].summary, "what is in this picture?");
+        assert_eq!(page.items[0].model.as_deref(), Some("claude-haiku-4-5"));
+    }
 }
