@@ -129,6 +129,24 @@ impl Db {
         })
     }
 
+    /// Open the store only if it exists and has the Claude tables, without
+    /// migrating (the supervisor's path: quick, never creates anything).
+    pub fn open_existing(path: &Path) -> anyhow::Result<Option<Db>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        conn.busy_timeout(Duration::from_secs(2))?;
+        let ready: bool = conn.query_row(
+            "SELECT EXISTS(SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'claude_keys')",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(ready.then(|| Db {
+            conn: Mutex::new(conn),
+        }))
+    }
+
     pub fn lock(&self) -> MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }

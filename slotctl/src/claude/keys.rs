@@ -318,11 +318,10 @@ pub fn for_user(conn: &Connection, data_dir: &Path, user: &str) -> anyhow::Resul
 /// just before it spawns ttyd). A failure leaves the slot without a key and
 /// says why, without the key, in the daemon's log.
 pub fn inject(data_dir: &Path, owner: &str, env: &mut std::collections::BTreeMap<String, String>) {
-    let db_path = super::db::path(data_dir);
-    if !db_path.exists() {
-        return;
-    }
-    let found = super::db::Db::open(&db_path).and_then(|db| for_user(&db.lock(), data_dir, owner));
+    let found = super::db::Db::open_existing(&super::db::path(data_dir)).and_then(|db| match db {
+        Some(db) => for_user(&db.lock(), data_dir, owner),
+        None => Ok(None),
+    });
     match found {
         Ok(Some(secret)) => {
             env.insert(ENV.into(), secret.0);
