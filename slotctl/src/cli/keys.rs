@@ -157,6 +157,9 @@ pub fn run(ctx: &Ctx, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             let (kind, who) = target(&t)?;
             let secret = read_secret(from_file)?;
             keys::put(&conn, data_dir, kind, &who, &secret)?;
+            if kind == "user" && keys::mode(&conn)? != Mode::PerUser {
+                eprintln!("note: the key mode is {}; user keys are used in mode per_user (slotctl keys mode per_user)", keys::mode(&conn)?.as_str());
+            }
             eprintln!(
                 "stored the {kind} key{} (encrypted)",
                 if kind == "user" {
@@ -184,6 +187,9 @@ pub fn run(ctx: &Ctx, cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             let n = name(&n)?;
             let secret = read_secret(from_file)?;
             keys::put(&conn, data_dir, "pool", &n, &secret)?;
+            if keys::mode(&conn)? != Mode::Pool {
+                eprintln!("note: the key mode is {}; pool keys are used in mode pool (slotctl keys mode pool)", keys::mode(&conn)?.as_str());
+            }
             eprintln!("stored pool key {n} (encrypted)");
         }
         KeysCmd::Pool(PoolCmd::Remove { name: n }) => {
