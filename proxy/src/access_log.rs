@@ -55,6 +55,17 @@ pub struct Entry<'a> {
     /// administrator in a slot that is not theirs: the audit trail).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub access: Option<&'a str>,
+    /// WebSocket lines only: the session's recording.
+    #[serde(flatten)]
+    pub recording: Option<RecordingFields>,
+}
+
+/// `recording` and `recording_bytes` of a WebSocket line.
+#[derive(Debug, Default, Serialize)]
+pub struct RecordingFields {
+    /// Absolute path of the `.cast` file; `None` when not recorded.
+    pub recording: Option<String>,
+    pub recording_bytes: u64,
 }
 
 pub fn timestamp(t: SystemTime) -> String {
@@ -331,6 +342,7 @@ mod tests {
             user_agent: None,
             error: None,
             access: None,
+            recording: None,
         }
     }
 
