@@ -66,6 +66,8 @@ pub struct RecordingFields {
     /// Absolute path of the `.cast` file; `None` when not recorded.
     pub recording: Option<String>,
     pub recording_bytes: u64,
+    /// Keystrokes were recorded too (the template's `[recording] input`).
+    pub recording_input: bool,
 }
 
 pub fn timestamp(t: SystemTime) -> String {

@@ -937,8 +937,10 @@ impl ProxyHttp for Gateway {
             .map(|u| u.as_str());
         let recording = match ctx.recording.take() {
             Some(r) => {
+                let input = r.records_input();
                 let (path, bytes) = r.finish().await;
                 Some(access_log::RecordingFields {
+                    recording_input: input && path.is_some(),
                     recording: path.map(|p| p.display().to_string()),
                     recording_bytes: bytes,
                 })

@@ -320,6 +320,11 @@ impl Recording {
         tracing::warn!(path = ?self.path, error = why, "recording stopped: unparsable frames");
     }
 
+    /// Whether keystrokes are recorded.
+    pub fn records_input(&self) -> bool {
+        self.input
+    }
+
     /// The session ended: close the file and wait (bounded) for its final
     /// size. Returns (path, bytes); path `None` when nothing was recorded.
     pub async fn finish(mut self) -> (Option<PathBuf>, u64) {

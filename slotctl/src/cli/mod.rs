@@ -12,6 +12,7 @@ mod list;
 mod log_writer;
 mod logs;
 mod pm2;
+mod replay;
 mod status;
 mod user;
 
@@ -93,6 +94,23 @@ pub enum Cmd {
         /// How many lines of history.
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
+    },
+    /// Play a session recording in this terminal at its real pace.
+    Replay {
+        /// Session id (the WebSocket's request id), fetched from the daemon.
+        session: Option<String>,
+        /// Play a local .cast file instead.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Playback speed (2 = twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Cap every pause at this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        max_idle: Option<f64>,
+        /// Print the final screen as text and exit (no playback).
+        #[arg(long)]
+        dump: bool,
     },
     /// Check this host: ttyd, tmux, bubblewrap, cgroups, directories, daemon.
     Doctor,
@@ -327,6 +345,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Status { id } => status::run(&ctx, &id).await,
         Cmd::Logs { id, follow, lines } => logs::run(&ctx, &id, follow, lines).await,
         Cmd::Doctor => doctor::run(&ctx).await,
+        Cmd::Replay {
+            session,
+            file,
+            speed,
+            max_idle,
+            dump,
+        } => {
+            let args = replay::Args {
+                session,
+                file,
+                speed,
+                max_idle,
+                dump,
+            };
+            replay::run(&ctx, args).await
+        }
         Cmd::User(cmd) => user::run(&ctx, cmd),
         Cmd::Pm2 { verb } => pm2::run(&ctx, verb).await,
         Cmd::Import { what } => import::run(&ctx, what).await,
