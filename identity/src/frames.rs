@@ -666,7 +666,10 @@ mod tests {
     #[test]
     fn message_reader_enforces_masking_per_direction() {
         let mut r = MessageReader::new(Direction::ServerToClient);
-        assert_eq!(r.feed(&frame(true, 2, b"0x"), |_| {}), Err(FrameError::Masked));
+        assert_eq!(
+            r.feed(&frame(true, 2, b"0x"), |_| {}),
+            Err(FrameError::Masked)
+        );
         let mut r = MessageReader::new(Direction::ClientToServer);
         assert_eq!(
             r.feed(&server_frame(true, 2, b"0x"), |_| {}),

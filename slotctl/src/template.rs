@@ -486,4 +486,24 @@ mod tests {
             assert!(err.reason.contains(reason), "{text}: {err}");
         }
     }
+
+    #[test]
+    fn recording_input_is_off_unless_the_template_asks() {
+        let off = parse("a", Path::new("a.toml"), "command = [\"bash\"]\n").unwrap();
+        assert!(!off.record_input);
+        let on = parse(
+            "b",
+            Path::new("b.toml"),
+            "command = [\"bash\"]\n[recording]\ninput = true\n",
+        )
+        .unwrap();
+        assert!(on.record_input);
+        let err = parse(
+            "c",
+            Path::new("c.toml"),
+            "command = [\"bash\"]\n[recording]\noutput = false\n",
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("unknown field"), "{err}");
+    }
 }

@@ -91,7 +91,11 @@ fn tmux_screen(env: &TestEnv, slot: &str) -> String {
         .args(["capture-pane", "-p", "-t", slot])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     normalise(&String::from_utf8_lossy(&out.stdout))
 }
 
@@ -105,7 +109,11 @@ fn normalise(s: &str) -> String {
 }
 
 fn recording_path(line: &Value) -> PathBuf {
-    PathBuf::from(line["recording"].as_str().unwrap_or_else(|| panic!("no recording in {line}")))
+    PathBuf::from(
+        line["recording"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no recording in {line}")),
+    )
 }
 
 #[tokio::test]
@@ -124,8 +132,8 @@ async fn a_session_replays_to_the_screen_the_terminal_showed() {
     let mut live = String::new();
     wait_for("the prompt after done-42 in the pane", T, || {
         live = tmux_screen(&env, "alice");
-        let ok = live.lines().last().is_some_and(|l| !l.contains("done-42"))
-            && live.contains("done-42");
+        let ok =
+            live.lines().last().is_some_and(|l| !l.contains("done-42")) && live.contains("done-42");
         async move { ok }
     })
     .await;
@@ -137,14 +145,27 @@ async fn a_session_replays_to_the_screen_the_terminal_showed() {
     let cast = recording_path(&line);
     let (header, events) = read_cast(&cast);
     assert_eq!(header["version"], 2);
-    assert_eq!((header["width"].as_u64(), header["height"].as_u64()), (Some(120), Some(30)));
-    assert!(header["title"].as_str().unwrap().contains("alice"), "{header}");
-    assert!(events.iter().any(|e| e[1] == "r" && e[2] == "100x20"), "resize not recorded");
+    assert_eq!(
+        (header["width"].as_u64(), header["height"].as_u64()),
+        (Some(120), Some(30))
+    );
+    assert!(
+        header["title"].as_str().unwrap().contains("alice"),
+        "{header}"
+    );
+    assert!(
+        events.iter().any(|e| e[1] == "r" && e[2] == "100x20"),
+        "resize not recorded"
+    );
     let times: Vec<f64> = events.iter().map(|e| e[0].as_f64().unwrap()).collect();
     assert!(times.windows(2).all(|w| w[0] <= w[1]), "times go backwards");
 
     let replayed = replay_dump(&env, &cast);
-    assert_eq!(normalise(&replayed), live, "replayed screen differs from the live pane");
+    assert_eq!(
+        normalise(&replayed),
+        live,
+        "replayed screen differs from the live pane"
+    );
     assert!(replayed.contains("café → ok"), "{replayed}");
 }
 
@@ -164,16 +185,29 @@ async fn a_typed_key_never_reaches_the_file_and_input_is_off_by_default() {
     let cast = recording_path(&line);
     assert!(cast.is_absolute());
     let raw = std::fs::read_to_string(&cast).unwrap();
-    assert!(!raw.contains("sk-ant-"), "the key reached the recording:\n{raw}");
-    assert!(!raw.contains(&KEY[20..]), "part of the key reached the recording");
+    assert!(
+        !raw.contains("sk-ant-"),
+        "the key reached the recording:\n{raw}"
+    );
+    assert!(
+        !raw.contains(&KEY[20..]),
+        "part of the key reached the recording"
+    );
     assert!(raw.matches("[REDACTED]").count() >= 2, "{raw}");
     let (header, events) = read_cast(&cast);
     assert_eq!(header["slotgate"]["input"], false);
-    assert!(!codes(&events).contains(&"i"), "input recorded without the template asking");
+    assert!(
+        !codes(&events).contains(&"i"),
+        "input recorded without the template asking"
+    );
     assert!(codes(&events).contains(&"o"));
 
     // The log line names the file and its size; the file is private.
-    assert_eq!(line["recording_bytes"].as_u64(), Some(raw.len() as u64), "{line}");
+    assert_eq!(
+        line["recording_bytes"].as_u64(),
+        Some(raw.len() as u64),
+        "{line}"
+    );
     assert_eq!(line["recording_input"], false);
     assert!(cast.ends_with(format!("{}.cast", line["request_id"].as_str().unwrap())));
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -190,7 +224,9 @@ async fn a_template_that_asks_records_input_redacted() {
     let mut tty = gw.tty("bob").await.unwrap();
     tty.input("echo typed-$((1+1))\r").await.unwrap();
     tty.expect("typed-2", T).await.unwrap();
-    tty.input(&format!("export ANTHROPIC_API_KEY={KEY}\r")).await.unwrap();
+    tty.input(&format!("export ANTHROPIC_API_KEY={KEY}\r"))
+        .await
+        .unwrap();
     tty.input("echo after-$((2+3))\r").await.unwrap();
     tty.expect("after-5", T).await.unwrap();
     tty.close().await;
@@ -199,7 +235,10 @@ async fn a_template_that_asks_records_input_redacted() {
     assert_eq!(line["recording_input"], true, "{line}");
     let cast = recording_path(&line);
     let raw = std::fs::read_to_string(&cast).unwrap();
-    assert!(!raw.contains("sk-ant-"), "the key reached the recording:\n{raw}");
+    assert!(
+        !raw.contains("sk-ant-"),
+        "the key reached the recording:\n{raw}"
+    );
     let (header, events) = read_cast(&cast);
     assert_eq!(header["slotgate"]["input"], true);
     let typed: String = events
@@ -208,12 +247,19 @@ async fn a_template_that_asks_records_input_redacted() {
         .map(|e| e[2].as_str().unwrap())
         .collect();
     assert!(typed.contains("echo typed-$((1+1))\r"), "{typed:?}");
-    assert!(typed.contains("export ANTHROPIC_API_KEY=[REDACTED]\r"), "{typed:?}");
+    assert!(
+        typed.contains("export ANTHROPIC_API_KEY=[REDACTED]\r"),
+        "{typed:?}"
+    );
 }
 
 #[tokio::test]
 async fn max_size_truncates_and_recording_can_be_switched_off() {
-    let (_env, gw) = stack(&[("alice", "shell")], "[slotgate.recording]\nmax_size = \"4K\"\n").await;
+    let (_env, gw) = stack(
+        &[("alice", "shell")],
+        "[slotgate.recording]\nmax_size = \"4K\"\n",
+    )
+    .await;
     let mut tty = gw.tty("alice").await.unwrap();
     // tmux sends screen updates, not the raw stream: pace the output so
     // that every line reaches the client (and the recording).
@@ -232,9 +278,16 @@ async fn max_size_truncates_and_recording_can_be_switched_off() {
     assert_eq!(last[1], "m");
     assert!(last[2].as_str().unwrap().contains("truncated"), "{last}");
     let metrics = gw.get("/metrics").await.unwrap().text();
-    assert!(metrics.contains("slotgate_recordings_truncated_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("slotgate_recordings_truncated_total 1"),
+        "{metrics}"
+    );
 
-    let (env, gw) = stack(&[("carol", "shell")], "[slotgate.recording]\nenabled = false\n").await;
+    let (env, gw) = stack(
+        &[("carol", "shell")],
+        "[slotgate.recording]\nenabled = false\n",
+    )
+    .await;
     let mut tty = gw.tty("carol").await.unwrap();
     tty.input("echo off-$((2*2))\r").await.unwrap();
     tty.expect("off-4", T).await.unwrap();

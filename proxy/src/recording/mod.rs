@@ -16,6 +16,8 @@ pub mod redact;
 pub mod utf8;
 pub mod writer;
 
+#[cfg(test)]
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicU64};
@@ -112,7 +114,10 @@ pub struct Recorder {
 
 impl Recorder {
     /// Start the writer thread; fails when the directory cannot be made.
-    pub fn start(cfg: &RecordingConfig, metrics: Arc<Metrics>) -> std::io::Result<Option<Recorder>> {
+    pub fn start(
+        cfg: &RecordingConfig,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Option<Recorder>> {
         if !cfg.enabled {
             return Ok(None);
         }
@@ -354,5 +359,175 @@ impl Drop for Recording {
             self.shared.closed.store(true, Release);
             let _ = self.tx.try_send(Msg::Close { id: self.id });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(dir: &Path, max_size: u64, max_total: u64) -> RecordingConfig {
+        RecordingConfig {
+            enabled: true,
+            dir: dir.to_path_buf(),
+            max_size,
+            max_total,
+            retention: Some(Duration::from_secs(3600)),
+            patterns: Patterns::new(true, &[]).unwrap(),
+            queue: 1024,
+        }
+    }
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("sg-rec-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    /// A WebSocket frame; masked like a client's when `mask` is set.
+    fn frame(opcode: u8, fin: bool, payload: &[u8], mask: bool) -> Vec<u8> {
+        let m = [0x11, 0x22, 0x33, 0x44];
+        let mut f = vec![(if fin { 0x80 } else { 0 }) | opcode];
+        let bit = if mask { 0x80 } else { 0 };
+        if payload.len() < 126 {
+            f.push(bit | payload.len() as u8);
+        } else {
+            f.push(bit | 126);
+            f.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        if mask {
+            f.extend_from_slice(&m);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ m[i % 4]));
+        } else {
+            f.extend_from_slice(payload);
+        }
+        f
+    }
+
+    const KEY: &str = "sk-ant-api03-Zq8xWv3LmN5pR7tY9uKj2Hg4Fd6Sa1QeXc0Bn";
+
+    /// A session whose output splits a key and a UTF-8 character across
+    /// frames (one of them fragmented), fed in chunks of `chunk` bytes.
+    async fn record(dir: &Path, chunk: usize, input: bool) -> (String, u64) {
+        let metrics = Arc::new(Metrics::default());
+        let rec = Recorder::start(&config(dir, 1 << 20, 1 << 30), metrics)
+            .unwrap()
+            .unwrap();
+        let mut r = rec.open(
+            &format!("s{chunk}"),
+            Some("alice"),
+            "alice",
+            input,
+            SystemTime::now(),
+        );
+        let mut client = frame(
+            2,
+            true,
+            br#"{"AuthToken":"secret-token","columns":90,"rows":20}"#,
+            true,
+        );
+        client.extend(frame(2, true, format!("0echo {KEY}\r").as_bytes(), true));
+        client.extend(frame(2, true, br#"1{"columns":70,"rows":10}"#, true));
+        let key = KEY.as_bytes();
+        let mut server = frame(2, true, b"1alice@slot", false);
+        server.extend(frame(2, true, b"0caf\xc3", false));
+        server.extend(frame(
+            2,
+            false,
+            &[b"0\xa9 ".as_slice(), &key[..10]].concat(),
+            false,
+        ));
+        server.extend(frame(0, false, &key[10..30], false));
+        server.extend(frame(9, true, b"", false));
+        server.extend(frame(
+            0,
+            true,
+            &[&key[30..], b" \xe2\x86".as_slice()].concat(),
+            false,
+        ));
+        server.extend(frame(2, true, b"0\x92 done\r\n", false));
+        for c in client.chunks(chunk) {
+            r.client_bytes(c);
+        }
+        for c in server.chunks(chunk) {
+            r.server_bytes(c);
+        }
+        let (path, bytes) = r.finish().await;
+        let path = path.unwrap();
+        (std::fs::read_to_string(path).unwrap(), bytes)
+    }
+
+    #[tokio::test]
+    async fn frames_split_anywhere_give_the_same_redacted_recording() {
+        let dir = tmp("split");
+        for chunk in [1, 2, 3, 5, 11, 4096] {
+            let (text, bytes) = record(&dir, chunk, false).await;
+            assert_eq!(bytes, text.len() as u64);
+            let mut lines = text.lines();
+            let header: serde_json::Value = serde_json::from_str(lines.next().unwrap()).unwrap();
+            assert_eq!(
+                (header["width"].as_u64(), header["height"].as_u64()),
+                (Some(90), Some(20))
+            );
+            assert!(
+                !text.contains("sk-ant") && !text.contains("secret-token"),
+                "{text}"
+            );
+            let events: Vec<serde_json::Value> =
+                lines.map(|l| serde_json::from_str(l).unwrap()).collect();
+            let output: String = events
+                .iter()
+                .filter(|e| e[1] == "o")
+                .map(|e| e[2].as_str().unwrap())
+                .collect();
+            assert_eq!(output, "café [REDACTED] → done\r\n", "chunk {chunk}");
+            assert!(events.iter().any(|e| e[1] == "r" && e[2] == "70x10"));
+            assert!(!events.iter().any(|e| e[1] == "i"));
+        }
+        let (text, _) = record(&dir, 7, true).await;
+        let typed: String = text
+            .lines()
+            .skip(1)
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e[1] == "i")
+            .map(|e| e[2].as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(typed, "echo [REDACTED]\r", "{text}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn caps_truncate_and_sweep_oldest_first() {
+        let dir = tmp("caps");
+        let metrics = Arc::new(Metrics::default());
+        let rec = Recorder::start(&config(&dir, 4096, 10_000), Arc::clone(&metrics))
+            .unwrap()
+            .unwrap();
+        let mut paths = vec![];
+        for i in 0..4 {
+            let mut r = rec.open(&format!("cap{i}"), None, "alice", false, SystemTime::now());
+            for _ in 0..100 {
+                r.server_bytes(&frame(2, true, &[b'0'; 100], false));
+            }
+            let (p, bytes) = r.finish().await;
+            assert!(bytes <= 4096, "{bytes}");
+            let text = std::fs::read_to_string(p.as_ref().unwrap()).unwrap();
+            assert!(text.trim_end().ends_with(r#"reached"]"#), "{text}");
+            paths.push(p.unwrap());
+            // Distinct modification times order the sweep.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(metrics.recordings_truncated.load(Relaxed), 4);
+        // 4 x ~4 KB is over 10 000 bytes: the oldest go first.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while paths[0].exists() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(
+            !paths[0].exists(),
+            "the oldest recording was kept over max_total"
+        );
+        assert!(paths[3].exists(), "the newest recording was deleted");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

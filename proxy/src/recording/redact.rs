@@ -141,7 +141,10 @@ impl Redactor {
         let len = self.text.len();
         let matches: Vec<(usize, usize)> = match &self.patterns.re {
             None => Vec::new(),
-            Some(re) => re.find_iter(&self.text).map(|m| (m.start(), m.end())).collect(),
+            Some(re) => re
+                .find_iter(&self.text)
+                .map(|m| (m.start(), m.end()))
+                .collect(),
         };
         let mut cut = if all {
             len
@@ -264,7 +267,8 @@ mod tests {
         (out.iter().map(|(_, s)| s.as_str()).collect(), out)
     }
 
-    const KEY: &str = "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-AbCdEfGhIjKlMnOpQrStUv-AAAAAA";
+    const KEY: &str =
+        "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789_-AbCdEfGhIjKlMnOpQrStUv-AAAAAA";
 
     #[test]
     fn default_patterns_catch_each_kind() {
@@ -308,8 +312,13 @@ mod tests {
     fn a_private_key_block_longer_than_the_window_is_redacted_whole() {
         let p = defaults();
         let body: String = (0..40).map(|i| format!("{:064}\n", i)).collect();
-        let text = format!("x\n-----BEGIN RSA PRIVATE KEY-----\n{body}-----END RSA PRIVATE KEY-----\ny");
-        let parts: Vec<&str> = text.as_bytes().chunks(100).map(|c| std::str::from_utf8(c).unwrap()).collect();
+        let text =
+            format!("x\n-----BEGIN RSA PRIVATE KEY-----\n{body}-----END RSA PRIVATE KEY-----\ny");
+        let parts: Vec<&str> = text
+            .as_bytes()
+            .chunks(100)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
         assert_eq!(stream(&p, &parts).0, "x\n[REDACTED]\ny");
     }
 
@@ -331,7 +340,10 @@ mod tests {
     #[test]
     fn extra_patterns_and_replacing_the_defaults() {
         let p = Patterns::new(false, &["hunter[0-9]".into()]).unwrap();
-        assert_eq!(p.redact_all(&format!("hunter2 {KEY}")), format!("[REDACTED] {KEY}"));
+        assert_eq!(
+            p.redact_all(&format!("hunter2 {KEY}")),
+            format!("[REDACTED] {KEY}")
+        );
         let err = Patterns::new(true, &["(".into()]).unwrap_err();
         assert!(err.contains("redact[0]"), "{err}");
     }

@@ -129,7 +129,8 @@ impl Writer {
                     return;
                 };
                 if lost > 0 {
-                    o.pending.push((t, "m", format!("{lost} events lost (recording queue full)")));
+                    o.pending
+                        .push((t, "m", format!("{lost} events lost (recording queue full)")));
                 }
                 o.event(t, ev);
                 let wrote = o.write_ready(&self.cfg, &self.metrics, false);
@@ -140,16 +141,13 @@ impl Writer {
     }
 
     fn open(&mut self, id: u64, path: PathBuf, header: Header, shared: Arc<Shared>) {
-        let file = path
-            .parent()
-            .map_or(Ok(()), private_dir)
-            .and_then(|()| {
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-            });
+        let file = path.parent().map_or(Ok(()), private_dir).and_then(|()| {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+        });
         match file {
             Ok(f) => {
                 self.metrics.recordings_started.fetch_add(1, Relaxed);
@@ -190,12 +188,14 @@ impl Writer {
         o.output.push(t, &rest, &mut Vec::new());
         let mut released = Vec::new();
         o.output.finish(&mut released);
-        o.pending.extend(released.into_iter().map(|(t, s)| (t, "o", s)));
+        o.pending
+            .extend(released.into_iter().map(|(t, s)| (t, "o", s)));
         let mut released = Vec::new();
         let rest = o.in_utf8.finish();
         o.input.push(t, &rest, &mut Vec::new());
         o.input.finish(&mut released);
-        o.pending.extend(released.into_iter().map(|(t, s)| (t, "i", s)));
+        o.pending
+            .extend(released.into_iter().map(|(t, s)| (t, "i", s)));
         self.total += o.write_ready(&self.cfg, &self.metrics, true);
         if !o.header_done {
             self.total += o.write_header(&self.metrics);
@@ -247,7 +247,10 @@ impl Writer {
         self.total = total;
         if deleted > 0 {
             self.metrics.recordings_deleted.fetch_add(deleted, Relaxed);
-            tracing::info!(deleted, "recordings deleted by retention or the total size cap");
+            tracing::info!(
+                deleted,
+                "recordings deleted by retention or the total size cap"
+            );
         }
         // Empty day directories go too.
         if let Ok(rd) = std::fs::read_dir(&self.cfg.dir) {
@@ -294,7 +297,8 @@ impl Open {
                 let s = self.in_utf8.decode(&bytes);
                 let mut rel = Vec::new();
                 self.input.push(t, &s, &mut rel);
-                self.pending.extend(rel.into_iter().map(|(t, s)| (t, "i", s)));
+                self.pending
+                    .extend(rel.into_iter().map(|(t, s)| (t, "i", s)));
             }
             Ev::Resize(cols, rows) => {
                 if !self.header_done && self.header.size.is_none() {
@@ -306,10 +310,12 @@ impl Open {
             }
         }
         self.output.tick(t, &mut released);
-        self.pending.extend(released.into_iter().map(|(t, s)| (t, "o", s)));
+        self.pending
+            .extend(released.into_iter().map(|(t, s)| (t, "o", s)));
         let mut rel = Vec::new();
         self.input.tick(t, &mut rel);
-        self.pending.extend(rel.into_iter().map(|(t, s)| (t, "i", s)));
+        self.pending
+            .extend(rel.into_iter().map(|(t, s)| (t, "i", s)));
     }
 
     fn write_header(&mut self, metrics: &Metrics) -> u64 {

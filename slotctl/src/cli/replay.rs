@@ -51,7 +51,9 @@ pub fn parse(source: &str, text: &str) -> anyhow::Result<Cast> {
             .as_u64()
             .and_then(|n| u16::try_from(n).ok())
             .filter(|n| *n > 0)
-            .ok_or_else(|| anyhow::anyhow!("{source}: line 1: header `{k}` is missing or not a size"))
+            .ok_or_else(|| {
+                anyhow::anyhow!("{source}: line 1: header `{k}` is missing or not a size")
+            })
     };
     let (width, height) = (dim("width")?, dim("height")?);
     let mut events = Vec::new();
@@ -106,7 +108,11 @@ fn parse_size(s: &str) -> Option<(u16, u16)> {
 }
 
 async fn fetch(ctx: &Ctx, id: &str) -> anyhow::Result<String> {
-    if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
         return Err(Usage(format!("{id:?} is not a session id")).into());
     }
     let socket = ctx.cfg.paths.control_socket();
@@ -222,9 +228,12 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("version 1"), "{e}");
-        let e = parse("x.cast", "{\"version\":2,\"width\":80,\"height\":24}\n[1, 2]\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "x.cast",
+            "{\"version\":2,\"width\":80,\"height\":24}\n[1, 2]\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("line 2"), "{e}");
     }
 }
