@@ -751,9 +751,13 @@ impl ProxyHttp for Gateway {
                 self.slots
                     .report(id, ActivityKind::Connect, &ctx.request_id, user);
                 if let Some(rec) = &self.recorder {
-                    let input = self.slots.records_input(id).await;
-                    ctx.recording =
-                        Some(rec.open(&ctx.request_id, user, id.as_str(), input, ctx.started_at));
+                    let r = rec.open(&ctx.request_id, user, id.as_str(), ctx.started_at);
+                    // Whether the template records keystrokes: asked beside
+                    // the stream, never waited for.
+                    let (switch, slots, id) =
+                        (r.input_switch(), Arc::clone(&self.slots), id.clone());
+                    tokio::spawn(async move { switch.set(slots.records_input(&id).await) });
+                    ctx.recording = Some(r);
                 }
             }
             tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, "websocket open");

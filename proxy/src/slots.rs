@@ -121,10 +121,10 @@ impl Slots {
     }
 
     /// Whether the slot's template records keystrokes too (asked once per
-    /// WebSocket session, briefly: when slotctl does not answer, no).
+    /// WebSocket session; when slotctl does not answer, no).
     pub async fn records_input(&self, id: &SlotId) -> bool {
         matches!(
-            tokio::time::timeout(Duration::from_millis(500), self.info(id)).await,
+            tokio::time::timeout(Duration::from_secs(5), self.info(id)).await,
             Ok(Ok(info)) if info.record_input
         )
     }

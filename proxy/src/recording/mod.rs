@@ -19,8 +19,8 @@ pub mod writer;
 #[cfg(test)]
 use std::path::Path;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering::{Relaxed, Release};
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -53,7 +53,6 @@ pub(crate) struct Header {
     slot: String,
     title: String,
     timestamp: u64,
-    input: bool,
     size: Option<(u16, u16)>,
 }
 
@@ -90,6 +89,9 @@ pub(crate) struct Shared {
     /// Bytes written so far.
     bytes: AtomicU64,
     truncated: AtomicBool,
+    /// Whether keystrokes are recorded: [`INPUT_UNKNOWN`] until slotctl
+    /// answers (just after the session starts), then off or on.
+    input: AtomicU8,
     done: Mutex<Option<tokio::sync::oneshot::Sender<(u64, bool)>>>,
 }
 
@@ -136,13 +138,12 @@ impl Recorder {
     }
 
     /// Begin recording the session `session` (the request id) of `user`
-    /// on `slot`; `input` records keystrokes too.
+    /// on `slot`. Keystrokes are recorded once [`InputSwitch::set`] says so.
     pub fn open(
         &self,
         session: &str,
         user: Option<&str>,
         slot: &str,
-        input: bool,
         started: SystemTime,
     ) -> Recording {
         let id = self.next_id.fetch_add(1, Relaxed);
@@ -165,7 +166,6 @@ impl Recorder {
             timestamp: started
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
-            input,
             size: None,
         };
         let sent = self
@@ -188,15 +188,35 @@ impl Recorder {
             start: Instant::now(),
             client: MessageReader::new(Direction::ClientToServer),
             server: MessageReader::new(Direction::ServerToClient),
-            input,
             client_msg: None,
             server_msg: None,
             json: Vec::new(),
+            early_input: Vec::new(),
             lost: 0,
             broken: false,
             shared,
             done: Some(rx),
         }
+    }
+}
+
+const INPUT_UNKNOWN: u8 = 0;
+const INPUT_OFF: u8 = 1;
+const INPUT_ON: u8 = 2;
+
+/// Keystrokes typed before the template's answer is known are kept (up to
+/// this many bytes) and recorded or forgotten when it comes.
+const MAX_EARLY_INPUT: usize = 64 * 1024;
+
+/// Says whether a session's keystrokes are recorded, once its template is
+/// known.
+pub struct InputSwitch(Arc<Shared>);
+
+impl InputSwitch {
+    pub fn set(&self, on: bool) {
+        self.0
+            .input
+            .store(if on { INPUT_ON } else { INPUT_OFF }, Release);
     }
 }
 
@@ -213,11 +233,12 @@ pub struct Recording {
     start: Instant,
     client: MessageReader,
     server: MessageReader,
-    input: bool,
     /// Command byte of the message in progress in each direction.
     client_msg: Option<u8>,
     server_msg: Option<u8>,
     json: Vec<u8>,
+    /// Keystrokes (time, bytes) while input recording is still undecided.
+    early_input: Vec<(f64, Vec<u8>)>,
     lost: u64,
     broken: bool,
     shared: Arc<Shared>,
@@ -232,9 +253,14 @@ struct Size {
 
 impl Recording {
     fn send(&mut self, ev: Ev) {
+        let t = self.start.elapsed().as_secs_f64();
+        self.send_at(t, ev);
+    }
+
+    fn send_at(&mut self, t: f64, ev: Ev) {
         let msg = Msg::Event {
             id: self.id,
-            t: self.start.elapsed().as_secs_f64(),
+            t,
             lost: self.lost,
             ev,
         };
@@ -258,7 +284,16 @@ impl Recording {
         }
         let mut input = Vec::new();
         let mut sizes = Vec::new();
-        let (cur, json, record_input) = (&mut self.client_msg, &mut self.json, self.input);
+        let mode = self.shared.input.load(Acquire);
+        if mode != INPUT_UNKNOWN && !self.early_input.is_empty() {
+            for (t, bytes) in std::mem::take(&mut self.early_input) {
+                if mode == INPUT_ON {
+                    self.send_at(t, Ev::Input(bytes));
+                }
+            }
+        }
+        let record_input = mode != INPUT_OFF;
+        let (cur, json) = (&mut self.client_msg, &mut self.json);
         let r = self.client.feed(bytes, |m| match m {
             Message::Start { first } => {
                 *cur = Some(first);
@@ -287,7 +322,12 @@ impl Recording {
             }
         });
         if !input.is_empty() {
-            self.send(Ev::Input(input));
+            if mode == INPUT_ON {
+                self.send(Ev::Input(input));
+            } else if self.early_input.iter().map(|e| e.1.len()).sum::<usize>() < MAX_EARLY_INPUT {
+                let t = self.start.elapsed().as_secs_f64();
+                self.early_input.push((t, input));
+            }
         }
         for (c, r) in sizes {
             self.send(Ev::Resize(c, r));
@@ -327,12 +367,22 @@ impl Recording {
 
     /// Whether keystrokes are recorded.
     pub fn records_input(&self) -> bool {
-        self.input
+        self.shared.input.load(Acquire) == INPUT_ON
+    }
+
+    /// Turns input recording on for this session (from another task).
+    pub fn input_switch(&self) -> InputSwitch {
+        InputSwitch(Arc::clone(&self.shared))
     }
 
     /// The session ended: close the file and wait (bounded) for its final
     /// size. Returns (path, bytes); path `None` when nothing was recorded.
     pub async fn finish(mut self) -> (Option<PathBuf>, u64) {
+        if self.shared.input.load(Acquire) == INPUT_ON && !self.early_input.is_empty() {
+            for (t, bytes) in std::mem::take(&mut self.early_input) {
+                self.send_at(t, Ev::Input(bytes));
+            }
+        }
         let Some(path) = self.path.take() else {
             return (None, 0);
         };
@@ -417,7 +467,6 @@ mod tests {
             &format!("s{chunk}"),
             Some("alice"),
             "alice",
-            input,
             SystemTime::now(),
         );
         let mut client = frame(
@@ -449,6 +498,8 @@ mod tests {
         for c in client.chunks(chunk) {
             r.client_bytes(c);
         }
+        // slotctl's answer comes after the first keystrokes: they wait.
+        r.input_switch().set(input);
         for c in server.chunks(chunk) {
             r.server_bytes(c);
         }
@@ -505,7 +556,7 @@ mod tests {
             .unwrap();
         let mut paths = vec![];
         for i in 0..4 {
-            let mut r = rec.open(&format!("cap{i}"), None, "alice", false, SystemTime::now());
+            let mut r = rec.open(&format!("cap{i}"), None, "alice", SystemTime::now());
             for _ in 0..100 {
                 r.server_bytes(&frame(2, true, &[b'0'; 100], false));
             }

@@ -106,7 +106,12 @@ impl Writer {
                     }
                 }
             }
-            if self.last_sweep.elapsed() >= SWEEP_EVERY || self.total > self.cfg.max_total {
+            let since = self.last_sweep.elapsed();
+            // Over the total cap: sweep soon, but at most once a second
+            // (open recordings cannot be deleted and may keep it over).
+            if since >= SWEEP_EVERY
+                || (self.total > self.cfg.max_total && since >= Duration::from_secs(1))
+            {
                 self.sweep();
             }
         }
@@ -332,7 +337,6 @@ impl Open {
                 "session": self.header.session,
                 "user": self.header.user,
                 "slot": self.header.slot,
-                "input": self.header.input,
             },
         })
         .to_string();
