@@ -48,6 +48,38 @@ use anyhow::{bail, Context};
 use slotgate_tests::gateway::Stream;
 use slotgate_tests::ttyd::TtydClient;
 
+/// The number in environment variable `name`, or `default`.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A temporary directory with one ttyd for slot `slot` on
+/// `<dir>/run/slots/<slot>.sock` (see [`spawn_ttyd`]).
+pub async fn ttyd_in_tempdir(slot: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf, Killed)> {
+    let tmp = tempfile::Builder::new()
+        .prefix("sgbench")
+        .tempdir_in("/tmp")?;
+    let dir = tmp.path();
+    let socket = dir.join("run/slots").join(format!("{slot}.sock"));
+    std::fs::create_dir_all(socket.parent().unwrap_or(dir))?;
+    let ttyd = spawn_ttyd(dir, &socket, slot).await?;
+    Ok((tmp, socket, ttyd))
+}
+
+/// A benchmark's exit: the error on stderr and exit 1, or success.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 /// A child process killed when dropped.
 pub struct Killed(pub Child);
 impl Drop for Killed {

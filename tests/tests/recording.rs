@@ -67,20 +67,18 @@ fn codes(events: &[Value]) -> Vec<&str> {
     events.iter().map(|e| e[1].as_str().unwrap()).collect()
 }
 
-fn replay_dump(env: &TestEnv, cast: &Path) -> String {
-    let out = Command::new(bin("slotctl"))
-        .arg("--config")
-        .arg(&env.config)
-        .args(["replay", "--dump", "--file"])
-        .arg(cast)
-        .output()
-        .unwrap();
+/// stdout of a command that must succeed.
+fn stdout_of(out: std::process::Output) -> String {
     assert!(
         out.status.success(),
-        "replay failed: {}",
+        "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn replay_dump(env: &TestEnv, cast: &Path) -> String {
+    stdout_of(env.slotctl(&["replay", "--dump", "--file", cast.to_str().unwrap()]))
 }
 
 /// What tmux shows in the slot's pane now (the live terminal).
@@ -91,12 +89,7 @@ fn tmux_screen(env: &TestEnv, slot: &str) -> String {
         .args(["capture-pane", "-p", "-t", slot])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    normalise(&String::from_utf8_lossy(&out.stdout))
+    normalise(&stdout_of(out))
 }
 
 /// Lines without trailing blanks, no blank lines at the end.

@@ -27,7 +27,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bench::{echo_latencies, median, spawn_ttyd, wait_until, Killed};
+use bench::{echo_latencies, env_num, median, ttyd_in_tempdir, wait_until, Killed};
 use slotgate_tests::gateway::{free_port, tty_over, Options, Slotgate, Stream};
 use slotgate_tests::ttyd::TtydClient;
 
@@ -70,13 +70,6 @@ impl Setup {
             Way::Slotgate => self.gateway.addr.port(),
         }
     }
-}
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
 }
 
 async fn connect(setup: &Setup, way: Way) -> anyhow::Result<Tty> {
@@ -149,14 +142,8 @@ async fn run() -> anyhow::Result<()> {
     let wrk_runs = env_num("BENCH_WRK_RUNS", 3) as usize;
     let workers = env_num("BENCH_WORKERS", 2);
 
-    let tmp = tempfile::Builder::new()
-        .prefix("sgbench")
-        .tempdir_in("/tmp")?;
+    let (tmp, socket, _ttyd) = ttyd_in_tempdir(SLOT).await?;
     let dir = tmp.path();
-    let socket = dir.join("run/slots").join(format!("{SLOT}.sock"));
-    std::fs::create_dir_all(socket.parent().unwrap_or(dir))?;
-
-    let _ttyd = spawn_ttyd(dir, &socket, SLOT).await?;
 
     let nginx_port = free_port();
     let nginx_ka_port = free_port();
@@ -294,11 +281,5 @@ async fn run() -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::exit_code(run().await)
 }

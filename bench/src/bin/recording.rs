@@ -20,19 +20,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bench::{echo_latencies, median, spawn_ttyd};
+use bench::{echo_latencies, env_num, median, ttyd_in_tempdir};
 use futures_util::StreamExt;
 use slotgate_tests::gateway::{Options, Slotgate};
 use tokio_tungstenite::tungstenite::Message;
 
 const SLOT: &str = "bench";
-
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// utime + stime of `pid` in seconds.
 fn cpu_secs(pid: u32) -> f64 {
@@ -151,13 +144,8 @@ async fn run() -> anyhow::Result<()> {
     let rounds = env_num("BENCH_ROUNDS", 3) as usize;
     let lines = env_num("BENCH_LINES", 200_000);
 
-    let tmp = tempfile::Builder::new()
-        .prefix("sgbench")
-        .tempdir_in("/tmp")?;
+    let (tmp, _socket, _ttyd) = ttyd_in_tempdir(SLOT).await?;
     let dir = tmp.path();
-    let socket = dir.join("run/slots").join(format!("{SLOT}.sock"));
-    std::fs::create_dir_all(socket.parent().unwrap_or(dir))?;
-    let _ttyd = spawn_ttyd(dir, &socket, SLOT).await?;
     // The second gateway has its own run directory (pid file) whose slots
     // directory is the same one.
     std::fs::create_dir_all(dir.join("run-off"))?;
@@ -235,11 +223,5 @@ async fn run() -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::exit_code(run().await)
 }
