@@ -547,6 +547,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    #[test]
+    fn retention_deletes_old_recordings_at_start() {
+        let dir = tmp("retention");
+        let day = dir.join("2020-01-01");
+        writer::private_dir(&day).unwrap();
+        let old = day.join("old.cast");
+        let fresh = day.join("fresh.cast");
+        for p in [&old, &fresh] {
+            std::fs::write(p, "{}\n").unwrap();
+        }
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        std::fs::File::options()
+            .write(true)
+            .open(&old)
+            .unwrap()
+            .set_modified(two_hours_ago)
+            .unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let _rec = Recorder::start(&config(&dir, 4096, 1 << 30), Arc::clone(&metrics)).unwrap();
+        assert!(!old.exists(), "a recording past retention (1h) was kept");
+        assert!(fresh.exists());
+        assert_eq!(metrics.recordings_deleted.load(Relaxed), 1);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[tokio::test]
     async fn caps_truncate_and_sweep_oldest_first() {
         let dir = tmp("caps");

@@ -130,7 +130,7 @@ impl Writer {
                 shared,
             } => self.open(id, path, header, shared),
             Msg::Event { id, t, lost, ev } => {
-                let Some(o) = self.open.get_mut(&id) else {
+                let Some(o) = self.open.get_mut(&id).filter(|o| !o.truncated) else {
                     return;
                 };
                 if lost > 0 {

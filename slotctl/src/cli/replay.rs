@@ -153,7 +153,15 @@ pub async fn run(ctx: &Ctx, args: Args) -> anyhow::Result<ExitCode> {
         print!("{}", final_screen(&cast));
         return Ok(ExitCode::SUCCESS);
     }
-    play(&cast, args.speed, args.max_idle).await?;
+    eprintln!(
+        "replaying {} ({}x{}, {:.1}s at {}x); Ctrl-C stops",
+        cast.title.as_deref().unwrap_or("recording"),
+        cast.width,
+        cast.height,
+        cast.events.last().map_or(0.0, |e| e.0),
+        args.speed
+    );
+    play(&cast, args.speed, args.max_idle, &mut std::io::stdout()).await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -163,16 +171,12 @@ fn read(f: &Path) -> anyhow::Result<String> {
 
 /// Write the output events at their pace: gaps divided by `speed`, each
 /// capped at `max_idle` seconds (before the speed applies).
-async fn play(cast: &Cast, speed: f64, max_idle: Option<f64>) -> anyhow::Result<()> {
-    let end = cast.events.last().map_or(0.0, |e| e.0);
-    eprintln!(
-        "replaying {} ({}x{}, {:.1}s at {speed}x); Ctrl-C stops",
-        cast.title.as_deref().unwrap_or("recording"),
-        cast.width,
-        cast.height,
-        end
-    );
-    let mut stdout = std::io::stdout();
+async fn play(
+    cast: &Cast,
+    speed: f64,
+    max_idle: Option<f64>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
     let mut prev = 0.0;
     for (t, code, data) in &cast.events {
         let mut gap = (t - prev).max(0.0);
@@ -185,14 +189,14 @@ async fn play(cast: &Cast, speed: f64, max_idle: Option<f64>) -> anyhow::Result<
         }
         match code.as_str() {
             "o" => {
-                stdout.write_all(data.as_bytes())?;
-                stdout.flush()?;
+                out.write_all(data.as_bytes())?;
+                out.flush()?;
             }
             "m" => eprintln!("\r\n[{data}]"),
             _ => {}
         }
     }
-    stdout.write_all(b"\r\n")?;
+    out.write_all(b"\r\n")?;
     Ok(())
 }
 
@@ -218,6 +222,27 @@ mod tests {
         assert_eq!((cast.width, cast.height), (20, 4));
         assert_eq!(cast.events.len(), 4);
         assert_eq!(final_screen(&cast), "cleared é\n");
+    }
+
+    #[tokio::test]
+    async fn play_writes_the_output_in_order_and_caps_idle_time() {
+        let text = concat!(
+            r#"{"version":2,"width":20,"height":4}"#,
+            "\n",
+            r#"[0.0, "o", "a"]"#,
+            "\n",
+            r#"[3600.0, "i", "typed"]"#,
+            "\n",
+            r#"[7200.0, "o", "b\u00e9"]"#,
+            "\n",
+        );
+        let cast = parse("x.cast", text).unwrap();
+        let mut out = Vec::new();
+        // Two hours of recorded silence, capped at 1 ms each.
+        let started = std::time::Instant::now();
+        play(&cast, 1.0, Some(0.001), &mut out).await.unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(String::from_utf8(out).unwrap(), "abé\r\n");
     }
 
     #[test]
