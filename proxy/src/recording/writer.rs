@@ -22,6 +22,8 @@ use crate::metrics::Metrics;
 
 /// Room kept for the truncation marker line under `max_size`.
 const MARKER_ROOM: u64 = 96;
+/// How long the writer lets events accumulate between batches under load.
+const BATCH_PAUSE: Duration = Duration::from_millis(20);
 /// How often retention and the total cap are checked while idle.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Size used until the client says how large its terminal is.
@@ -74,50 +76,67 @@ impl Writer {
 
     pub(super) fn run(mut self, rx: Receiver<Msg>) {
         loop {
+            // Block only while idle. After a batch, sleep briefly instead
+            // of blocking: a sleeping writer is not a registered waiter, so
+            // a busy terminal's frames are queued without waking this
+            // thread once per frame (as the access log's writer does).
             match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(m) => self.handle(m),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            while let Ok(m) = rx.try_recv() {
-                self.handle(m);
-            }
-            // Sessions whose Close was lost to a full queue: everything they
-            // enqueued before closing is in the queue now; drain, then end.
-            let closed: Vec<u64> = self
-                .open
-                .iter()
-                .filter(|(_, o)| o.shared.closed.load(Acquire))
-                .map(|(id, _)| *id)
-                .collect();
-            if !closed.is_empty() {
+            loop {
+                let mut n = 0;
                 while let Ok(m) = rx.try_recv() {
                     self.handle(m);
+                    n += 1;
                 }
-                for id in closed {
-                    self.close(id);
+                self.housekeeping(&rx);
+                if n == 0 {
+                    break;
                 }
-            }
-            for o in self.open.values_mut() {
-                if o.dirty {
-                    o.dirty = false;
-                    if o.out.flush().is_err() {
-                        self.metrics.recording_write_errors.fetch_add(1, Relaxed);
-                    }
-                }
-            }
-            let since = self.last_sweep.elapsed();
-            // Over the total cap: sweep soon, but at most once a second
-            // (open recordings cannot be deleted and may keep it over).
-            if since >= SWEEP_EVERY
-                || (self.total > self.cfg.max_total && since >= Duration::from_secs(1))
-            {
-                self.sweep();
+                std::thread::sleep(BATCH_PAUSE);
             }
         }
         let ids: Vec<u64> = self.open.keys().copied().collect();
         for id in ids {
             self.close(id);
+        }
+    }
+
+    /// Close sessions whose Close was lost, flush, sweep when due.
+    fn housekeeping(&mut self, rx: &Receiver<Msg>) {
+        // Sessions whose Close was lost to a full queue: everything they
+        // enqueued before closing is in the queue now; drain, then end.
+        let closed: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.shared.closed.load(Acquire))
+            .map(|(id, _)| *id)
+            .collect();
+        if !closed.is_empty() {
+            while let Ok(m) = rx.try_recv() {
+                self.handle(m);
+            }
+            for id in closed {
+                self.close(id);
+            }
+        }
+        for o in self.open.values_mut() {
+            if o.dirty {
+                o.dirty = false;
+                if o.out.flush().is_err() {
+                    self.metrics.recording_write_errors.fetch_add(1, Relaxed);
+                }
+            }
+        }
+        let since = self.last_sweep.elapsed();
+        // Over the total cap: sweep soon, but at most once a second (open
+        // recordings cannot be deleted and may keep it over).
+        if since >= SWEEP_EVERY
+            || (self.total > self.cfg.max_total && since >= Duration::from_secs(1))
+        {
+            self.sweep();
         }
     }
 
