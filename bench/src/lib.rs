@@ -39,3 +39,150 @@ pub fn summary(mut v: Vec<f64>) -> (f64, f64, f64) {
 pub fn median(v: Vec<f64>) -> f64 {
     summary(v).0
 }
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use slotgate_tests::gateway::Stream;
+use slotgate_tests::ttyd::TtydClient;
+
+/// The number in environment variable `name`, or `default`.
+pub fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A temporary directory with one ttyd for slot `slot` on
+/// `<dir>/run/slots/<slot>.sock` (see [`spawn_ttyd`]).
+pub async fn ttyd_in_tempdir(slot: &str) -> anyhow::Result<(tempfile::TempDir, PathBuf, Killed)> {
+    let tmp = tempfile::Builder::new()
+        .prefix("sgbench")
+        .tempdir_in("/tmp")?;
+    let dir = tmp.path();
+    let socket = dir.join("run/slots").join(format!("{slot}.sock"));
+    std::fs::create_dir_all(socket.parent().unwrap_or(dir))?;
+    let ttyd = spawn_ttyd(dir, &socket, slot).await?;
+    Ok((tmp, socket, ttyd))
+}
+
+/// A benchmark's exit: the error on stderr and exit 1, or success.
+pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A child process killed when dropped.
+pub struct Killed(pub Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `SLOTGATE_TTYD`, else the installed ttyd.
+pub fn find_ttyd() -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("SLOTGATE_TTYD") {
+        return Ok(PathBuf::from(p));
+    }
+    let opt = PathBuf::from("/opt/slotgate/ttyd/bin/ttyd");
+    if opt.exists() {
+        return Ok(opt);
+    }
+    bail!("no ttyd found; run scripts/install-ttyd.sh or set SLOTGATE_TTYD")
+}
+
+/// Poll `ok` until it holds, or fail after `within`.
+pub async fn wait_until(
+    what: &str,
+    within: Duration,
+    mut ok: impl AsyncFnMut() -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    while !ok().await {
+        if Instant::now() > deadline {
+            bail!("{what} not ready within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// One ttyd running a plain bash (prompt `$ `) on `socket`, with the base
+/// path and auth header slotctl would give slot `slot`; returns once it
+/// answers.
+pub async fn spawn_ttyd(dir: &Path, socket: &Path, slot: &str) -> anyhow::Result<Killed> {
+    let ttyd = find_ttyd()?;
+    let child = Killed(
+        Command::new(&ttyd)
+            .arg("-i")
+            .arg(socket)
+            .args([
+                "-b",
+                &format!("/slot/{slot}"),
+                "-H",
+                slotapi::TTYD_AUTH_HEADER,
+                "-W",
+            ])
+            .args(["bash", "--norc", "--noprofile", "-i"])
+            .env("PS1", "$ ")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("ttyd.log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", ttyd.display()))?,
+    );
+    let path = format!("/slot/{slot}/token");
+    wait_until("ttyd", Duration::from_secs(10), async || {
+        matches!(
+            slotapi::get_unix(
+                socket,
+                &path,
+                &[(slotapi::TTYD_AUTH_HEADER, "bench")],
+                Duration::from_secs(1)
+            )
+            .await,
+            Ok((200, _))
+        )
+    })
+    .await?;
+    Ok(child)
+}
+
+/// Keystroke round trips: send one character as ttyd INPUT, wait for its
+/// echo in OUTPUT, `n` times; then exit the shell.
+pub async fn echo_latencies(
+    mut tty: TtydClient<Stream>,
+    n: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    tty.expect("$ ", Duration::from_secs(10)).await?;
+    tty.drain_for(Duration::from_millis(300)).await;
+    let letters = b"abcdefghijklmnopqrstuvwxyz";
+    let mut samples = Vec::with_capacity(n);
+    for i in 0..n {
+        if i % 40 == 39 {
+            // Ctrl-U: keep the line short so readline never redraws it.
+            tty.input("\u{15}").await?;
+            tty.drain_for(Duration::from_millis(30)).await;
+        }
+        let c = std::str::from_utf8(&letters[i % letters.len()..][..1])?;
+        let from = tty.screen.len();
+        let t0 = Instant::now();
+        tty.input(c).await?;
+        tty.expect_from(from, c, Duration::from_secs(5))
+            .await
+            .with_context(|| format!("echo of {c:?}"))?;
+        samples.push(t0.elapsed());
+    }
+    tty.input("\u{15}exit\r").await?;
+    tty.close().await;
+    Ok(samples)
+}

@@ -1,26 +1,31 @@
-//! The read-only viewer filter: an incremental parser of client→ttyd
-//! WebSocket frames that forwards only what cannot change the terminal.
-//!
-//! ttyd's `--writable` is per process, not per client, so a viewer's
-//! keystrokes must be dropped at the proxy. The proxy sees the upgraded
+//! WebSocket frames seen from the proxy. The proxy sees an upgraded
 //! connection as raw byte chunks that do not align with frames: a frame may
-//! span chunks and a chunk may hold many frames, so this parser keeps state
-//! across calls and streams payload bytes instead of buffering frames.
+//! span chunks and a chunk may hold many frames. [`Deframer`] is the one
+//! incremental frame parser for both directions (client frames must be
+//! masked, server frames must not be); it keeps state across calls and
+//! streams payload bytes instead of buffering frames. Two users sit on it:
 //!
-//! Policy (an allow-list): control frames (close, ping, pong) pass; of the
-//! data messages only the JSON hello (`{…}`, ttyd's first message) and
-//! PAUSE/RESUME (`2`/`3`, flow control) pass. INPUT (`0`), RESIZE (`1`) and
-//! anything unknown are dropped whole, including all their continuation
+//! - [`ViewerFilter`], the read-only viewer filter for client→ttyd frames,
+//!   which forwards only what cannot change the terminal;
+//! - [`MessageReader`], which reassembles data messages (fragmented or not)
+//!   into unmasked payload pieces, for the session recorder.
+//!
+//! Viewer policy (an allow-list): control frames (close, ping, pong) pass;
+//! of the data messages only the JSON hello (`{…}`, ttyd's first message)
+//! and PAUSE/RESUME (`2`/`3`, flow control) pass. INPUT (`0`), RESIZE (`1`)
+//! and anything unknown are dropped whole, including all their continuation
 //! frames. Compressed frames (RSV1) are refused: the proxy strips
 //! `permessage-deflate` so that every frame stays inspectable.
 
-/// Why the stream cannot be filtered; the proxy must close the connection.
+/// Why the stream cannot be parsed; a filter must close the connection.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
     #[error("compressed or extension frame (RSV bits set); permessage-deflate must be stripped")]
     Reserved,
     #[error("unmasked client frame")]
     Unmasked,
+    #[error("masked server frame")]
+    Masked,
     #[error("reserved opcode {0:#x}")]
     Opcode(u8),
     #[error("continuation frame without a message")]
@@ -29,22 +34,288 @@ pub enum FrameError {
     BadControl,
 }
 
+/// Which side sent the frames: clients must mask, servers must not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    ClientToServer,
+    ServerToClient,
+}
+
+/// One parsed frame header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHeader {
+    pub fin: bool,
+    pub opcode: u8,
+    /// Payload length.
+    pub len: u64,
+    pub mask: Option<[u8; 4]>,
+}
+
+impl FrameHeader {
+    /// A data frame (text, binary or continuation).
+    pub fn is_data(&self) -> bool {
+        self.opcode < 0x8
+    }
+
+    /// Append `raw` (payload bytes starting at payload `offset`) unmasked.
+    pub fn unmask_into(&self, offset: u64, raw: &[u8], out: &mut Vec<u8>) {
+        match self.mask {
+            None => out.extend_from_slice(raw),
+            Some(m) => out.extend(
+                raw.iter()
+                    .enumerate()
+                    .map(|(i, b)| b ^ m[((offset + i as u64) % 4) as usize]),
+            ),
+        }
+    }
+}
+
+/// What [`Deframer::next`] found in the input.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Token<'a> {
+    /// A complete header; its raw bytes are [`Deframer::header_bytes`].
+    Header(FrameHeader),
+    /// Raw (still masked) payload bytes starting at payload `offset`.
+    Payload { raw: &'a [u8], offset: u64 },
+    /// The frame's payload is complete.
+    End(FrameHeader),
+}
+
+#[derive(Debug)]
+enum DState {
+    Header,
+    Payload { offset: u64 },
+    Broken,
+}
+
+/// The incremental frame parser shared by every frame-aware filter.
+#[derive(Debug)]
+pub struct Deframer {
+    direction: Direction,
+    state: DState,
+    header: Vec<u8>,
+    current: FrameHeader,
+    /// A data message is in progress (continuation frames are allowed).
+    in_message: bool,
+}
+
+impl Deframer {
+    pub fn new(direction: Direction) -> Deframer {
+        Deframer {
+            direction,
+            state: DState::Header,
+            header: Vec::with_capacity(14),
+            current: FrameHeader {
+                fin: true,
+                opcode: 0,
+                len: 0,
+                mask: None,
+            },
+            in_message: false,
+        }
+    }
+
+    /// Raw bytes of the header just returned as [`Token::Header`].
+    pub fn header_bytes(&self) -> &[u8] {
+        &self.header
+    }
+
+    /// The next token from `input` (advanced past what was consumed), or
+    /// `None` when `input` is exhausted. After an error the stream is
+    /// broken: every later call returns `Ok(None)`.
+    pub fn next<'a>(&mut self, input: &mut &'a [u8]) -> Result<Option<Token<'a>>, FrameError> {
+        loop {
+            match self.state {
+                DState::Broken => return Ok(None),
+                DState::Payload { offset } if offset == self.current.len => {
+                    let h = self.current;
+                    if h.is_data() && h.fin {
+                        self.in_message = false;
+                    }
+                    self.header.clear();
+                    self.state = DState::Header;
+                    return Ok(Some(Token::End(h)));
+                }
+                _ if input.is_empty() => return Ok(None),
+                DState::Header => {
+                    let take = (self.header_len() - self.header.len()).min(input.len());
+                    self.header.extend_from_slice(&input[..take]);
+                    *input = &input[take..];
+                    // The length may grow once the second byte is known.
+                    if self.header.len() == self.header_len() {
+                        return match self.parse_header() {
+                            Ok(h) => {
+                                self.current = h;
+                                self.state = DState::Payload { offset: 0 };
+                                Ok(Some(Token::Header(h)))
+                            }
+                            Err(e) => {
+                                self.state = DState::Broken;
+                                Err(e)
+                            }
+                        };
+                    }
+                }
+                DState::Payload { offset } => {
+                    let take = (self.current.len - offset).min(input.len() as u64) as usize;
+                    let raw = &input[..take];
+                    *input = &input[take..];
+                    self.state = DState::Payload {
+                        offset: offset + take as u64,
+                    };
+                    return Ok(Some(Token::Payload { raw, offset }));
+                }
+            }
+        }
+    }
+
+    /// Bytes of the header as far as it is known.
+    fn header_len(&self) -> usize {
+        if self.header.len() < 2 {
+            return 2;
+        }
+        let base = match self.header[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        base + if self.header[1] & 0x80 != 0 { 4 } else { 0 }
+    }
+
+    fn parse_header(&mut self) -> Result<FrameHeader, FrameError> {
+        let h = &self.header;
+        if h[0] & 0x70 != 0 {
+            return Err(FrameError::Reserved);
+        }
+        let masked = h[1] & 0x80 != 0;
+        match (self.direction, masked) {
+            (Direction::ClientToServer, false) => return Err(FrameError::Unmasked),
+            (Direction::ServerToClient, true) => return Err(FrameError::Masked),
+            _ => {}
+        }
+        let fin = h[0] & 0x80 != 0;
+        let opcode = h[0] & 0x0f;
+        let (len, mask_at) = match h[1] & 0x7f {
+            126 => (u16::from_be_bytes([h[2], h[3]]) as u64, 4),
+            127 => (
+                u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
+                10,
+            ),
+            n => (n as u64, 2),
+        };
+        let mask = masked.then(|| {
+            let mut m = [0; 4];
+            m.copy_from_slice(&h[mask_at..mask_at + 4]);
+            m
+        });
+        match opcode {
+            0x8..=0xa => {
+                if !fin || len > 125 {
+                    return Err(FrameError::BadControl);
+                }
+            }
+            0x0 => {
+                if !self.in_message {
+                    return Err(FrameError::Orphan);
+                }
+            }
+            0x1 | 0x2 => self.in_message = true,
+            other => return Err(FrameError::Opcode(other)),
+        }
+        Ok(FrameHeader {
+            fin,
+            opcode,
+            len,
+            mask,
+        })
+    }
+}
+
+/// What a [`MessageReader`] reports, in stream order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A data message begins; `first` is its first payload byte (ttyd's
+    /// command byte). Empty messages are skipped.
+    Start { first: u8 },
+    /// Unmasked payload bytes after the first byte (several per message
+    /// when frames span chunks or the message is fragmented).
+    Data(&'a [u8]),
+    /// The message is complete.
+    End,
+}
+
+/// Data messages reassembled from frames, unmasked, streamed: control
+/// frames are skipped, fragmentation and chunking are invisible.
+#[derive(Debug)]
+pub struct MessageReader {
+    frames: Deframer,
+    /// The first byte of the current message is still to come.
+    want_first: bool,
+    /// A message was started (reported) and not yet ended.
+    started: bool,
+    scratch: Vec<u8>,
+}
+
+impl MessageReader {
+    pub fn new(direction: Direction) -> MessageReader {
+        MessageReader {
+            frames: Deframer::new(direction),
+            want_first: false,
+            started: false,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Feed one chunk; `f` sees the messages' pieces.
+    pub fn feed(
+        &mut self,
+        mut input: &[u8],
+        mut f: impl FnMut(Message<'_>),
+    ) -> Result<(), FrameError> {
+        while let Some(token) = self.frames.next(&mut input)? {
+            match token {
+                Token::Header(h) if h.opcode == 0x1 || h.opcode == 0x2 => {
+                    self.want_first = true;
+                    self.started = false;
+                }
+                Token::Header(_) => {}
+                Token::Payload { raw, offset } => {
+                    let h = self.frames.current;
+                    if !h.is_data() || raw.is_empty() {
+                        continue;
+                    }
+                    self.scratch.clear();
+                    h.unmask_into(offset, raw, &mut self.scratch);
+                    let mut data = &self.scratch[..];
+                    if self.want_first {
+                        self.want_first = false;
+                        self.started = true;
+                        f(Message::Start { first: data[0] });
+                        data = &data[1..];
+                    }
+                    if !data.is_empty() {
+                        f(Message::Data(data));
+                    }
+                }
+                Token::End(h) => {
+                    if h.is_data() && h.fin {
+                        if self.started {
+                            f(Message::End);
+                        }
+                        self.started = false;
+                        self.want_first = false;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Pass,
     Drop,
-}
-
-#[derive(Debug)]
-enum State {
-    /// Collecting a frame header (2 to 14 bytes).
-    Header,
-    /// A data message starts; its verdict needs the first payload byte.
-    NeedFirstByte,
-    /// Streaming `left` payload bytes with a known verdict.
-    Payload { left: u64, verdict: Verdict },
-    /// A protocol error was reported; everything after it is dropped.
-    Broken,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -54,13 +325,13 @@ pub struct Counts {
     pub messages_dropped: u64,
 }
 
+/// The read-only viewer filter over client→ttyd frames.
 #[derive(Debug)]
 pub struct ViewerFilter {
-    state: State,
-    header: Vec<u8>,
-    fin: bool,
-    mask: [u8; 4],
-    len: u64,
+    frames: Deframer,
+    /// Verdict of the frame in progress; `None` while a data frame waits
+    /// for its first payload byte (its header is held back until then).
+    frame: Option<Verdict>,
     /// Verdict of the data message in progress (for continuation frames).
     message: Option<Verdict>,
     /// Whether the next data message is the connection's first.
@@ -86,11 +357,8 @@ fn verdict_for(first: u8, first_message: bool) -> Verdict {
 impl ViewerFilter {
     pub fn new() -> Self {
         ViewerFilter {
-            state: State::Header,
-            header: Vec::with_capacity(14),
-            fin: false,
-            mask: [0; 4],
-            len: 0,
+            frames: Deframer::new(Direction::ClientToServer),
+            frame: None,
             message: None,
             first_message: true,
             counts: Counts::default(),
@@ -100,133 +368,64 @@ impl ViewerFilter {
     /// Feed one chunk; append what may be forwarded to `out`. After an
     /// error the connection must be closed; further input is ignored.
     pub fn feed(&mut self, mut input: &[u8], out: &mut Vec<u8>) -> Result<(), FrameError> {
-        loop {
-            match self.state {
-                State::Broken => return Ok(()),
-                State::Payload { left: 0, verdict } => self.end_frame(verdict),
-                _ if input.is_empty() => return Ok(()),
-                State::Header => {
-                    let take = (self.header_len() - self.header.len()).min(input.len());
-                    self.header.extend_from_slice(&input[..take]);
-                    input = &input[take..];
-                    // The length may grow once the second byte is known.
-                    if self.header.len() == self.header_len() {
-                        if let Err(e) = self.parse_header(out) {
-                            self.state = State::Broken;
-                            return Err(e);
+        while let Some(token) = self.frames.next(&mut input)? {
+            match token {
+                Token::Header(h) => {
+                    let v = match h.opcode {
+                        0x8..=0xa => Some(Verdict::Pass),
+                        0x0 => self.message,
+                        _ if h.len == 0 => {
+                            // No command byte to judge: nothing a viewer needs.
+                            self.counts.messages_dropped += 1;
+                            self.message = Some(Verdict::Drop);
+                            Some(Verdict::Drop)
                         }
-                    }
-                }
-                State::NeedFirstByte => {
-                    let v = verdict_for(input[0] ^ self.mask[0], self.first_message);
-                    self.first_message = false;
-                    if v == Verdict::Drop {
-                        self.counts.messages_dropped += 1;
-                    }
-                    self.message = Some(v);
-                    self.begin_payload(v, out);
-                }
-                State::Payload { left, verdict } => {
-                    let take = left.min(input.len() as u64) as usize;
-                    if verdict == Verdict::Pass {
-                        out.extend_from_slice(&input[..take]);
-                    }
-                    input = &input[take..];
-                    self.state = State::Payload {
-                        left: left - take as u64,
-                        verdict,
+                        // Judged on the first payload byte.
+                        _ => None,
                     };
+                    self.frame = v;
+                    if v == Some(Verdict::Pass) {
+                        out.extend_from_slice(self.frames.header_bytes());
+                    }
+                }
+                Token::Payload { raw, offset } => {
+                    let v = match self.frame {
+                        Some(v) => v,
+                        None => {
+                            let h = self.frames.current;
+                            let mut first = Vec::with_capacity(1);
+                            h.unmask_into(offset, &raw[..1], &mut first);
+                            let v = verdict_for(first[0], self.first_message);
+                            self.first_message = false;
+                            if v == Verdict::Drop {
+                                self.counts.messages_dropped += 1;
+                            } else {
+                                out.extend_from_slice(self.frames.header_bytes());
+                            }
+                            self.message = Some(v);
+                            self.frame = Some(v);
+                            v
+                        }
+                    };
+                    if v == Verdict::Pass {
+                        out.extend_from_slice(raw);
+                    }
+                }
+                Token::End(h) => {
+                    match self.frame {
+                        Some(Verdict::Pass) => self.counts.frames_passed += 1,
+                        _ => self.counts.frames_dropped += 1,
+                    }
+                    self.frame = None;
+                    if h.is_data() && h.fin {
+                        self.message = None;
+                    }
                 }
             }
-        }
-    }
-
-    /// Bytes of the header as far as it is known.
-    fn header_len(&self) -> usize {
-        if self.header.len() < 2 {
-            return 2;
-        }
-        let base = match self.header[1] & 0x7f {
-            126 => 4,
-            127 => 10,
-            _ => 2,
-        };
-        base + if self.header[1] & 0x80 != 0 { 4 } else { 0 }
-    }
-
-    fn parse_header(&mut self, out: &mut Vec<u8>) -> Result<(), FrameError> {
-        let h = &self.header;
-        if h[0] & 0x70 != 0 {
-            return Err(FrameError::Reserved);
-        }
-        if h[1] & 0x80 == 0 {
-            return Err(FrameError::Unmasked);
-        }
-        let fin = h[0] & 0x80 != 0;
-        let opcode = h[0] & 0x0f;
-        let (len, mask_at) = match h[1] & 0x7f {
-            126 => (u16::from_be_bytes([h[2], h[3]]) as u64, 4),
-            127 => (
-                u64::from_be_bytes(h[2..10].try_into().expect("8 bytes")),
-                10,
-            ),
-            n => (n as u64, 2),
-        };
-        self.mask.copy_from_slice(&h[mask_at..mask_at + 4]);
-        self.fin = fin;
-        self.len = len;
-        match opcode {
-            0x8..=0xa => {
-                if !fin || len > 125 {
-                    return Err(FrameError::BadControl);
-                }
-                self.begin_payload(Verdict::Pass, out);
-            }
-            0x0 => {
-                let v = self.message.ok_or(FrameError::Orphan)?;
-                self.begin_payload(v, out);
-            }
-            0x1 | 0x2 => {
-                if len == 0 {
-                    // No command byte to judge: nothing a viewer needs.
-                    self.counts.messages_dropped += 1;
-                    self.message = Some(Verdict::Drop);
-                    self.begin_payload(Verdict::Drop, out);
-                } else {
-                    self.state = State::NeedFirstByte;
-                }
-            }
-            other => return Err(FrameError::Opcode(other)),
         }
         Ok(())
     }
-
-    fn begin_payload(&mut self, verdict: Verdict, out: &mut Vec<u8>) {
-        if verdict == Verdict::Pass {
-            out.extend_from_slice(&self.header);
-        }
-        self.state = State::Payload {
-            left: self.len,
-            verdict,
-        };
-    }
-
-    fn end_frame(&mut self, verdict: Verdict) {
-        match verdict {
-            Verdict::Pass => self.counts.frames_passed += 1,
-            Verdict::Drop => self.counts.frames_dropped += 1,
-        }
-        let opcode = self.header[0] & 0x0f;
-        // A data message ends with its FIN frame (control frames may be
-        // interleaved and do not end it).
-        if opcode < 0x8 && self.fin {
-            self.message = None;
-        }
-        self.header.clear();
-        self.state = State::Header;
-    }
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +585,95 @@ mod tests {
         assert_eq!(
             f.feed(&frame(true, 3, b""), &mut out),
             Err(FrameError::Opcode(3))
+        );
+    }
+
+    /// An unmasked server frame.
+    fn server_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = frame(fin, opcode, payload);
+        // Rebuild without the mask: header byte 2 loses the mask bit and the
+        // 4 mask bytes go; the payload is sent as is.
+        let at = match f[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        f[1] &= 0x7f;
+        f.truncate(at);
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// (first byte, rest) of every data message, as a MessageReader sees it.
+    fn messages(dir: Direction, stream: &[u8], chunk: usize) -> Vec<(u8, Vec<u8>)> {
+        let mut r = MessageReader::new(dir);
+        let mut out: Vec<(u8, Vec<u8>)> = vec![];
+        let mut open = false;
+        for c in stream.chunks(chunk.max(1)) {
+            r.feed(c, |m| match m {
+                Message::Start { first } => {
+                    assert!(!open, "Start inside a message");
+                    open = true;
+                    out.push((first, vec![]));
+                }
+                Message::Data(d) => out.last_mut().unwrap().1.extend_from_slice(d),
+                Message::End => {
+                    assert!(open, "End without Start");
+                    open = false;
+                }
+            })
+            .unwrap();
+        }
+        assert!(!open, "message left open");
+        out
+    }
+
+    #[test]
+    fn message_reader_reassembles_server_and_client_messages_in_any_chunking() {
+        let mut server = vec![];
+        server.extend(server_frame(true, 2, b"0hello \xe2\x82"));
+        server.extend(server_frame(true, 9, b"ping"));
+        server.extend(server_frame(false, 2, b"0fra"));
+        server.extend(server_frame(true, 10, b""));
+        server.extend(server_frame(false, 0, b"gmen"));
+        server.extend(server_frame(true, 0, b"ted"));
+        server.extend(server_frame(true, 2, b""));
+        server.extend(server_frame(true, 1, b"1title"));
+        let mut big = vec![b'0'];
+        big.extend(vec![b'y'; 70_000]);
+        server.extend(server_frame(true, 2, &big));
+        let want = vec![
+            (b'0', b"hello \xe2\x82".to_vec()),
+            (b'0', b"fragmented".to_vec()),
+            (b'1', b"title".to_vec()),
+            (b'0', vec![b'y'; 70_000]),
+        ];
+        for chunk in [1, 2, 3, 7, 64, 100_000] {
+            assert_eq!(
+                messages(Direction::ServerToClient, &server, chunk),
+                want,
+                "chunk {chunk}"
+            );
+        }
+        // Client frames: masked, unmasked on the way out.
+        let client = session();
+        let got = messages(Direction::ClientToServer, &client, 5);
+        assert_eq!(got[0].0, b'{');
+        assert_eq!(got[1], (b'0', b"rm -rf ~\r".to_vec()));
+        assert_eq!(got[4], (b'0', b"echo pwned\r".to_vec()));
+    }
+
+    #[test]
+    fn message_reader_enforces_masking_per_direction() {
+        let mut r = MessageReader::new(Direction::ServerToClient);
+        assert_eq!(
+            r.feed(&frame(true, 2, b"0x"), |_| {}),
+            Err(FrameError::Masked)
+        );
+        let mut r = MessageReader::new(Direction::ClientToServer);
+        assert_eq!(
+            r.feed(&server_frame(true, 2, b"0x"), |_| {}),
+            Err(FrameError::Unmasked)
         );
     }
 }

@@ -58,6 +58,19 @@ pub struct Entry<'a> {
     /// On the outcome of a sign-in attempt: the account it was for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login: Option<&'a str>,
+    /// WebSocket lines only: the session's recording.
+    #[serde(flatten)]
+    pub recording: Option<RecordingFields>,
+}
+
+/// `recording` and `recording_bytes` of a WebSocket line.
+#[derive(Debug, Default, Serialize)]
+pub struct RecordingFields {
+    /// Absolute path of the `.cast` file; `None` when not recorded.
+    pub recording: Option<String>,
+    pub recording_bytes: u64,
+    /// Keystrokes were recorded too (the template's `[recording] input`).
+    pub recording_input: bool,
 }
 
 pub fn timestamp(t: SystemTime) -> String {
@@ -335,6 +348,7 @@ mod tests {
             error: None,
             access: None,
             login: None,
+            recording: None,
         }
     }
 

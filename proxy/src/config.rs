@@ -55,6 +55,24 @@ pub struct RawSlotgate {
     pub access_log: RawAccessLog,
     #[serde(default)]
     pub rate_limits: RawRateLimits,
+    #[serde(default)]
+    pub recording: RawRecording,
+}
+
+/// `[slotgate.recording]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecording {
+    pub enabled: Option<bool>,
+    pub dir: Option<PathBuf>,
+    #[serde(default, deserialize_with = "human::opt_size")]
+    pub max_size: Option<u64>,
+    #[serde(default, deserialize_with = "human::opt_size")]
+    pub max_total: Option<u64>,
+    pub retention: Option<String>,
+    pub redact: Option<Vec<String>>,
+    pub redact_defaults: Option<bool>,
+    pub queue: Option<usize>,
 }
 
 /// `[slotgate.access_log]`
@@ -210,6 +228,7 @@ pub struct Config {
     pub metrics: MetricsAccess,
     pub access_log: AccessLogConfig,
     pub limits: LimitsConfig,
+    pub recording: crate::recording::RecordingConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7681";
@@ -545,6 +564,53 @@ impl RawSlotgate {
             }
         };
 
+        let recording = {
+            let raw = self.recording;
+            let dir = raw
+                .dir
+                .map(|p| file.resolve(&p))
+                .unwrap_or_else(|| paths.data_dir.join("recordings"));
+            let dir = std::path::absolute(&dir)
+                .map_err(|e| err("recording.dir", format!("{}: {e}", dir.display())))?;
+            let max_size = raw.max_size.unwrap_or(50 << 20);
+            if max_size < 4096 {
+                return Err(err("recording.max_size", "must be at least 4K".into()));
+            }
+            let max_total = raw.max_total.unwrap_or(10 << 30);
+            if max_total < max_size {
+                return Err(err(
+                    "recording.max_total",
+                    "must be at least recording.max_size".into(),
+                ));
+            }
+            let retention = match raw.retention.as_deref().map(str::trim) {
+                None => Some(Duration::from_secs(30 * 24 * 3600)),
+                Some("off") | Some("forever") | Some("0") => None,
+                Some(s) => Some(
+                    slotapi::config::parse_duration(s)
+                        .map_err(|r| err("recording.retention", r))?,
+                ),
+            };
+            let patterns = crate::recording::redact::Patterns::new(
+                raw.redact_defaults.unwrap_or(true),
+                raw.redact.as_deref().unwrap_or_default(),
+            )
+            .map_err(|r| err("recording.redact", r))?;
+            let queue = raw.queue.unwrap_or(8192);
+            if queue == 0 {
+                return Err(err("recording.queue", "must be at least 1".into()));
+            }
+            crate::recording::RecordingConfig {
+                enabled: raw.enabled.unwrap_or(true),
+                dir,
+                max_size,
+                max_total,
+                retention,
+                patterns,
+                queue,
+            }
+        };
+
         let limits = {
             let r = self.rate_limits;
             let d = LimitsConfig::default();
@@ -589,6 +655,7 @@ impl RawSlotgate {
             metrics,
             access_log,
             limits,
+            recording,
         })
     }
 }

@@ -26,6 +26,7 @@ use crate::identity::{self, Auth, Authn, Decision, Identity, RequestFacts};
 use crate::limits::{Category, Limited, Limits, WsGuard};
 use crate::metrics::Metrics;
 use crate::pages::{self, Reply};
+use crate::recording::{Recorder, Recording};
 use crate::routing::{self, Reject, Route, SlotRequest};
 use crate::sessions::{self, WsTicket};
 use crate::signin::{self, AuthRequest, SignIn};
@@ -73,6 +74,8 @@ pub struct Ctx {
     close_sent: bool,
     /// The account a sign-in attempt was for (the access log's `login`).
     login: Option<String>,
+    /// The session's recording (WebSocket sessions to a slot).
+    recording: Option<Recording>,
     span: tracing::Span,
 }
 
@@ -99,6 +102,7 @@ pub struct Gateway {
     metrics_access: MetricsAccess,
     connect_timeout: Duration,
     activity_interval: Duration,
+    recorder: Option<Recorder>,
 }
 
 impl Gateway {
@@ -137,7 +141,14 @@ impl Gateway {
         if let Some(a) = &auth {
             strip_headers.extend(a.identity_headers());
         }
+        let recorder = Recorder::start(&cfg.recording, Arc::clone(&metrics)).map_err(|e| {
+            anyhow::anyhow!(
+                "creating the recordings directory {}: {e}",
+                cfg.recording.dir.display()
+            )
+        })?;
         Ok(Gateway {
+            recorder,
             frame_origins: cfg
                 .frame_ancestors
                 .iter()
@@ -390,6 +401,7 @@ impl ProxyHttp for Gateway {
             ws_ticket: None,
             close_sent: false,
             login: None,
+            recording: None,
             span,
         }
     }
@@ -769,6 +781,15 @@ impl ProxyHttp for Gateway {
                     .map(|u| u.as_str());
                 self.slots
                     .report(id, ActivityKind::Connect, &ctx.request_id, user);
+                if let Some(rec) = &self.recorder {
+                    let r = rec.open(&ctx.request_id, user, id.as_str(), ctx.started_at);
+                    // Whether the template records keystrokes: asked beside
+                    // the stream, never waited for.
+                    let (switch, slots, id) =
+                        (r.input_switch(), Arc::clone(&self.slots), id.clone());
+                    tokio::spawn(async move { switch.set(slots.records_input(&id).await) });
+                    ctx.recording = Some(r);
+                }
             }
             tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, "websocket open");
         }
@@ -803,6 +824,9 @@ impl ProxyHttp for Gateway {
         }
         if let Some(b) = body {
             ctx.ws_bytes_in += b.len() as u64;
+            if let Some(r) = ctx.recording.as_mut() {
+                r.client_bytes(b);
+            }
         }
         if ctx.last_active.elapsed() >= self.activity_interval {
             ctx.last_active = Instant::now();
@@ -844,6 +868,9 @@ impl ProxyHttp for Gateway {
         if ctx.ws_open {
             if let Some(b) = body {
                 ctx.ws_bytes_out += b.len() as u64;
+                if let Some(r) = ctx.recording.as_mut() {
+                    r.server_bytes(b);
+                }
             }
         }
         Ok(None)
@@ -943,6 +970,19 @@ impl ProxyHttp for Gateway {
             .as_ref()
             .and_then(|i| i.user.as_ref())
             .map(|u| u.as_str());
+        let recording = match ctx.recording.take() {
+            Some(r) => {
+                let input = r.records_input();
+                let (path, bytes) = r.finish().await;
+                Some(access_log::RecordingFields {
+                    recording_input: input && path.is_some(),
+                    recording: path.map(|p| p.display().to_string()),
+                    recording_bytes: bytes,
+                })
+            }
+            None if ctx.ws_open => Some(access_log::RecordingFields::default()),
+            None => None,
+        };
         let (kind, bytes_in, bytes_out) = if ctx.ws_open {
             self.metrics.ws_open.fetch_sub(1, Relaxed);
             self.metrics.ws_sessions.fetch_add(1, Relaxed);
@@ -1000,6 +1040,7 @@ impl ProxyHttp for Gateway {
             error: ctx.error,
             access: ctx.access,
             login: ctx.login.as_deref(),
+            recording,
         });
     }
 }

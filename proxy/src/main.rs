@@ -11,6 +11,7 @@ mod limits;
 mod metrics;
 mod pages;
 mod quota;
+mod recording;
 mod redirect;
 mod routing;
 mod server;
@@ -120,6 +121,11 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
                 println!("  oauth2      {} ({})", p.name, p.auth_url);
             }
         }
+    }
+    if cfg.recording.enabled {
+        println!("  recordings  {}", cfg.recording.dir.display());
+    } else {
+        println!("  recordings  off");
     }
     println!("  slots       {}", cfg.paths.slots_dir().display());
     println!("  slotctl     {}", cfg.paths.control_socket().display());

@@ -45,6 +45,12 @@ pub struct Metrics {
     pub access_log_write_errors: AtomicU64,
     pub access_log_rotations: AtomicU64,
     pub activity_reports_failed: AtomicU64,
+    pub recordings_started: AtomicU64,
+    pub recording_events_dropped: AtomicU64,
+    pub recording_write_errors: AtomicU64,
+    pub recordings_truncated: AtomicU64,
+    pub recordings_deleted: AtomicU64,
+    pub recording_redactions: AtomicU64,
     pub tls_reloads_ok: AtomicU64,
     pub tls_reloads_failed: AtomicU64,
 }
@@ -228,6 +234,42 @@ impl Metrics {
             "slotgate_access_log_rotations_total",
             "Size-based access log rotations.",
             self.access_log_rotations.load(Relaxed),
+        );
+        counter(
+            w,
+            "slotgate_recordings_total",
+            "Session recordings started.",
+            self.recordings_started.load(Relaxed),
+        );
+        counter(
+            w,
+            "slotgate_recording_events_dropped_total",
+            "Recording events dropped because the writer's queue was full.",
+            self.recording_events_dropped.load(Relaxed),
+        );
+        counter(
+            w,
+            "slotgate_recording_write_errors_total",
+            "Recording files that could not be created or written.",
+            self.recording_write_errors.load(Relaxed),
+        );
+        counter(
+            w,
+            "slotgate_recordings_truncated_total",
+            "Recordings stopped at max_size.",
+            self.recordings_truncated.load(Relaxed),
+        );
+        counter(
+            w,
+            "slotgate_recordings_deleted_total",
+            "Recordings deleted by retention or the max_total cap.",
+            self.recordings_deleted.load(Relaxed),
+        );
+        counter(
+            w,
+            "slotgate_recording_redactions_total",
+            "Secrets replaced in recordings.",
+            self.recording_redactions.load(Relaxed),
         );
         counter(
             w,

@@ -120,6 +120,15 @@ impl Slots {
         self.client.get(id).await.map_err(SlotError::from_client)
     }
 
+    /// Whether the slot's template records keystrokes too (asked once per
+    /// WebSocket session; when slotctl does not answer, no).
+    pub async fn records_input(&self, id: &SlotId) -> bool {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), self.info(id)).await,
+            Ok(Ok(info)) if info.record_input
+        )
+    }
+
     /// Create (and start) a slot owned by `owner` from `template`.
     pub async fn create(
         &self,

@@ -90,6 +90,10 @@ pub struct SlotInfo {
     pub created_at_ms: u64,
     /// Which resource control applies: `cgroup-v2`, `cgroup-v1`, `rlimit`.
     pub isolation: String,
+    /// The template records keystrokes in session recordings
+    /// (`[recording] input = true`); absent in older answers.
+    #[serde(default)]
+    pub record_input: bool,
 }
 
 /// `POST /v1/slots`

@@ -34,6 +34,17 @@ struct RawTemplate {
     sandbox: RawSandbox,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    recording: RawRecording,
+}
+
+/// `[recording]`: how slotgate records this template's sessions.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRecording {
+    /// Record keystrokes too (off by default: output, resizes only).
+    #[serde(default)]
+    input: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -109,6 +120,8 @@ pub struct Template {
     pub network: bool,
     pub shared: Vec<Share>,
     pub limits: Limits,
+    /// slotgate records the keystrokes of this template's sessions too.
+    pub record_input: bool,
 }
 
 /// Values for the template variables of one slot.
@@ -326,6 +339,7 @@ pub fn parse(name: &str, file: &Path, text: &str) -> Result<Template, ConfigErro
             cpu: raw.limits.cpu,
             pids: raw.limits.pids,
         },
+        record_input: raw.recording.input,
     })
 }
 
@@ -471,5 +485,25 @@ mod tests {
             assert_eq!(err.key, key, "{text}: {err}");
             assert!(err.reason.contains(reason), "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn recording_input_is_off_unless_the_template_asks() {
+        let off = parse("a", Path::new("a.toml"), "command = [\"bash\"]\n").unwrap();
+        assert!(!off.record_input);
+        let on = parse(
+            "b",
+            Path::new("b.toml"),
+            "command = [\"bash\"]\n[recording]\ninput = true\n",
+        )
+        .unwrap();
+        assert!(on.record_input);
+        let err = parse(
+            "c",
+            Path::new("c.toml"),
+            "command = [\"bash\"]\n[recording]\noutput = false\n",
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("unknown field"), "{err}");
     }
 }

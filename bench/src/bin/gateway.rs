@@ -22,26 +22,18 @@
 //! threads; default: slotgate's own default),
 //! SLOTGATE_TTYD (ttyd binary).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bench::median;
+use bench::{echo_latencies, env_num, median, ttyd_in_tempdir, wait_until, Killed};
 use slotgate_tests::gateway::{free_port, tty_over, Options, Slotgate, Stream};
 use slotgate_tests::ttyd::TtydClient;
 
 type Tty = TtydClient<Stream>;
 
 const SLOT: &str = "bench";
-
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Way {
@@ -80,59 +72,6 @@ impl Setup {
     }
 }
 
-fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn find_ttyd() -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("SLOTGATE_TTYD") {
-        return Ok(p.into());
-    }
-    if let Ok(out) = Command::new("sh").arg("-c").arg("command -v ttyd").output() {
-        let p = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        if out.status.success() && !p.is_empty() {
-            return Ok(p.into());
-        }
-    }
-    let opt = PathBuf::from("/opt/slotgate/ttyd/bin/ttyd");
-    if opt.exists() {
-        return Ok(opt);
-    }
-    bail!("no ttyd found; run scripts/install-ttyd.sh or set SLOTGATE_TTYD")
-}
-
-async fn wait_until(
-    what: &str,
-    within: Duration,
-    mut ok: impl AsyncFnMut() -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + within;
-    while !ok().await {
-        if Instant::now() > deadline {
-            bail!("{what} not ready within {within:?}");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Ok(())
-}
-
-async fn token_ok(socket: &Path) -> bool {
-    let path = format!("/slot/{SLOT}/token");
-    matches!(
-        slotapi::get_unix(
-            socket,
-            &path,
-            &[(slotapi::TTYD_AUTH_HEADER, "bench")],
-            Duration::from_secs(1)
-        )
-        .await,
-        Ok((200, _))
-    )
-}
-
 async fn connect(setup: &Setup, way: Way) -> anyhow::Result<Tty> {
     let path = format!("/slot/{SLOT}/ws");
     match way {
@@ -157,29 +96,10 @@ async fn connect(setup: &Setup, way: Way) -> anyhow::Result<Tty> {
 }
 
 async fn keystrokes(setup: &Setup, way: Way, n: usize) -> anyhow::Result<Vec<Duration>> {
-    let mut tty = connect(setup, way).await?;
-    tty.expect("$ ", Duration::from_secs(10)).await?;
-    tty.drain_for(Duration::from_millis(300)).await;
-    let letters = b"abcdefghijklmnopqrstuvwxyz";
-    let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        if i % 40 == 39 {
-            // Ctrl-U: keep the line short so readline never redraws it.
-            tty.input("\u{15}").await?;
-            tty.drain_for(Duration::from_millis(30)).await;
-        }
-        let c = std::str::from_utf8(&letters[i % letters.len()..][..1])?;
-        let from = tty.screen.len();
-        let t0 = Instant::now();
-        tty.input(c).await?;
-        tty.expect_from(from, c, Duration::from_secs(5))
-            .await
-            .with_context(|| format!("{}: echo of {c:?}", way.name()))?;
-        samples.push(t0.elapsed());
-    }
-    tty.input("\u{15}exit\r").await?;
-    tty.close().await;
-    Ok(samples)
+    let tty = connect(setup, way).await?;
+    echo_latencies(tty, n)
+        .await
+        .with_context(|| way.name().to_string())
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -222,36 +142,8 @@ async fn run() -> anyhow::Result<()> {
     let wrk_runs = env_num("BENCH_WRK_RUNS", 3) as usize;
     let workers = env_num("BENCH_WORKERS", 2);
 
-    let tmp = tempfile::Builder::new()
-        .prefix("sgbench")
-        .tempdir_in("/tmp")?;
+    let (tmp, socket, _ttyd) = ttyd_in_tempdir(SLOT).await?;
     let dir = tmp.path();
-    let socket = dir.join("run/slots").join(format!("{SLOT}.sock"));
-    std::fs::create_dir_all(socket.parent().unwrap_or(dir))?;
-
-    let ttyd = find_ttyd()?;
-    let _ttyd = Killed(
-        Command::new(&ttyd)
-            .arg("-i")
-            .arg(&socket)
-            .args([
-                "-b",
-                &format!("/slot/{SLOT}"),
-                "-H",
-                slotapi::TTYD_AUTH_HEADER,
-                "-W",
-            ])
-            .args(["bash", "--norc", "--noprofile", "-i"])
-            .env("PS1", "$ ")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("ttyd.log"))?)
-            .spawn()
-            .with_context(|| format!("starting {}", ttyd.display()))?,
-    );
-    wait_until("ttyd", Duration::from_secs(10), async || {
-        token_ok(&socket).await
-    })
-    .await?;
 
     let nginx_port = free_port();
     let nginx_ka_port = free_port();
@@ -389,11 +281,5 @@ async fn run() -> anyhow::Result<()> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    match run().await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    bench::exit_code(run().await)
 }

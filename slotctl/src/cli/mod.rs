@@ -15,6 +15,7 @@ mod log_writer;
 mod logs;
 mod pm2;
 mod quota;
+mod replay;
 mod status;
 mod usage;
 mod user;
@@ -97,6 +98,23 @@ pub enum Cmd {
         /// How many lines of history.
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
+    },
+    /// Play a session recording in this terminal at its real pace.
+    Replay {
+        /// Session id (the WebSocket's request id), fetched from the daemon.
+        session: Option<String>,
+        /// Play a local .cast file instead.
+        #[arg(long, value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Playback speed (2 = twice as fast).
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Cap every pause at this many seconds.
+        #[arg(long, value_name = "SECONDS")]
+        max_idle: Option<f64>,
+        /// Print the final screen as text and exit (no playback).
+        #[arg(long)]
+        dump: bool,
     },
     /// Check this host: ttyd, tmux, bubblewrap, cgroups, directories, daemon.
     Doctor,
@@ -343,6 +361,22 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Logs { id, follow, lines } => logs::run(&ctx, &id, follow, lines).await,
         Cmd::Doctor => doctor::run(&ctx).await,
         Cmd::Activity(args) => activity::run(&ctx, args).await,
+        Cmd::Replay {
+            session,
+            file,
+            speed,
+            max_idle,
+            dump,
+        } => {
+            let args = replay::Args {
+                session,
+                file,
+                speed,
+                max_idle,
+                dump,
+            };
+            replay::run(&ctx, args).await
+        }
         Cmd::User(cmd) => user::run(&ctx, cmd),
         Cmd::Usage(args) => usage::run(&ctx, args).await,
         Cmd::Quota(cmd) => quota::run(&ctx, cmd).await,

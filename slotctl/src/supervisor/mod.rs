@@ -319,6 +319,11 @@ impl Supervisor {
             last_exit: st.rec.last_exit.clone(),
             created_at_ms: st.rec.created_at_ms,
             isolation: self.cgroups.name().to_string(),
+            record_input: self
+                .cfg
+                .templates
+                .get(&st.rec.template)
+                .is_some_and(|t| t.record_input),
         }
     }
 
