@@ -61,6 +61,9 @@ pub struct User {
     pub must_change_password: bool,
     pub has_password: bool,
     pub created_ms: u64,
+    /// The role was set by an administrator (`slotctl user role`); provider
+    /// sign-ins no longer replace it with the one their groups map to.
+    pub role_pinned: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -155,7 +158,29 @@ fn row_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         must_change_password: r.get::<_, i64>("must_change_password")? != 0,
         has_password: r.get::<_, Option<String>>("password_hash")?.is_some(),
         created_ms: r.get::<_, i64>("created_ms")? as u64,
+        role_pinned: r.get::<_, i64>("role_pinned")? != 0,
     })
+}
+
+/// Schema changes after the first release, applied once each, in order, by
+/// whichever process opens the database first (`PRAGMA user_version`).
+const MIGRATIONS: &[&str] = &[
+    // 1: administrator-set roles survive provider sign-ins; the ID token of
+    //    an OIDC session is kept for RP-initiated logout (`id_token_hint`).
+    "ALTER TABLE users ADD COLUMN role_pinned INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sessions ADD COLUMN id_token TEXT;",
+];
+
+fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for sql in MIGRATIONS.iter().skip(version) {
+        tx.execute_batch(sql)?;
+    }
+    if version < MIGRATIONS.len() {
+        tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+    }
+    tx.commit()
 }
 
 impl Store {
@@ -165,7 +190,9 @@ impl Store {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
             c.busy_timeout(std::time::Duration::from_secs(5))?;
+            let mut c = c;
             c.execute_batch(SCHEMA)?;
+            migrate(&mut c)?;
             Ok(c)
         };
         let conn = open().map_err(|source| StoreError::Open {
@@ -236,7 +263,8 @@ impl Store {
             .map_err(|e| StoreError::BadName(name.into(), e.to_string()))?;
         self.conn().execute(
             "INSERT INTO users (name, role, email, display_name, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(name) DO UPDATE SET role = excluded.role, email = excluded.email, display_name = excluded.display_name",
+             ON CONFLICT(name) DO UPDATE SET role = CASE WHEN role_pinned = 0 THEN excluded.role ELSE role END,
+                 email = excluded.email, display_name = excluded.display_name",
             params![name, role.as_str(), email, display, now_ms() as i64],
         )?;
         self.user(name)?
@@ -306,11 +334,23 @@ impl Store {
         Ok(())
     }
 
+    /// An administrator's choice of role: pinned, so that provider
+    /// sign-ins keep it (see [`Store::unpin_role`]).
     pub fn set_role(&self, name: &str, role: Role) -> Result<(), StoreError> {
         self.update_user(
-            "UPDATE users SET role = ?2 WHERE name = ?1",
+            "UPDATE users SET role = ?2, role_pinned = 1 WHERE name = ?1",
             name,
             &role.as_str(),
+        )
+    }
+
+    /// Let the identity provider's groups decide the role again from the
+    /// user's next sign-in.
+    pub fn unpin_role(&self, name: &str) -> Result<(), StoreError> {
+        self.update_user(
+            "UPDATE users SET role_pinned = ?2 WHERE name = ?1",
+            name,
+            &0i64,
         )
     }
 
@@ -362,6 +402,28 @@ impl Store {
             params![sid, user, amr, now as i64, (now + ttl_ms) as i64, ip, ua.map(|u| u.chars().take(200).collect::<String>())],
         )?;
         Ok(sid)
+    }
+
+    /// Keep the provider's ID token of an OIDC session, for the
+    /// `id_token_hint` of RP-initiated logout.
+    pub fn set_session_id_token(&self, sid: &str, id_token: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sessions SET id_token = ?2 WHERE sid = ?1",
+            params![sid, id_token],
+        )?;
+        Ok(())
+    }
+
+    pub fn session_id_token(&self, sid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id_token FROM sessions WHERE sid = ?1",
+                params![sid],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Extend a live session (sliding expiry). `false` if it is revoked,

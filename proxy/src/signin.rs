@@ -289,7 +289,7 @@ impl SignIn {
                     short_cookie(PASSWORD_COOKIE, &token, "/auth/", 600, self.tls),
                 )
             }
-            Ok(u) => self.signed_in(&u.name, u.role, "local", &next, req).await,
+            Ok(u) => self.signed_in(&u.name, u.role, "local", None, &next, req).await,
         }
     }
 
@@ -298,6 +298,7 @@ impl SignIn {
         user: &str,
         role: Role,
         amr: &str,
+        id_token: Option<String>,
         next: &str,
         req: &AuthRequest<'_>,
     ) -> Reply {
@@ -313,7 +314,18 @@ impl SignIn {
             )
             .await
         {
-            Ok((_, cookie)) => {
+            Ok((claims, cookie)) => {
+                if let Some(t) = id_token {
+                    let store = Arc::clone(&self.auth.sessions.store);
+                    let sid = claims.sid.clone();
+                    let kept = tokio::task::spawn_blocking(move || {
+                        store.set_session_id_token(&sid, &t)
+                    })
+                    .await;
+                    if !matches!(kept, Ok(Ok(()))) {
+                        tracing::warn!(user, "cannot keep the ID token; logout will not hint the provider");
+                    }
+                }
                 tracing::info!(user, amr, client_ip = ?req.client, "signed in");
                 pages::see_other(next).with_header("set-cookie", cookie)
             }
@@ -360,7 +372,7 @@ impl SignIn {
         match result {
             Ok(Ok(Some(u))) if !u.disabled => {
                 tracing::info!(user = %u.name, "password changed");
-                self.signed_in(&u.name, u.role, "local", &next, req)
+                self.signed_in(&u.name, u.role, "local", None, &next, req)
                     .await
                     .with_header(
                         "set-cookie",
@@ -407,8 +419,15 @@ impl SignIn {
                     .find(|o| o.cfg.name == name)
                     .and_then(|o| o.provider.get())
                 {
+                    let store = Arc::clone(&self.auth.sessions.store);
+                    let sid = c.sid.clone();
+                    let hint = tokio::task::spawn_blocking(move || store.session_id_token(&sid))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten();
                     if let Some(url) =
-                        p.end_session_url(None, &format!("{}/auth/login", req.origin))
+                        p.end_session_url(hint.as_deref(), &format!("{}/auth/login", req.origin))
                     {
                         location = url;
                     }
@@ -599,6 +618,7 @@ impl SignIn {
             ProviderKind::OAuth2 => format!("oauth2:{name}"),
         };
         let store = Arc::clone(&self.auth.sessions.store);
+        let id_token = user.id_token.clone();
         let ext = user.clone();
         let saved = tokio::task::spawn_blocking(move || {
             if let Ok(Some(existing)) = store.user(&ext.username) {
@@ -622,7 +642,7 @@ impl SignIn {
         .unwrap_or(Err("cannot save the user"));
         match saved {
             Ok(u) => self
-                .signed_in(&u.name, u.role, &amr, &next, req)
+                .signed_in(&u.name, u.role, &amr, id_token, &next, req)
                 .await
                 .with_header("set-cookie", clear),
             Err(why) => {
@@ -771,7 +791,7 @@ impl SignIn {
         };
         let next = format!("/slot/{slot}/");
         let r = self
-            .signed_in(&user.name, user.role, "embed", &next, req)
+            .signed_in(&user.name, user.role, "embed", None, &next, req)
             .await;
         tracing::info!(user = %user.name, slot, origin = %origin, "embed token exchanged");
         // A plain redirect, not 303: the iframe's navigation is a GET.
