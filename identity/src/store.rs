@@ -252,6 +252,8 @@ impl Store {
     }
 
     /// Create or update a user who signed in through an identity provider.
+    /// The provider's role mapping applies unless an administrator pinned
+    /// the user's role.
     pub fn upsert_external(
         &self,
         name: &str,
@@ -713,6 +715,64 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("identity.db")).unwrap();
         (d, s)
+    }
+
+    #[test]
+    fn a_database_from_before_the_migrations_is_upgraded_once() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("identity.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute(
+                "INSERT INTO users (name, role, created_ms) VALUES ('old', 'user', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let old = s.user("old").unwrap().unwrap();
+        assert!(!old.role_pinned);
+        drop(s);
+        // Opening again (the other process) does not re-apply anything.
+        let s = Store::open(&path).unwrap();
+        let v: usize = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len());
+        let sid = s
+            .create_session("old", "oidc:op", 60_000, None, None)
+            .unwrap();
+        assert_eq!(s.session_id_token(&sid).unwrap(), None);
+        s.set_session_id_token(&sid, "eyJ.x.y").unwrap();
+        assert_eq!(
+            s.session_id_token(&sid).unwrap().as_deref(),
+            Some("eyJ.x.y")
+        );
+    }
+
+    #[test]
+    fn an_administrators_role_survives_provider_sign_ins() {
+        let (_d, s) = store();
+        s.upsert_external("pat", Role::User, None, None).unwrap();
+        s.upsert_external("pat", Role::Admin, None, None).unwrap();
+        assert_eq!(s.user("pat").unwrap().unwrap().role, Role::Admin);
+        s.set_role("pat", Role::Viewer).unwrap();
+        let u = s
+            .upsert_external("pat", Role::Admin, Some("p@x"), None)
+            .unwrap();
+        assert_eq!(
+            (u.role, u.role_pinned, u.email.as_deref()),
+            (Role::Viewer, true, Some("p@x"))
+        );
+        s.unpin_role("pat").unwrap();
+        let u = s.upsert_external("pat", Role::Admin, None, None).unwrap();
+        assert_eq!((u.role, u.role_pinned), (Role::Admin, false));
+        assert!(matches!(
+            s.unpin_role("nobody"),
+            Err(StoreError::NoSuchUser(_))
+        ));
     }
 
     #[test]

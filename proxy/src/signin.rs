@@ -289,7 +289,10 @@ impl SignIn {
                     short_cookie(PASSWORD_COOKIE, &token, "/auth/", 600, self.tls),
                 )
             }
-            Ok(u) => self.signed_in(&u.name, u.role, "local", None, &next, req).await,
+            Ok(u) => {
+                self.signed_in(&u.name, u.role, "local", None, &next, req)
+                    .await
+            }
         }
     }
 
@@ -318,12 +321,14 @@ impl SignIn {
                 if let Some(t) = id_token {
                     let store = Arc::clone(&self.auth.sessions.store);
                     let sid = claims.sid.clone();
-                    let kept = tokio::task::spawn_blocking(move || {
-                        store.set_session_id_token(&sid, &t)
-                    })
-                    .await;
+                    let kept =
+                        tokio::task::spawn_blocking(move || store.set_session_id_token(&sid, &t))
+                            .await;
                     if !matches!(kept, Ok(Ok(()))) {
-                        tracing::warn!(user, "cannot keep the ID token; logout will not hint the provider");
+                        tracing::warn!(
+                            user,
+                            "cannot keep the ID token; logout will not hint the provider"
+                        );
                     }
                 }
                 tracing::info!(user, amr, client_ip = ?req.client, "signed in");

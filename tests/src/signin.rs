@@ -127,4 +127,3 @@ pub fn one_time_password(gw: &Slotgate) -> String {
         .unwrap()
         .to_string()
 }
-

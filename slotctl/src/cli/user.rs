@@ -137,7 +137,10 @@ pub fn run(ctx: &Ctx, cmd: UserCmd) -> anyhow::Result<ExitCode> {
         } => {
             let r = role(&r)?;
             store.set_role(&name, r)?;
-            println!("{name} is now {} (kept across provider sign-ins)", r.as_str());
+            println!(
+                "{name} is now {} (kept across provider sign-ins)",
+                r.as_str()
+            );
         }
         UserCmd::Role { name, .. } => {
             store.unpin_role(&name)?;
