@@ -14,6 +14,7 @@ use identity::oauth::OAuthConfig;
 use identity::oidc::OidcConfig;
 use serde::Deserialize;
 use slotapi::config::{human, ConfigError, ConfigFile, Paths};
+use slotapi::SlotId;
 
 /// `[slotgate]` as written in the file. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +38,8 @@ pub struct RawSlotgate {
     pub session_idle_timeout: Option<Duration>,
     pub default_template: Option<String>,
     pub create_default_slot: Option<bool>,
+    /// A slot anyone may watch read-only, without signing in, at `/demo`.
+    pub demo_slot: Option<String>,
     pub threads: Option<usize>,
     pub frame_ancestors: Option<Vec<String>>,
     #[serde(default, deserialize_with = "human::opt_duration")]
@@ -120,6 +123,8 @@ pub struct IdentityConfig {
     /// Template of the slot created on a user's first visit to `/slot/<user>`.
     pub default_template: String,
     pub create_default_slot: bool,
+    /// `[slotgate] demo_slot`: watched read-only by anyone at `/demo`.
+    pub demo_slot: Option<SlotId>,
     /// `<data_dir>/identity.db`
     pub db_path: PathBuf,
     /// `<data_dir>/identity/session-keys.json`
@@ -431,6 +436,10 @@ impl RawSlotgate {
             ));
         }
         let default_template = self.default_template.unwrap_or_else(|| "shell".into());
+        let demo_slot = match self.demo_slot {
+            None => None,
+            Some(s) => Some(SlotId::new(&s).map_err(|e| err("demo_slot", e.to_string()))?),
+        };
         let identity = IdentityConfig {
             modes,
             oidc,
@@ -440,6 +449,7 @@ impl RawSlotgate {
             session_idle_timeout,
             default_template,
             create_default_slot: self.create_default_slot.unwrap_or(true),
+            demo_slot,
             db_path: paths.data_dir.join("identity.db"),
             keys_path: paths.data_dir.join("identity").join("session-keys.json"),
         };

@@ -488,6 +488,19 @@ impl ProxyHttp for Gateway {
                 let reply = self.sign_in(session, ctx, &route).await;
                 return self.reply(session, ctx, reply).await;
             }
+            Route::Demo => {
+                let reply = match self.acls.as_ref().and_then(|a| a.demo_slot()) {
+                    Some(id) => pages::found(&format!("/slot/{id}/")),
+                    None => pages::error(
+                        404,
+                        "not_found",
+                        "Not found",
+                        "This installation has no public demo.",
+                        ctx.html,
+                    ),
+                };
+                return self.reply(session, ctx, reply).await;
+            }
             _ => {}
         }
         let Some(id) = route.slot().cloned() else {
@@ -542,6 +555,11 @@ impl ProxyHttp for Gateway {
                     Authn::Identified(identity, cookie) => {
                         ctx.set_cookie = cookie;
                         identity
+                    }
+                    Authn::Anonymous
+                        if self.acls.as_ref().and_then(|a| a.demo_slot()) == Some(&id) =>
+                    {
+                        Identity::anonymous_viewer()
                     }
                     Authn::Anonymous => {
                         let reply = if ctx.html {

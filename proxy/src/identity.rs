@@ -43,6 +43,17 @@ impl Identity {
         }
     }
 
+    /// Someone without a session watching the public demo slot: a viewer
+    /// with no name, so the read-only filter applies and nothing is theirs.
+    pub fn anonymous_viewer() -> Identity {
+        Identity {
+            user: None,
+            role: Some(Role::Viewer),
+            sid: None,
+            amr: Some("demo".into()),
+        }
+    }
+
     /// The key per-user limits count against: the user name, or the client
     /// address for anonymous requests (so anonymous clients cannot share one
     /// bucket and starve each other).

@@ -442,3 +442,95 @@ async fn session_cookies_are_renewed_while_the_session_lives() {
         .and_then(|v| v.to_str().ok())
         .is_none_or(|v| !v.contains("Max-Age=") || v.contains("Max-Age=0")));
 }
+
+#[tokio::test]
+async fn demo_is_watchable_without_an_account_and_teams_share_a_slot() {
+    let (env, gw) = stack("auth = \"local\"\ndemo_slot = \"demo\"\n", None).await;
+    env.create_online("demo", "shell").await;
+    let demo_owner = user_session(&gw, "demo", Role::User).await;
+    let alice = user_session(&gw, "alice", Role::User).await;
+    let bob = user_session(&gw, "bob", Role::User).await;
+
+    // `/demo` leads to the demo slot; anyone may watch it, nobody anonymous
+    // may type, and no other slot opens without a session.
+    let r = gw.get("/demo").await.unwrap();
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/slot/demo/"));
+    let origin = gw.base_url();
+    let mut owner = tty(&gw, "demo", &[("Cookie", &demo_owner), ("Origin", &origin)])
+        .await
+        .unwrap();
+    let mut watcher = gw
+        .tty("demo")
+        .await
+        .expect("an anonymous visitor watches the demo");
+    watcher.input("echo ANON-$((2+2))\r").await.unwrap();
+    owner.input("echo SHOW-$((3+4))\r").await.unwrap();
+    owner.expect("SHOW-7", T).await.unwrap();
+    watcher.expect("SHOW-7", T).await.unwrap();
+    owner.drain_for(Duration::from_millis(1500)).await;
+    assert!(
+        !owner.screen.contains("ANON"),
+        "anonymous input reached the demo shell: {}",
+        owner.screen
+    );
+    env.create_online("secret", "shell").await;
+    assert_eq!(ws_status(&gw, "secret", &[]).await, 401);
+    watcher.close().await;
+    gw.wait_for_log_line(T, |l| {
+        l["kind"] == "ws"
+            && l["slot"] == "demo"
+            && l["user"].is_null()
+            && l["access"] == "read_only"
+    })
+    .await
+    .expect("the anonymous watch is logged as read-only");
+
+    // `/team/ops` is the team's slot `team-ops`: members type, others don't
+    // get in, and nobody's first visit creates it.
+    let r = gw
+        .request("GET", "/team/ops", &[("Cookie", &alice)])
+        .await
+        .unwrap();
+    // (Unknown and not-yours look the same to a non-admin.)
+    assert_eq!(r.status, 403, "no team slot yet: {}", r.text());
+    assert!(env
+        .client()
+        .get(&slotapi::SlotId::new("team-ops").unwrap())
+        .await
+        .is_err());
+    env.slotctl(&[
+        "create",
+        "team-ops",
+        "--template",
+        "shell",
+        "--owner",
+        "admin",
+    ]);
+    env.wait_status("team-ops", slotapi::SlotStatus::Online, T)
+        .await;
+    store(&gw).grant("team-ops", "alice", "member").unwrap();
+    let r = gw
+        .request("GET", "/team/ops", &[("Cookie", &alice)])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 308);
+    assert_eq!(r.header("location"), Some("/slot/team-ops/"));
+    let mut t = tty(&gw, "team-ops", &[("Cookie", &alice)]).await.unwrap();
+    t.input("echo team-$((5*5))\r").await.unwrap();
+    t.expect("team-25", T).await.unwrap();
+    let r = gw
+        .request("GET", "/team/ops", &[("Cookie", &bob)])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 403);
+    assert_eq!(ws_status(&gw, "team-ops", &[("Cookie", &bob)]).await, 403);
+}
+
+#[tokio::test]
+async fn without_a_demo_slot_demo_is_not_found() {
+    let (env, gw) = stack("auth = \"local\"\n", None).await;
+    env.create_online("demo", "shell").await;
+    assert_eq!(gw.get("/demo").await.unwrap().status, 404);
+    assert_eq!(ws_status(&gw, "demo", &[]).await, 401);
+}
