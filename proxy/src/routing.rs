@@ -169,7 +169,7 @@ pub fn route(method: &str, target: &[u8], max_len: usize) -> Result<Route, Rejec
         if team.is_empty() || team.contains('/') {
             return Err(Reject::NotFound);
         }
-        let id = SlotId::new(&format!("{}{team}", crate::slot_acl::TEAM_PREFIX))
+        let id = SlotId::new(format!("{}{team}", crate::slot_acl::TEAM_PREFIX))
             .map_err(|_| Reject::BadRequest("invalid team name"))?;
         let location = match query {
             Some(q) => format!("/slot/{id}/?{q}"),
