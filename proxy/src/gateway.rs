@@ -26,6 +26,7 @@ use crate::identity::{self, Auth, Authn, Decision, Identity, RequestFacts};
 use crate::limits::{Category, Limited, Limits, WsGuard};
 use crate::metrics::Metrics;
 use crate::pages::{self, Reply};
+use crate::popup;
 use crate::routing::{self, Reject, Route, SlotRequest};
 use crate::sessions::{self, WsTicket};
 use crate::signin::{self, AuthRequest, SignIn};
@@ -562,7 +563,12 @@ impl ProxyHttp for Gateway {
                         Identity::anonymous_viewer()
                     }
                     Authn::Anonymous => {
-                        let reply = if ctx.html {
+                        let reply = if ctx.html && popup::is_frame_navigation(session.req_header())
+                        {
+                            // Inside another site's iframe: sign in through
+                            // a popup (providers refuse to be framed).
+                            popup::frame_sign_in(id.as_str())
+                        } else if ctx.html {
                             let target = String::from_utf8_lossy(session.req_header().raw_path())
                                 .into_owned();
                             let next = url::form_urlencoded::Serializer::new(String::new())

@@ -10,6 +10,7 @@ mod identity;
 mod limits;
 mod metrics;
 mod pages;
+mod popup;
 mod redirect;
 mod routing;
 mod server;

@@ -46,6 +46,10 @@ pub enum AuthRoute {
     Password,
     /// `POST /auth/logout`
     Logout,
+    /// `GET /auth/popup?slot=<id>`: sign-in for a framed terminal (top level).
+    Popup,
+    /// `GET /auth/frame.js`, `/auth/popup.js`
+    Script(&'static str),
     /// `POST /auth/logout-all`
     LogoutAll,
     /// `GET /auth/<kind>/<name>/start`
@@ -245,6 +249,9 @@ fn auth_route(method: &str, rest: &str) -> Result<Route, Reject> {
         "password" => need(post, AuthRoute::Password),
         "logout" => need(post, AuthRoute::Logout),
         "logout-all" => need(post, AuthRoute::LogoutAll),
+        "popup" => need(get, AuthRoute::Popup),
+        "frame.js" => need(get, AuthRoute::Script("frame.js")),
+        "popup.js" => need(get, AuthRoute::Script("popup.js")),
         _ => {
             let mut parts = rest.split('/');
             let (Some(kind), Some(name), Some(step), None) =

@@ -25,11 +25,13 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
-use crate::identity::{Auth, RequestFacts};
+use crate::identity::{Auth, Authn, Identity, RequestFacts};
 use crate::limits::{Category, Limits};
 use crate::pages::{self, ProviderLink, Reply};
+use crate::popup;
 use crate::routing::{AuthRoute, ProviderKind};
 use crate::sessions::{Check, PASSWORD_COOKIE};
+use slotapi::SlotId;
 
 /// Cookie binding an OIDC/OAuth2 login to the browser that started it.
 const LOGIN_COOKIE: &str = "slotgate_login";
@@ -238,6 +240,55 @@ impl SignIn {
             AuthRoute::LogoutAll => self.logout(req, true).await,
             AuthRoute::Start { kind, name } => self.start(*kind, name, req).await,
             AuthRoute::Callback { kind, name } => self.callback(*kind, name, req).await,
+            AuthRoute::Popup => self.popup(req).await,
+            AuthRoute::Script(name) => popup::script(name).unwrap_or_else(not_found),
+        }
+    }
+
+    /// `GET /auth/popup?slot=<id>` (see `popup`): sign in first if needed,
+    /// then hand the opener a single-use embed token for the slot. Access
+    /// to the slot itself is decided when the token is used.
+    async fn popup(&self, req: &AuthRequest<'_>) -> Reply {
+        let Some(slot) = req.query("slot").and_then(|s| SlotId::new(&s).ok()) else {
+            return pages::error(
+                400,
+                "bad_body",
+                "Bad request",
+                "Which terminal? The link lacks a valid slot.",
+                true,
+            );
+        };
+        let facts = RequestFacts {
+            header: req.header,
+            client: req.client,
+        };
+        let user = match self.auth.authenticate(&facts).await {
+            Authn::Identified(Identity { user: Some(u), .. }, _) => u,
+            _ => {
+                let next = format!("/auth/popup?slot={slot}");
+                let q = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("next", &next)
+                    .finish();
+                return pages::found(&format!("/auth/login?{q}"));
+            }
+        };
+        let store = Arc::clone(&self.auth.sessions.store);
+        let (u, s) = (user.to_string(), slot.to_string());
+        let minted =
+            tokio::task::spawn_blocking(move || store.create_embed_token(&u, &s, "popup", 60_000))
+                .await;
+        match minted {
+            Ok(Ok(token)) => {
+                tracing::info!(user = %user, slot = %slot, "popup sign-in handed a frame its token");
+                popup::popup_done(slot.as_str(), &token)
+            }
+            _ => pages::error(
+                500,
+                "session_store",
+                "Sign-in failed",
+                "The sign-in could not be completed. Try again.",
+                true,
+            ),
         }
     }
 

@@ -534,3 +534,142 @@ async fn without_a_demo_slot_demo_is_not_found() {
     assert_eq!(gw.get("/demo").await.unwrap().status, 404);
     assert_eq!(ws_status(&gw, "demo", &[]).await, 401);
 }
+
+/// The `data-…` attribute `name` of the page's `<main>`.
+fn main_attr(html: &str, name: &str) -> Option<String> {
+    let at = html.find("<main")?;
+    let tag = &html[at..at + html[at..].find('>')?];
+    let key = format!("{name}=\"");
+    let start = tag.find(&key)? + key.len();
+    Some(tag[start..start + tag[start..].find('"')?].to_string())
+}
+
+#[tokio::test]
+async fn framed_terminals_sign_in_through_a_popup() {
+    let (env, gw) = stack("auth = \"local\"\n", None).await;
+    env.create_online("alice", "shell").await;
+    store(&gw)
+        .add_user("alice", Role::User, Some("alice-password-123"), None)
+        .unwrap();
+    let bob = user_session(&gw, "bob", Role::User).await;
+    let nav = |dest: &'static str| {
+        [
+            ("Sec-Fetch-Mode", "navigate"),
+            ("Sec-Fetch-Dest", dest),
+            ("Accept", "text/html"),
+        ]
+    };
+
+    // Inside an iframe without a session: a sign-in page for the frame (it
+    // tells the host page and opens the popup), not the sign-in form, which
+    // providers and cookie rules would break in a frame. At top level the
+    // browser still goes to the sign-in form.
+    let framed = gw
+        .request("GET", "/slot/alice/", &nav("iframe"))
+        .await
+        .unwrap();
+    assert_eq!(framed.status, 401);
+    let page = framed.text();
+    assert_eq!(main_attr(&page, "data-slot").as_deref(), Some("alice"));
+    assert!(page.contains("<script src=\"/auth/frame.js\""), "{page}");
+    let top = gw
+        .request("GET", "/slot/alice/", &nav("document"))
+        .await
+        .unwrap();
+    assert_eq!(top.status, 302);
+    assert!(top
+        .header("location")
+        .unwrap()
+        .starts_with("/auth/login?next="));
+    let js = gw.get("/auth/frame.js").await.unwrap();
+    assert_eq!(js.status, 200);
+    assert!(js
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/javascript"));
+    assert!(js.text().contains("slotgate:needs-auth"));
+    assert_eq!(gw.get("/auth/other.js").await.unwrap().status, 404);
+
+    // The popup: sign in first, then come back to it.
+    let (c, _jar) = browser();
+    let r = c
+        .get(format!("{}/auth/popup?slot=alice", gw.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    let to_login = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(to_login, "/auth/login?next=%2Fauth%2Fpopup%3Fslot%3Dalice");
+    let r = login(
+        &gw,
+        &c,
+        "alice",
+        "alice-password-123",
+        "/auth/popup?slot=alice",
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/auth/popup?slot=alice");
+    let done = c
+        .get(format!("{}/auth/popup?slot=alice", gw.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    assert_eq!(done.headers()["cache-control"], "no-store");
+    let html = done.text().await.unwrap();
+    let token = main_attr(&html, "data-token").expect("the popup carries a token");
+    assert!(html.contains("/auth/popup.js"));
+
+    // The frame trades the token for a partitioned cookie, once.
+    let url = format!("/slot/alice/?embed={token}");
+    let r = gw.request("GET", &url, &nav("iframe")).await.unwrap();
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("location"), Some("/slot/alice/"));
+    let cookie = r.header("set-cookie").unwrap().to_string();
+    assert!(
+        cookie.contains("SameSite=None") && cookie.contains("Partitioned"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().unwrap().to_string();
+    let mut t = tty(&gw, "alice", &[("Cookie", &session)]).await.unwrap();
+    t.input("echo framed-$((9*9))\r").await.unwrap();
+    t.expect("framed-81", T).await.unwrap();
+    assert_eq!(
+        gw.request("GET", &url, &nav("iframe"))
+            .await
+            .unwrap()
+            .status,
+        401
+    );
+
+    // A token is only as good as its holder's own access: bob's popup for
+    // alice's slot signs bob in, and bob still cannot open alice's slot.
+    let r = gw
+        .request("GET", "/auth/popup?slot=alice", &[("Cookie", &bob)])
+        .await
+        .unwrap();
+    let bobs = main_attr(&r.text(), "data-token").unwrap();
+    let r = gw
+        .request("GET", &format!("/slot/alice/?embed={bobs}"), &nav("iframe"))
+        .await
+        .unwrap();
+    let bob_framed = r
+        .header("set-cookie")
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        ws_status(&gw, "alice", &[("Cookie", &bob_framed)]).await,
+        403
+    );
+
+    // A bad slot name is refused.
+    let r = gw
+        .request("GET", "/auth/popup?slot=..%2F", &[("Cookie", &bob)])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400);
+}
