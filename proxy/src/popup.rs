@@ -75,13 +75,11 @@ pub fn script(name: &str) -> Option<Reply> {
 /// What an iframe gets for a terminal it may not open yet: `401`, a
 /// sign-in button, and `slotgate:needs-auth` to the host page.
 pub fn frame_sign_in(slot: &str) -> Reply {
-    let inner = format!(
-        r#"<h1>Sign in to open this terminal</h1>
+    let inner = r#"<h1>Sign in to open this terminal</h1>
 <p>Sign-in opens in a small window; this frame continues by itself afterwards.</p>
 <button id="signin" type="button" autofocus>Sign in</button>
 <p id="note" role="status"></p>
-<script src="/auth/frame.js" defer></script>"#
-    );
+<script src="/auth/frame.js" defer></script>"#;
     pages::html_with_main(
         401,
         "Sign in",
