@@ -84,7 +84,7 @@ pub fn frame_sign_in(slot: &str) -> Reply {
         401,
         "Sign in",
         &format!("data-slot=\"{}\"", pages::escape(slot)),
-        &inner,
+        inner,
     )
     .with_header("cache-control", "no-store")
     .with_error("unauthenticated")
