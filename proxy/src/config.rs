@@ -40,6 +40,9 @@ pub struct RawSlotgate {
     pub create_default_slot: Option<bool>,
     /// A slot anyone may watch read-only, without signing in, at `/demo`.
     pub demo_slot: Option<String>,
+    /// Reverse proxies in front of slotgate whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Option<Vec<String>>,
     pub threads: Option<usize>,
     pub frame_ancestors: Option<Vec<String>>,
     #[serde(default, deserialize_with = "human::opt_duration")]
@@ -205,6 +208,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub threads: usize,
     pub frame_ancestors: Vec<String>,
+    /// `[slotgate] trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `None`: no `Strict-Transport-Security` header.
     pub hsts_max_age: Option<Duration>,
     pub start_timeout: Duration,
@@ -488,6 +493,9 @@ impl RawSlotgate {
         for source in &frame_ancestors {
             check_frame_source(source).map_err(|r| err("frame_ancestors", r))?;
         }
+        let trusted_proxies =
+            identity::header::parse_sources(&self.trusted_proxies.unwrap_or_default())
+                .map_err(|r| err("trusted_proxies", r))?;
 
         let hsts_max_age = match self.hsts_max_age {
             Some(d) if d.is_zero() => None,
@@ -590,6 +598,7 @@ impl RawSlotgate {
             identity,
             threads,
             frame_ancestors,
+            trusted_proxies,
             hsts_max_age,
             start_timeout,
             connect_timeout,
@@ -751,6 +760,16 @@ ws_connect_per_ip = 3
                 "at least one",
             ),
             ("[slotgate]\ncert = \"a.crt\"\n", "slotgate.key", "both"),
+            (
+                "[slotgate]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+                "slotgate.trusted_proxies",
+                "10.0.0.0/33",
+            ),
+            (
+                "[slotgate]\ndemo_slot = \"Bad Id\"\n",
+                "slotgate.demo_slot",
+                "",
+            ),
             (
                 "[slotgate]\ntls = false\ncert = \"a\"\nkey = \"b\"\n",
                 "slotgate.tls",

@@ -80,7 +80,9 @@ pub enum Authn {
 /// The request facts authentication may look at.
 pub struct RequestFacts<'a> {
     pub header: &'a RequestHeader,
-    pub client: Option<IpAddr>,
+    /// The TCP peer (not the client an `X-Forwarded-For` names): trusted
+    /// identity headers count only from `trusted_sources`.
+    pub peer: Option<IpAddr>,
 }
 
 impl RequestFacts<'_> {
@@ -139,7 +141,7 @@ impl Auth {
     }
 
     pub async fn authenticate(&self, req: &RequestFacts<'_>) -> Authn {
-        if let (Some((cfg, sources)), Some(peer)) = (&self.header, req.client) {
+        if let (Some((cfg, sources)), Some(peer)) = (&self.header, req.peer) {
             match header::identify(cfg, sources, peer, |n| req.get(n)) {
                 HeaderIdentity::User { name, role, .. } => {
                     return match UserName::new(&name) {

@@ -88,6 +88,8 @@ pub struct AuthRequest<'a> {
     pub header: &'a RequestHeader,
     pub body: &'a [u8],
     pub client: Option<IpAddr>,
+    /// The TCP peer (see `RequestFacts::peer`).
+    pub peer: Option<IpAddr>,
     /// Whether the request provably comes from this site's own pages.
     pub same_origin: bool,
     /// `https://host[:port]` as the client addressed us.
@@ -260,7 +262,7 @@ impl SignIn {
         };
         let facts = RequestFacts {
             header: req.header,
-            client: req.client,
+            peer: req.peer,
         };
         let user = match self.auth.authenticate(&facts).await {
             Authn::Identified(Identity { user: Some(u), .. }, _) => u,
@@ -451,7 +453,7 @@ impl SignIn {
         }
         let facts = RequestFacts {
             header: req.header,
-            client: req.client,
+            peer: req.peer,
         };
         let claims = facts
             .session_token()

@@ -673,3 +673,73 @@ async fn framed_terminals_sign_in_through_a_popup() {
         .unwrap();
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn forwarded_headers_count_only_from_trusted_proxies() {
+    // slotgate in plain HTTP behind a TLS-terminating proxy at 127.0.0.2.
+    let mut env = slotgate_tests::TestEnv::new(&[], "");
+    env.start_daemon().await;
+    let gw = Slotgate::start(
+        &env.config,
+        slotgate_tests::gateway::Options {
+            tls: false,
+            extra: "auth = \"local\"\ntrusted_proxies = [\"127.0.0.2\"]\n".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    store(&gw)
+        .add_user("alice", Role::User, Some("alice-password-123"), None)
+        .unwrap();
+    let public = format!("https://{}", gw.authority());
+    let from = |ip: &str| {
+        reqwest::Client::builder()
+            .local_address(ip.parse::<IpAddr>().unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    };
+    let sign_in = |c: reqwest::Client| {
+        let (url, public) = (format!("{}/auth/login", gw.base_url()), public.clone());
+        async move {
+            c.post(url)
+                .header("Origin", public)
+                .header("X-Forwarded-For", "198.51.100.1, 203.0.113.9")
+                .header("X-Forwarded-Proto", "https")
+                .form(&[
+                    ("user", "alice"),
+                    ("password", "alice-password-123"),
+                    ("next", "/"),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // Through the proxy: the browser's https Origin is slotgate's own, and
+    // the log names the real client and scheme.
+    assert_eq!(sign_in(from("127.0.0.2")).await, 303);
+    // Anyone else claiming the same is not believed: the Origin is foreign
+    // to a plain-HTTP gateway, so the form is refused as cross-site.
+    assert_eq!(sign_in(from("127.0.0.3")).await, 403);
+    let lines = gw.access_log_lines();
+    let refused = gw
+        .wait_for_log_line(T, |l| l["route"] == "auth" && l["status"] == 403)
+        .await
+        .unwrap();
+    let ok = gw
+        .wait_for_log_line(T, |l| l["route"] == "auth" && l["status"] == 303)
+        .await
+        .unwrap();
+    assert_eq!(
+        (ok["client_ip"].as_str(), ok["tls"].as_bool()),
+        (Some("203.0.113.9"), Some(true)),
+        "{lines:?}"
+    );
+    assert_eq!(
+        (refused["client_ip"].as_str(), refused["tls"].as_bool()),
+        (Some("127.0.0.3"), Some(false))
+    );
+}
