@@ -64,6 +64,9 @@ pub struct User {
     /// The role was set by an administrator (`slotctl user role`); provider
     /// sign-ins no longer replace it with the one their groups map to.
     pub role_pinned: bool,
+    /// The identity provider's groups at the last sign-in (none for local
+    /// accounts).
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -159,6 +162,15 @@ fn row_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         has_password: r.get::<_, Option<String>>("password_hash")?.is_some(),
         created_ms: r.get::<_, i64>("created_ms")? as u64,
         role_pinned: r.get::<_, i64>("role_pinned")? != 0,
+        groups: r
+            .get::<_, Option<String>>("groups")?
+            .map(|g| {
+                g.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
 }
 
@@ -169,6 +181,9 @@ const MIGRATIONS: &[&str] = &[
     //    an OIDC session is kept for RP-initiated logout (`id_token_hint`).
     "ALTER TABLE users ADD COLUMN role_pinned INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE sessions ADD COLUMN id_token TEXT;",
+    // 2: the provider's groups as of the last sign-in (comma-separated), for
+    //    the slot environment.
+    "ALTER TABLE users ADD COLUMN groups TEXT;",
 ];
 
 fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
@@ -260,14 +275,18 @@ impl Store {
         role: Role,
         email: Option<&str>,
         display: Option<&str>,
+        groups: &[String],
     ) -> Result<User, StoreError> {
         slotapi::UserName::new(name)
             .map_err(|e| StoreError::BadName(name.into(), e.to_string()))?;
+        // Commas separate the stored list; a group name with one is kept
+        // with it replaced rather than split into two groups.
+        let groups: Vec<String> = groups.iter().map(|g| g.replace(',', "_")).collect();
         self.conn().execute(
-            "INSERT INTO users (name, role, email, display_name, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+            "INSERT INTO users (name, role, email, display_name, groups, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT(name) DO UPDATE SET role = CASE WHEN role_pinned = 0 THEN excluded.role ELSE role END,
-                 email = excluded.email, display_name = excluded.display_name",
-            params![name, role.as_str(), email, display, now_ms() as i64],
+                 email = excluded.email, display_name = excluded.display_name, groups = excluded.groups",
+            params![name, role.as_str(), email, display, groups.join(","), now_ms() as i64],
         )?;
         self.user(name)?
             .ok_or_else(|| StoreError::NoSuchUser(name.into()))
@@ -755,8 +774,10 @@ mod tests {
     #[test]
     fn an_administrators_role_survives_provider_sign_ins() {
         let (_d, s) = store();
-        s.upsert_external("pat", Role::User, None, None).unwrap();
-        s.upsert_external("pat", Role::Admin, None, None).unwrap();
+        s.upsert_external("pat", Role::User, None, None, &[])
+            .unwrap();
+        s.upsert_external("pat", Role::Admin, None, None, &[])
+            .unwrap();
         assert_eq!(s.user("pat").unwrap().unwrap().role, Role::Admin);
         s.set_role("pat", Role::Viewer).unwrap();
         let u = s
@@ -767,7 +788,9 @@ mod tests {
             (Role::Viewer, true, Some("p@x"))
         );
         s.unpin_role("pat").unwrap();
-        let u = s.upsert_external("pat", Role::Admin, None, None).unwrap();
+        let u = s
+            .upsert_external("pat", Role::Admin, None, None, &[])
+            .unwrap();
         assert_eq!((u.role, u.role_pinned), (Role::Admin, false));
         assert!(matches!(
             s.unpin_role("nobody"),

@@ -693,6 +693,7 @@ impl SignIn {
                     ext.role,
                     ext.email.as_deref(),
                     ext.display_name.as_deref(),
+                    &ext.groups,
                 )
                 .map_err(|_| "cannot save the user")
         })

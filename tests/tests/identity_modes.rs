@@ -743,3 +743,36 @@ async fn forwarded_headers_count_only_from_trusted_proxies() {
         (Some("127.0.0.3"), Some(false))
     );
 }
+
+#[tokio::test]
+async fn slot_processes_see_their_owners_identity() {
+    let (env, gw) = stack("auth = \"local\"\n", None).await;
+    store(&gw)
+        .upsert_external(
+            "carol",
+            Role::User,
+            Some("carol@example.com"),
+            Some("Carol C"),
+            &["eng".into(), "ops".into()],
+        )
+        .unwrap();
+    env.create_online("carol", "shell").await;
+    env.create_online("dave", "shell").await;
+    let mut t = slotgate_tests::ttyd::connect_unix(&env.slot_socket("carol"), "carol", "t")
+        .await
+        .unwrap();
+    t.input("echo \"<$SLOTGATE_USER|$SLOTGATE_USER_EMAIL|$SLOTGATE_USER_GROUPS|$SLOTGATE_USER_NAME|$SLOTGATE_USER_ROLE>\"\r")
+        .await
+        .unwrap();
+    t.expect("<carol|carol@example.com|eng,ops|Carol C|user>", T)
+        .await
+        .unwrap();
+    // Without an account: the name only.
+    let mut t = slotgate_tests::ttyd::connect_unix(&env.slot_socket("dave"), "dave", "t")
+        .await
+        .unwrap();
+    t.input("echo \"<$SLOTGATE_USER|${SLOTGATE_USER_EMAIL-unset}>\"\r")
+        .await
+        .unwrap();
+    t.expect("<dave|unset>", T).await.unwrap();
+}

@@ -746,7 +746,11 @@ impl Actor {
             .get(&template_name)
             .ok_or_else(|| format!("template {template_name:?} no longer exists"))?;
         let ctx = sup.launch_context();
-        let plan = launch::plan(&ctx, template, self.id(), &owner);
+        let mut plan = launch::plan(&ctx, template, self.id(), &owner);
+        plan.env.extend(launch::owner_env(
+            &owner,
+            owner_account(&sup.cfg.paths.data_dir, &owner).as_ref(),
+        ));
         let vars = launch::vars(&sup.cfg.paths, self.id(), &owner);
         sandbox::prepare(template, &vars).map_err(|e| format!("preparing sandbox: {e}"))?;
         sup.cgroups
@@ -1140,6 +1144,23 @@ async fn sampler(sup: std::sync::Weak<Supervisor>) {
                 }
             })
             .await;
+        }
+    }
+}
+
+/// The owner's account in `identity.db`, if the gateway keeps one there
+/// (no database, no account, or an unreadable one: `None`, and the slot gets
+/// only `SLOTGATE_USER`).
+fn owner_account(data_dir: &std::path::Path, owner: &str) -> Option<identity::store::User> {
+    let path = data_dir.join("identity.db");
+    if !path.exists() {
+        return None;
+    }
+    match identity::store::Store::open(&path).and_then(|s| s.user(owner)) {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(owner, error = %e, "cannot read the owner's account for the slot environment");
+            None
         }
     }
 }
