@@ -781,12 +781,19 @@ mod tests {
         assert_eq!(s.user("pat").unwrap().unwrap().role, Role::Admin);
         s.set_role("pat", Role::Viewer).unwrap();
         let u = s
-            .upsert_external("pat", Role::Admin, Some("p@x"), None)
+            .upsert_external(
+                "pat",
+                Role::Admin,
+                Some("p@x"),
+                None,
+                &["eng".into(), "a,b".into()],
+            )
             .unwrap();
         assert_eq!(
             (u.role, u.role_pinned, u.email.as_deref()),
             (Role::Viewer, true, Some("p@x"))
         );
+        assert_eq!(u.groups, ["eng", "a_b"]);
         s.unpin_role("pat").unwrap();
         let u = s
             .upsert_external("pat", Role::Admin, None, None, &[])
