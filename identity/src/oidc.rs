@@ -75,6 +75,16 @@ pub struct OidcConfig {
     /// When set, only e-mail addresses in these domains may sign in.
     #[serde(default)]
     pub allowed_domains: Vec<String>,
+    /// With `allowed_domains`: the provider must say the address is
+    /// verified (`email_verified: true`); an unverified address could be
+    /// anyone's. Turn off only for providers that never send the claim and
+    /// only issue addresses they own (Microsoft Entra ID work accounts).
+    #[serde(default = "yes")]
+    pub require_verified_email: bool,
+    /// Google Workspace: only accounts of this hosted domain (`hd` claim);
+    /// also sent as the `hd` hint so Google's chooser offers only them.
+    #[serde(default)]
+    pub hosted_domain: Option<String>,
     #[serde(default = "default_role")]
     pub default_role: Role,
 }
@@ -96,6 +106,9 @@ fn default_groups_claim() -> String {
 }
 fn default_role() -> Role {
     Role::User
+}
+fn yes() -> bool {
+    true
 }
 
 /// What the proxy keeps between the redirect and the callback.
@@ -186,7 +199,23 @@ pub fn map_claims(cfg: &OidcConfig, claims: &serde_json::Value) -> Result<Extern
         reason: format!("cannot make a user name out of {raw:?}"),
     })?;
     let email = claim_str(claims, &cfg.email_claim);
+    if let Some(hd) = &cfg.hosted_domain {
+        if !claim_str(claims, "hd").is_some_and(|c| c.eq_ignore_ascii_case(hd)) {
+            return Err(OidcError::NotAllowed {
+                user: username,
+                reason: format!("not an account of the hosted domain {hd}"),
+            });
+        }
+    }
     if !cfg.allowed_domains.is_empty() {
+        if cfg.require_verified_email
+            && claims.get("email_verified") != Some(&serde_json::Value::Bool(true))
+        {
+            return Err(OidcError::NotAllowed {
+                user: username,
+                reason: "the provider did not verify the e-mail address".into(),
+            });
+        }
         let domain = email
             .as_deref()
             .and_then(|e| e.rsplit_once('@'))
@@ -292,6 +321,9 @@ impl OidcProvider {
         );
         for s in self.cfg.scopes.iter().filter(|s| *s != "openid") {
             req = req.add_scope(Scope::new(s.clone()));
+        }
+        if let Some(hd) = &self.cfg.hosted_domain {
+            req = req.add_extra_param("hd", hd.clone());
         }
         let (url, state, nonce) = req.set_pkce_challenge(challenge).url();
         Ok((
@@ -491,6 +523,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn cfg() -> OidcConfig {
         serde_json::from_value(serde_json::json!({
@@ -518,9 +551,9 @@ mod tests {
     #[test]
     fn claims_map_to_users_and_refusals() {
         let c = cfg();
-        let u = map_claims(&c, &serde_json::json!({"sub": "1", "preferred_username": "alice", "email": "alice@example.com", "groups": ["eng"]})).unwrap();
+        let u = map_claims(&c, &serde_json::json!({"sub": "1", "preferred_username": "alice", "email": "alice@example.com", "email_verified": true, "groups": ["eng"]})).unwrap();
         assert_eq!((u.username.as_str(), u.role), ("alice", Role::User));
-        let a = map_claims(&c, &serde_json::json!({"preferred_username": "root", "email": "r@EXAMPLE.com", "groups": ["ops"]})).unwrap();
+        let a = map_claims(&c, &serde_json::json!({"preferred_username": "root", "email": "r@EXAMPLE.com", "email_verified": true, "groups": ["ops"]})).unwrap();
         assert_eq!(a.role, Role::Admin);
         let outside = map_claims(
             &c,
@@ -532,8 +565,54 @@ mod tests {
         );
         let domain = map_claims(
             &c,
-            &serde_json::json!({"preferred_username": "mal", "email": "mal@evil.test", "groups": ["eng"]}),
+            &serde_json::json!({"preferred_username": "mal", "email": "mal@evil.test", "email_verified": true, "groups": ["eng"]}),
         );
         assert!(matches!(domain, Err(OidcError::NotAllowed { .. })));
+    }
+
+    #[test]
+    fn allowed_domains_need_a_verified_address() {
+        let c = cfg();
+        for verified in [json!(false), json!("true"), json!(null)] {
+            let r = map_claims(
+                &c,
+                &json!({"preferred_username": "alice", "email": "alice@example.com", "email_verified": verified, "groups": ["eng"]}),
+            );
+            assert!(
+                matches!(r, Err(OidcError::NotAllowed { .. })),
+                "{verified}: {r:?}"
+            );
+        }
+        let missing = map_claims(
+            &c,
+            &json!({"preferred_username": "alice", "email": "alice@example.com", "groups": ["eng"]}),
+        );
+        assert!(matches!(missing, Err(OidcError::NotAllowed { .. })));
+        let relaxed = OidcConfig {
+            require_verified_email: false,
+            ..cfg()
+        };
+        let ok = map_claims(
+            &relaxed,
+            &json!({"preferred_username": "alice", "email": "alice@example.com", "groups": ["eng"]}),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+    }
+
+    #[test]
+    fn hosted_domain_is_required() {
+        let c = OidcConfig {
+            hosted_domain: Some("example.com".into()),
+            ..cfg()
+        };
+        let claims = |hd: serde_json::Value| json!({"preferred_username": "alice", "email": "alice@example.com", "email_verified": true, "groups": ["eng"], "hd": hd});
+        assert!(map_claims(&c, &claims(json!("example.com"))).is_ok());
+        for hd in [json!("gmail.com"), json!(null)] {
+            let r = map_claims(&c, &claims(hd.clone()));
+            assert!(
+                matches!(r, Err(OidcError::NotAllowed { .. })),
+                "{hd}: {r:?}"
+            );
+        }
     }
 }

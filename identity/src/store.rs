@@ -61,6 +61,12 @@ pub struct User {
     pub must_change_password: bool,
     pub has_password: bool,
     pub created_ms: u64,
+    /// The role was set by an administrator (`slotctl user role`); provider
+    /// sign-ins no longer replace it with the one their groups map to.
+    pub role_pinned: bool,
+    /// The identity provider's groups at the last sign-in (none for local
+    /// accounts).
+    pub groups: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -155,7 +161,41 @@ fn row_user(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
         must_change_password: r.get::<_, i64>("must_change_password")? != 0,
         has_password: r.get::<_, Option<String>>("password_hash")?.is_some(),
         created_ms: r.get::<_, i64>("created_ms")? as u64,
+        role_pinned: r.get::<_, i64>("role_pinned")? != 0,
+        groups: r
+            .get::<_, Option<String>>("groups")?
+            .map(|g| {
+                g.split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default(),
     })
+}
+
+/// Schema changes after the first release, applied once each, in order, by
+/// whichever process opens the database first (`PRAGMA user_version`).
+const MIGRATIONS: &[&str] = &[
+    // 1: administrator-set roles survive provider sign-ins; the ID token of
+    //    an OIDC session is kept for RP-initiated logout (`id_token_hint`).
+    "ALTER TABLE users ADD COLUMN role_pinned INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE sessions ADD COLUMN id_token TEXT;",
+    // 2: the provider's groups as of the last sign-in (comma-separated), for
+    //    the slot environment.
+    "ALTER TABLE users ADD COLUMN groups TEXT;",
+];
+
+fn migrate(c: &mut Connection) -> rusqlite::Result<()> {
+    let tx = c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for sql in MIGRATIONS.iter().skip(version) {
+        tx.execute_batch(sql)?;
+    }
+    if version < MIGRATIONS.len() {
+        tx.pragma_update(None, "user_version", MIGRATIONS.len())?;
+    }
+    tx.commit()
 }
 
 impl Store {
@@ -165,7 +205,9 @@ impl Store {
             c.pragma_update(None, "journal_mode", "WAL")?;
             c.pragma_update(None, "synchronous", "NORMAL")?;
             c.busy_timeout(std::time::Duration::from_secs(5))?;
+            let mut c = c;
             c.execute_batch(SCHEMA)?;
+            migrate(&mut c)?;
             Ok(c)
         };
         let conn = open().map_err(|source| StoreError::Open {
@@ -225,19 +267,26 @@ impl Store {
     }
 
     /// Create or update a user who signed in through an identity provider.
+    /// The provider's role mapping applies unless an administrator pinned
+    /// the user's role.
     pub fn upsert_external(
         &self,
         name: &str,
         role: Role,
         email: Option<&str>,
         display: Option<&str>,
+        groups: &[String],
     ) -> Result<User, StoreError> {
         slotapi::UserName::new(name)
             .map_err(|e| StoreError::BadName(name.into(), e.to_string()))?;
+        // Commas separate the stored list; a group name with one is kept
+        // with it replaced rather than split into two groups.
+        let groups: Vec<String> = groups.iter().map(|g| g.replace(',', "_")).collect();
         self.conn().execute(
-            "INSERT INTO users (name, role, email, display_name, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(name) DO UPDATE SET role = excluded.role, email = excluded.email, display_name = excluded.display_name",
-            params![name, role.as_str(), email, display, now_ms() as i64],
+            "INSERT INTO users (name, role, email, display_name, groups, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(name) DO UPDATE SET role = CASE WHEN role_pinned = 0 THEN excluded.role ELSE role END,
+                 email = excluded.email, display_name = excluded.display_name, groups = excluded.groups",
+            params![name, role.as_str(), email, display, groups.join(","), now_ms() as i64],
         )?;
         self.user(name)?
             .ok_or_else(|| StoreError::NoSuchUser(name.into()))
@@ -306,11 +355,23 @@ impl Store {
         Ok(())
     }
 
+    /// An administrator's choice of role: pinned, so that provider
+    /// sign-ins keep it (see [`Store::unpin_role`]).
     pub fn set_role(&self, name: &str, role: Role) -> Result<(), StoreError> {
         self.update_user(
-            "UPDATE users SET role = ?2 WHERE name = ?1",
+            "UPDATE users SET role = ?2, role_pinned = 1 WHERE name = ?1",
             name,
             &role.as_str(),
+        )
+    }
+
+    /// Let the identity provider's groups decide the role again from the
+    /// user's next sign-in.
+    pub fn unpin_role(&self, name: &str) -> Result<(), StoreError> {
+        self.update_user(
+            "UPDATE users SET role_pinned = ?2 WHERE name = ?1",
+            name,
+            &0i64,
         )
     }
 
@@ -362,6 +423,28 @@ impl Store {
             params![sid, user, amr, now as i64, (now + ttl_ms) as i64, ip, ua.map(|u| u.chars().take(200).collect::<String>())],
         )?;
         Ok(sid)
+    }
+
+    /// Keep the provider's ID token of an OIDC session, for the
+    /// `id_token_hint` of RP-initiated logout.
+    pub fn set_session_id_token(&self, sid: &str, id_token: &str) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE sessions SET id_token = ?2 WHERE sid = ?1",
+            params![sid, id_token],
+        )?;
+        Ok(())
+    }
+
+    pub fn session_id_token(&self, sid: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT id_token FROM sessions WHERE sid = ?1",
+                params![sid],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
     }
 
     /// Extend a live session (sliding expiry). `false` if it is revoked,
@@ -651,6 +734,75 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = Store::open(&d.path().join("identity.db")).unwrap();
         (d, s)
+    }
+
+    #[test]
+    fn a_database_from_before_the_migrations_is_upgraded_once() {
+        let d = tempfile::tempdir().unwrap();
+        let path = d.path().join("identity.db");
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(SCHEMA).unwrap();
+            c.execute(
+                "INSERT INTO users (name, role, created_ms) VALUES ('old', 'user', 1)",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let old = s.user("old").unwrap().unwrap();
+        assert!(!old.role_pinned);
+        drop(s);
+        // Opening again (the other process) does not re-apply anything.
+        let s = Store::open(&path).unwrap();
+        let v: usize = s
+            .conn()
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, MIGRATIONS.len());
+        let sid = s
+            .create_session("old", "oidc:op", 60_000, None, None)
+            .unwrap();
+        assert_eq!(s.session_id_token(&sid).unwrap(), None);
+        s.set_session_id_token(&sid, "eyJ.x.y").unwrap();
+        assert_eq!(
+            s.session_id_token(&sid).unwrap().as_deref(),
+            Some("eyJ.x.y")
+        );
+    }
+
+    #[test]
+    fn an_administrators_role_survives_provider_sign_ins() {
+        let (_d, s) = store();
+        s.upsert_external("pat", Role::User, None, None, &[])
+            .unwrap();
+        s.upsert_external("pat", Role::Admin, None, None, &[])
+            .unwrap();
+        assert_eq!(s.user("pat").unwrap().unwrap().role, Role::Admin);
+        s.set_role("pat", Role::Viewer).unwrap();
+        let u = s
+            .upsert_external(
+                "pat",
+                Role::Admin,
+                Some("p@x"),
+                None,
+                &["eng".into(), "a,b".into()],
+            )
+            .unwrap();
+        assert_eq!(
+            (u.role, u.role_pinned, u.email.as_deref()),
+            (Role::Viewer, true, Some("p@x"))
+        );
+        assert_eq!(u.groups, ["eng", "a_b"]);
+        s.unpin_role("pat").unwrap();
+        let u = s
+            .upsert_external("pat", Role::Admin, None, None, &[])
+            .unwrap();
+        assert_eq!((u.role, u.role_pinned), (Role::Admin, false));
+        assert!(matches!(
+            s.unpin_role("nobody"),
+            Err(StoreError::NoSuchUser(_))
+        ));
     }
 
     #[test]

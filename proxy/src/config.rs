@@ -14,6 +14,7 @@ use identity::oauth::OAuthConfig;
 use identity::oidc::OidcConfig;
 use serde::Deserialize;
 use slotapi::config::{human, ConfigError, ConfigFile, Paths};
+use slotapi::SlotId;
 
 /// `[slotgate]` as written in the file. Every key is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -37,6 +38,11 @@ pub struct RawSlotgate {
     pub session_idle_timeout: Option<Duration>,
     pub default_template: Option<String>,
     pub create_default_slot: Option<bool>,
+    /// A slot anyone may watch read-only, without signing in, at `/demo`.
+    pub demo_slot: Option<String>,
+    /// Reverse proxies in front of slotgate whose `X-Forwarded-For` and
+    /// `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Option<Vec<String>>,
     pub threads: Option<usize>,
     pub frame_ancestors: Option<Vec<String>>,
     #[serde(default, deserialize_with = "human::opt_duration")]
@@ -138,6 +144,8 @@ pub struct IdentityConfig {
     /// Template of the slot created on a user's first visit to `/slot/<user>`.
     pub default_template: String,
     pub create_default_slot: bool,
+    /// `[slotgate] demo_slot`: watched read-only by anyone at `/demo`.
+    pub demo_slot: Option<SlotId>,
     /// `<data_dir>/identity.db`
     pub db_path: PathBuf,
     /// `<data_dir>/identity/session-keys.json`
@@ -218,6 +226,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub threads: usize,
     pub frame_ancestors: Vec<String>,
+    /// `[slotgate] trusted_proxies`, parsed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// `None`: no `Strict-Transport-Security` header.
     pub hsts_max_age: Option<Duration>,
     pub start_timeout: Duration,
@@ -450,6 +460,10 @@ impl RawSlotgate {
             ));
         }
         let default_template = self.default_template.unwrap_or_else(|| "shell".into());
+        let demo_slot = match self.demo_slot {
+            None => None,
+            Some(s) => Some(SlotId::new(&s).map_err(|e| err("demo_slot", e.to_string()))?),
+        };
         let identity = IdentityConfig {
             modes,
             oidc,
@@ -459,6 +473,7 @@ impl RawSlotgate {
             session_idle_timeout,
             default_template,
             create_default_slot: self.create_default_slot.unwrap_or(true),
+            demo_slot,
             db_path: paths.data_dir.join("identity.db"),
             keys_path: paths.data_dir.join("identity").join("session-keys.json"),
         };
@@ -497,6 +512,9 @@ impl RawSlotgate {
         for source in &frame_ancestors {
             check_frame_source(source).map_err(|r| err("frame_ancestors", r))?;
         }
+        let trusted_proxies =
+            identity::header::parse_sources(&self.trusted_proxies.unwrap_or_default())
+                .map_err(|r| err("trusted_proxies", r))?;
 
         let hsts_max_age = match self.hsts_max_age {
             Some(d) if d.is_zero() => None,
@@ -646,6 +664,7 @@ impl RawSlotgate {
             identity,
             threads,
             frame_ancestors,
+            trusted_proxies,
             hsts_max_age,
             start_timeout,
             connect_timeout,
@@ -808,6 +827,16 @@ ws_connect_per_ip = 3
                 "at least one",
             ),
             ("[slotgate]\ncert = \"a.crt\"\n", "slotgate.key", "both"),
+            (
+                "[slotgate]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+                "slotgate.trusted_proxies",
+                "10.0.0.0/33",
+            ),
+            (
+                "[slotgate]\ndemo_slot = \"Bad Id\"\n",
+                "slotgate.demo_slot",
+                "",
+            ),
             (
                 "[slotgate]\ntls = false\ncert = \"a\"\nkey = \"b\"\n",
                 "slotgate.tls",

@@ -27,6 +27,7 @@ use crate::limits::{Category, Limited, Limits, WsGuard};
 use crate::metrics::Metrics;
 use crate::pages::{self, Reply};
 use crate::recording::{Recorder, Recording};
+use crate::popup;
 use crate::routing::{self, Reject, Route, SlotRequest};
 use crate::sessions::{self, WsTicket};
 use crate::signin::{self, AuthRequest, SignIn};
@@ -39,7 +40,14 @@ pub struct Ctx {
     request_id: String,
     started: Instant,
     started_at: SystemTime,
+    /// The client: the TCP peer, or for a peer in `trusted_proxies` the
+    /// address its `X-Forwarded-For` names.
     client_ip: Option<IpAddr>,
+    /// The TCP peer.
+    peer_ip: Option<IpAddr>,
+    /// Whether the client reached us over HTTPS (our listener, or a trusted
+    /// proxy's `X-Forwarded-Proto`).
+    secure: bool,
     route: &'static str,
     slot: Option<SlotId>,
     identity: Option<Identity>,
@@ -98,6 +106,8 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     headers: HeaderPolicy,
     tls: bool,
+    /// Reverse proxies whose `X-Forwarded-For`/`-Proto` are believed.
+    trusted_proxies: Vec<ipnet::IpNet>,
     max_path_len: usize,
     metrics_access: MetricsAccess,
     connect_timeout: Duration,
@@ -166,6 +176,7 @@ impl Gateway {
             metrics,
             headers: HeaderPolicy::new(cfg),
             tls: cfg.is_tls(),
+            trusted_proxies: cfg.trusted_proxies.clone(),
             max_path_len: cfg.max_path_len,
             metrics_access: cfg.metrics,
             connect_timeout: cfg.connect_timeout,
@@ -317,11 +328,12 @@ impl Gateway {
                 }
             }
         }
-        let origin = signin::own_origin(session.req_header(), self.tls);
+        let origin = signin::own_origin(session.req_header(), ctx.secure);
         let areq = AuthRequest {
             header: session.req_header(),
             body: &body,
             client: ctx.client_ip,
+            peer: ctx.peer_ip,
             same_origin: signin::same_origin(session.req_header(), &origin),
             origin: origin.clone(),
         };
@@ -379,6 +391,8 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             started_at: SystemTime::now(),
             client_ip: None,
+            peer_ip: None,
+            secure: self.tls,
             route: "rejected",
             slot: None,
             identity: None,
@@ -407,10 +421,19 @@ impl ProxyHttp for Gateway {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        ctx.client_ip = session
+        ctx.peer_ip = session
             .client_addr()
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
+        ctx.secure = self.tls;
+        ctx.client_ip = ctx.peer_ip;
+        if let Some(peer) = ctx.peer_ip {
+            if let Some(fwd) = headers::forwarded(session.req_header(), peer, &self.trusted_proxies)
+            {
+                ctx.client_ip = Some(fwd.client);
+                ctx.secure = fwd.https.unwrap_or(self.tls);
+            }
+        }
         let req = session.req_header();
         let method = req.method.as_str().to_string();
         ctx.html = routing::is_navigation(
@@ -490,7 +513,7 @@ impl ProxyHttp for Gateway {
                     Some(auth) => {
                         let facts = RequestFacts {
                             header: session.req_header(),
-                            client: ctx.client_ip,
+                            peer: ctx.peer_ip,
                         };
                         match auth.authenticate(&facts).await {
                             Authn::Identified(Identity { user: Some(u), .. }, cookie) => {
@@ -507,6 +530,19 @@ impl ProxyHttp for Gateway {
                 let reply = self.sign_in(session, ctx, &route).await;
                 return self.reply(session, ctx, reply).await;
             }
+            Route::Demo => {
+                let reply = match self.acls.as_ref().and_then(|a| a.demo_slot()) {
+                    Some(id) => pages::found(&format!("/slot/{id}/")),
+                    None => pages::error(
+                        404,
+                        "not_found",
+                        "Not found",
+                        "This installation has no public demo.",
+                        ctx.html,
+                    ),
+                };
+                return self.reply(session, ctx, reply).await;
+            }
             _ => {}
         }
         let Some(id) = route.slot().cloned() else {
@@ -516,7 +552,7 @@ impl ProxyHttp for Gateway {
         ctx.slot = Some(id.clone());
 
         if session.is_upgrade_req() {
-            let own = signin::own_origin(session.req_header(), self.tls);
+            let own = signin::own_origin(session.req_header(), ctx.secure);
             if !signin::ws_origin_allowed(session.req_header(), &own, &self.frame_origins) {
                 tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, slot = %id, origin = ?header_str(session, "origin"), "cross-origin WebSocket refused");
                 let reply = pages::error(
@@ -541,11 +577,12 @@ impl ProxyHttp for Gateway {
                 ) = (&route, &self.signin)
                 {
                     if let Some(token) = query_param(session.req_header(), "embed") {
-                        let origin = signin::own_origin(session.req_header(), self.tls);
+                        let origin = signin::own_origin(session.req_header(), ctx.secure);
                         let areq = AuthRequest {
                             header: session.req_header(),
                             body: &[],
                             client: ctx.client_ip,
+                            peer: ctx.peer_ip,
                             same_origin: false,
                             origin,
                         };
@@ -555,15 +592,25 @@ impl ProxyHttp for Gateway {
                 }
                 let facts = RequestFacts {
                     header: session.req_header(),
-                    client: ctx.client_ip,
+                    peer: ctx.peer_ip,
                 };
                 match auth.authenticate(&facts).await {
                     Authn::Identified(identity, cookie) => {
                         ctx.set_cookie = cookie;
                         identity
                     }
+                    Authn::Anonymous
+                        if self.acls.as_ref().and_then(|a| a.demo_slot()) == Some(&id) =>
+                    {
+                        Identity::anonymous_viewer()
+                    }
                     Authn::Anonymous => {
-                        let reply = if ctx.html {
+                        let reply = if ctx.html && popup::is_frame_navigation(session.req_header())
+                        {
+                            // Inside another site's iframe: sign in through
+                            // a popup (providers refuse to be framed).
+                            popup::frame_sign_in(id.as_str())
+                        } else if ctx.html {
                             let target = String::from_utf8_lossy(session.req_header().raw_path())
                                 .into_owned();
                             let next = url::form_urlencoded::Serializer::new(String::new())
@@ -726,7 +773,7 @@ impl ProxyHttp for Gateway {
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        headers::upstream(upstream, &ctx.request_id, ctx.client_ip, self.tls)?;
+        headers::upstream(upstream, &ctx.request_id, ctx.client_ip, ctx.secure)?;
         for name in &self.strip_headers {
             upstream.remove_header(name.as_str());
         }
@@ -1034,7 +1081,7 @@ impl ProxyHttp for Gateway {
             bytes_in,
             bytes_out,
             duration_ms: (took.as_secs_f64() * 1e6).round() / 1e3,
-            tls: self.tls,
+            tls: ctx.secure,
             served_by,
             user_agent,
             error: ctx.error,

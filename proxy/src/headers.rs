@@ -8,6 +8,7 @@
 use std::net::IpAddr;
 
 use http::HeaderValue;
+use ipnet::IpNet;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::Result;
 
@@ -102,6 +103,54 @@ pub fn upstream(
     Ok(())
 }
 
+/// What a trusted reverse proxy says about the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded {
+    pub client: IpAddr,
+    /// `X-Forwarded-Proto`, when it says `https` or `http`.
+    pub https: Option<bool>,
+}
+
+/// Believe `X-Forwarded-For` and `X-Forwarded-Proto` only when the TCP
+/// peer is one of `trusted` proxies. The client is the right-most address
+/// in the chain that is not itself a trusted proxy (addresses further left
+/// were written by the client and prove nothing); a malformed entry ends
+/// the walk there; no header at all leaves the peer as the client. `None`
+/// when the peer is not a trusted proxy.
+pub fn forwarded(req: &RequestHeader, peer: IpAddr, trusted: &[IpNet]) -> Option<Forwarded> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return None;
+    }
+    let mut client = None;
+    'walk: for value in req.headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(value) = value.to_str() else { break };
+        for hop in value.rsplit(',') {
+            match hop.trim().parse::<IpAddr>() {
+                Ok(ip) if is_trusted(&ip) => client = Some(ip),
+                Ok(ip) => {
+                    client = Some(ip);
+                    break 'walk;
+                }
+                Err(_) => break 'walk,
+            }
+        }
+    }
+    let https = req
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|p| match p.trim().to_ascii_lowercase().as_str() {
+            "https" => Some(true),
+            "http" => Some(false),
+            _ => None,
+        });
+    Some(Forwarded {
+        client: client.unwrap_or(peer),
+        https,
+    })
+}
+
 /// A fresh request id: 16 lowercase hex characters.
 pub fn new_request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -111,6 +160,71 @@ pub fn new_request_id() -> String {
 mod tests {
     use super::*;
     use slotapi::config::ConfigFile;
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let nets: Vec<IpNet> = vec!["10.0.0.0/24".parse().unwrap()];
+        let req = |xff: &[&str], proto: Option<&str>| {
+            let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+            for v in xff {
+                r.append_header("x-forwarded-for", *v).unwrap();
+            }
+            if let Some(p) = proto {
+                r.insert_header("x-forwarded-proto", p).unwrap();
+            }
+            r
+        };
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let proxy = ip("10.0.0.5");
+        // An untrusted peer's headers are ignored entirely.
+        assert_eq!(
+            forwarded(&req(&["1.2.3.4"], Some("https")), ip("192.0.2.9"), &nets),
+            None
+        );
+        // The right-most untrusted hop is the client; spoofed entries to
+        // its left do not count.
+        let f = forwarded(
+            &req(&["6.6.6.6, 1.2.3.4, 10.0.0.7"], Some("https")),
+            proxy,
+            &nets,
+        )
+        .unwrap();
+        assert_eq!(
+            f,
+            Forwarded {
+                client: ip("1.2.3.4"),
+                https: Some(true)
+            }
+        );
+        // Several header lines read as one list.
+        let f = forwarded(&req(&["6.6.6.6", "1.2.3.4"], Some("http")), proxy, &nets).unwrap();
+        assert_eq!(
+            f,
+            Forwarded {
+                client: ip("1.2.3.4"),
+                https: Some(false)
+            }
+        );
+        // Garbage stops the walk where it is.
+        let f = forwarded(&req(&["1.2.3.4, junk, 10.0.0.7"], None), proxy, &nets).unwrap();
+        assert_eq!(
+            f,
+            Forwarded {
+                client: ip("10.0.0.7"),
+                https: None
+            }
+        );
+        // No header: the proxy itself; an odd proto is not believed.
+        let f = forwarded(&req(&[], Some("gopher")), proxy, &nets).unwrap();
+        assert_eq!(
+            f,
+            Forwarded {
+                client: proxy,
+                https: None
+            }
+        );
+        assert_eq!(forwarded(&req(&["1.2.3.4"], None), proxy, &[]), None);
+    }
 
     fn cfg(text: &str) -> Config {
         let f = ConfigFile::parse(std::path::Path::new("/x/c.toml"), text).unwrap();

@@ -43,6 +43,17 @@ impl Identity {
         }
     }
 
+    /// Someone without a session watching the public demo slot: a viewer
+    /// with no name, so the read-only filter applies and nothing is theirs.
+    pub fn anonymous_viewer() -> Identity {
+        Identity {
+            user: None,
+            role: Some(Role::Viewer),
+            sid: None,
+            amr: Some("demo".into()),
+        }
+    }
+
     /// The key per-user limits count against: the user name, or the client
     /// address for anonymous requests (so anonymous clients cannot share one
     /// bucket and starve each other).
@@ -69,7 +80,9 @@ pub enum Authn {
 /// The request facts authentication may look at.
 pub struct RequestFacts<'a> {
     pub header: &'a RequestHeader,
-    pub client: Option<IpAddr>,
+    /// The TCP peer (not the client an `X-Forwarded-For` names): trusted
+    /// identity headers count only from `trusted_sources`.
+    pub peer: Option<IpAddr>,
 }
 
 impl RequestFacts<'_> {
@@ -128,7 +141,7 @@ impl Auth {
     }
 
     pub async fn authenticate(&self, req: &RequestFacts<'_>) -> Authn {
-        if let (Some((cfg, sources)), Some(peer)) = (&self.header, req.client) {
+        if let (Some((cfg, sources)), Some(peer)) = (&self.header, req.peer) {
             match header::identify(cfg, sources, peer, |n| req.get(n)) {
                 HeaderIdentity::User { name, role, .. } => {
                     return match UserName::new(&name) {

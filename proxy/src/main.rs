@@ -12,6 +12,7 @@ mod metrics;
 mod pages;
 mod quota;
 mod recording;
+mod popup;
 mod redirect;
 mod routing;
 mod server;

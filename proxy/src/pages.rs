@@ -199,6 +199,20 @@ pub fn change_password(status: u16, user: &str, next: &str, notice: Option<&str>
 }
 
 fn shell(title: &str, inner: &str) -> String {
+    shell_with(title, "", inner)
+}
+
+/// A page in the sign-in pages' look whose `<main>` carries `main_attrs`
+/// (already escaped `data-…` attributes for a script file to read).
+pub fn html_with_main(status: u16, title: &str, main_attrs: &str, inner: &str) -> Reply {
+    Reply::new(
+        status,
+        "text/html; charset=utf-8",
+        shell_with(title, main_attrs, inner),
+    )
+}
+
+fn shell_with(title: &str, main_attrs: &str, inner: &str) -> String {
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
@@ -210,7 +224,7 @@ label{{display:block;margin:.5rem 0}} input{{display:block;width:100%;box-sizing
 button,.button{{display:block;width:100%;box-sizing:border-box;margin-top:1rem;padding:.6rem;border:0;border-radius:4px;background:#2d6cdf;color:#fff;font:inherit;text-align:center;text-decoration:none;cursor:pointer}}
 .notice{{background:#5a1d1d;border-radius:4px;padding:.5rem .75rem}} .or{{text-align:center;color:#999;margin:1rem 0 0}}
 </style></head>
-<body><main>{inner}</main></body></html>
+<body><main {main_attrs}>{inner}</main></body></html>
 "#,
         title = escape(title),
     )
@@ -282,7 +296,7 @@ main{{max-width:32rem;padding:2rem;text-align:center}} h1{{font-size:1.25rem;mar
     )
 }
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

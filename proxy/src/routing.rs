@@ -31,6 +31,8 @@ pub enum Route {
     Auth(AuthRoute),
     /// `POST /api/embed-tokens`
     EmbedTokens,
+    /// `/demo`: to the configured public demo slot, if there is one.
+    Demo,
 }
 
 /// The sign-in endpoints.
@@ -44,6 +46,10 @@ pub enum AuthRoute {
     Password,
     /// `POST /auth/logout`
     Logout,
+    /// `GET /auth/popup?slot=<id>`: sign-in for a framed terminal (top level).
+    Popup,
+    /// `GET /auth/frame.js`, `/auth/popup.js`
+    Script(&'static str),
     /// `POST /auth/logout-all`
     LogoutAll,
     /// `GET /auth/<kind>/<name>/start`
@@ -81,6 +87,7 @@ impl Route {
             Route::Slot { .. } => "slot",
             Route::Auth(_) => "auth",
             Route::EmbedTokens => "api",
+            Route::Demo => "demo",
         }
     }
 
@@ -156,7 +163,23 @@ pub fn route(method: &str, target: &[u8], max_len: usize) -> Result<Route, Rejec
         "/" => return exact(Route::Landing),
         "/healthz" => return exact(Route::Health),
         "/metrics" => return exact(Route::Metrics),
+        "/demo" | "/demo/" => return exact(Route::Demo),
         _ => {}
+    }
+    // `/team/<team>`: the team's slot, `team-<team>`, through the same
+    // redirect (and access check) as `/slot/<id>`.
+    if let Some(team) = path.strip_prefix("/team/") {
+        let team = team.strip_suffix('/').unwrap_or(team);
+        if team.is_empty() || team.contains('/') {
+            return Err(Reject::NotFound);
+        }
+        let id = SlotId::new(format!("{}{team}", crate::slot_acl::TEAM_PREFIX))
+            .map_err(|_| Reject::BadRequest("invalid team name"))?;
+        let location = match query {
+            Some(q) => format!("/slot/{id}/?{q}"),
+            None => format!("/slot/{id}/"),
+        };
+        return exact(Route::SlotRedirect { id, location });
     }
     if let Some(rest) = path.strip_prefix("/auth/") {
         return auth_route(method, rest);
@@ -226,6 +249,9 @@ fn auth_route(method: &str, rest: &str) -> Result<Route, Reject> {
         "password" => need(post, AuthRoute::Password),
         "logout" => need(post, AuthRoute::Logout),
         "logout-all" => need(post, AuthRoute::LogoutAll),
+        "popup" => need(get, AuthRoute::Popup),
+        "frame.js" => need(get, AuthRoute::Script("frame.js")),
+        "popup.js" => need(get, AuthRoute::Script("popup.js")),
         _ => {
             let mut parts = rest.split('/');
             let (Some(kind), Some(name), Some(step), None) =
@@ -311,6 +337,30 @@ mod tests {
             ("GET", "/", Ok(Route::Landing)),
             ("GET", "/healthz", Ok(Route::Health)),
             ("HEAD", "/metrics", Ok(Route::Metrics)),
+            ("GET", "/demo", Ok(Route::Demo)),
+            (
+                "GET",
+                "/team/ops",
+                Ok(Route::SlotRedirect {
+                    id: id("team-ops"),
+                    location: "/slot/team-ops/".into(),
+                }),
+            ),
+            (
+                "GET",
+                "/team/ops/?arg=1",
+                Ok(Route::SlotRedirect {
+                    id: id("team-ops"),
+                    location: "/slot/team-ops/?arg=1".into(),
+                }),
+            ),
+            ("GET", "/team/", Err(Reject::NotFound)),
+            ("GET", "/team/ops/ws", Err(Reject::NotFound)),
+            (
+                "GET",
+                "/team/Ops",
+                Err(Reject::BadRequest("invalid team name")),
+            ),
             (
                 "GET",
                 "/slot/alice/",

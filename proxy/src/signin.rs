@@ -25,11 +25,13 @@ use serde::Deserialize;
 use tokio::sync::OnceCell;
 
 use crate::config::Config;
-use crate::identity::{Auth, RequestFacts};
+use crate::identity::{Auth, Authn, Identity, RequestFacts};
 use crate::limits::{Category, Limits};
 use crate::pages::{self, ProviderLink, Reply};
+use crate::popup;
 use crate::routing::{AuthRoute, ProviderKind};
 use crate::sessions::{Check, PASSWORD_COOKIE};
+use slotapi::SlotId;
 
 /// Cookie binding an OIDC/OAuth2 login to the browser that started it.
 const LOGIN_COOKIE: &str = "slotgate_login";
@@ -86,6 +88,8 @@ pub struct AuthRequest<'a> {
     pub header: &'a RequestHeader,
     pub body: &'a [u8],
     pub client: Option<IpAddr>,
+    /// The TCP peer (see `RequestFacts::peer`).
+    pub peer: Option<IpAddr>,
     /// Whether the request provably comes from this site's own pages.
     pub same_origin: bool,
     /// `https://host[:port]` as the client addressed us.
@@ -238,6 +242,55 @@ impl SignIn {
             AuthRoute::LogoutAll => self.logout(req, true).await,
             AuthRoute::Start { kind, name } => self.start(*kind, name, req).await,
             AuthRoute::Callback { kind, name } => self.callback(*kind, name, req).await,
+            AuthRoute::Popup => self.popup(req).await,
+            AuthRoute::Script(name) => popup::script(name).unwrap_or_else(not_found),
+        }
+    }
+
+    /// `GET /auth/popup?slot=<id>` (see `popup`): sign in first if needed,
+    /// then hand the opener a single-use embed token for the slot. Access
+    /// to the slot itself is decided when the token is used.
+    async fn popup(&self, req: &AuthRequest<'_>) -> Reply {
+        let Some(slot) = req.query("slot").and_then(|s| SlotId::new(&s).ok()) else {
+            return pages::error(
+                400,
+                "bad_body",
+                "Bad request",
+                "Which terminal? The link lacks a valid slot.",
+                true,
+            );
+        };
+        let facts = RequestFacts {
+            header: req.header,
+            peer: req.peer,
+        };
+        let user = match self.auth.authenticate(&facts).await {
+            Authn::Identified(Identity { user: Some(u), .. }, _) => u,
+            _ => {
+                let next = format!("/auth/popup?slot={slot}");
+                let q = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("next", &next)
+                    .finish();
+                return pages::found(&format!("/auth/login?{q}"));
+            }
+        };
+        let store = Arc::clone(&self.auth.sessions.store);
+        let (u, s) = (user.to_string(), slot.to_string());
+        let minted =
+            tokio::task::spawn_blocking(move || store.create_embed_token(&u, &s, "popup", 60_000))
+                .await;
+        match minted {
+            Ok(Ok(token)) => {
+                tracing::info!(user = %user, slot = %slot, "popup sign-in handed a frame its token");
+                popup::popup_done(slot.as_str(), &token)
+            }
+            _ => pages::error(
+                500,
+                "session_store",
+                "Sign-in failed",
+                "The sign-in could not be completed. Try again.",
+                true,
+            ),
         }
     }
 
@@ -291,7 +344,10 @@ impl SignIn {
                     short_cookie(PASSWORD_COOKIE, &token, "/auth/", 600, self.tls),
                 )
             }
-            Ok(u) => self.signed_in(&u.name, u.role, "local", &next, req).await,
+            Ok(u) => {
+                self.signed_in(&u.name, u.role, "local", None, &next, req)
+                    .await
+            }
         }
     }
 
@@ -300,6 +356,7 @@ impl SignIn {
         user: &str,
         role: Role,
         amr: &str,
+        id_token: Option<String>,
         next: &str,
         req: &AuthRequest<'_>,
     ) -> Reply {
@@ -315,7 +372,20 @@ impl SignIn {
             )
             .await
         {
-            Ok((_, cookie)) => {
+            Ok((claims, cookie)) => {
+                if let Some(t) = id_token {
+                    let store = Arc::clone(&self.auth.sessions.store);
+                    let sid = claims.sid.clone();
+                    let kept =
+                        tokio::task::spawn_blocking(move || store.set_session_id_token(&sid, &t))
+                            .await;
+                    if !matches!(kept, Ok(Ok(()))) {
+                        tracing::warn!(
+                            user,
+                            "cannot keep the ID token; logout will not hint the provider"
+                        );
+                    }
+                }
                 tracing::info!(user, amr, client_ip = ?req.client, "signed in");
                 pages::see_other(next)
                     .with_header("set-cookie", cookie)
@@ -364,7 +434,7 @@ impl SignIn {
         match result {
             Ok(Ok(Some(u))) if !u.disabled => {
                 tracing::info!(user = %u.name, "password changed");
-                self.signed_in(&u.name, u.role, "local", &next, req)
+                self.signed_in(&u.name, u.role, "local", None, &next, req)
                     .await
                     .with_header(
                         "set-cookie",
@@ -387,7 +457,7 @@ impl SignIn {
         }
         let facts = RequestFacts {
             header: req.header,
-            client: req.client,
+            peer: req.peer,
         };
         let claims = facts
             .session_token()
@@ -411,8 +481,15 @@ impl SignIn {
                     .find(|o| o.cfg.name == name)
                     .and_then(|o| o.provider.get())
                 {
+                    let store = Arc::clone(&self.auth.sessions.store);
+                    let sid = c.sid.clone();
+                    let hint = tokio::task::spawn_blocking(move || store.session_id_token(&sid))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .flatten();
                     if let Some(url) =
-                        p.end_session_url(None, &format!("{}/auth/login", req.origin))
+                        p.end_session_url(hint.as_deref(), &format!("{}/auth/login", req.origin))
                     {
                         location = url;
                     }
@@ -603,6 +680,7 @@ impl SignIn {
             ProviderKind::OAuth2 => format!("oauth2:{name}"),
         };
         let store = Arc::clone(&self.auth.sessions.store);
+        let id_token = user.id_token.clone();
         let ext = user.clone();
         let saved = tokio::task::spawn_blocking(move || {
             if let Ok(Some(existing)) = store.user(&ext.username) {
@@ -619,6 +697,7 @@ impl SignIn {
                     ext.role,
                     ext.email.as_deref(),
                     ext.display_name.as_deref(),
+                    &ext.groups,
                 )
                 .map_err(|_| "cannot save the user")
         })
@@ -626,7 +705,7 @@ impl SignIn {
         .unwrap_or(Err("cannot save the user"));
         match saved {
             Ok(u) => self
-                .signed_in(&u.name, u.role, &amr, &next, req)
+                .signed_in(&u.name, u.role, &amr, id_token, &next, req)
                 .await
                 .with_header("set-cookie", clear),
             Err(why) => {
@@ -776,7 +855,7 @@ impl SignIn {
         };
         let next = format!("/slot/{slot}/");
         let r = self
-            .signed_in(&user.name, user.role, "embed", &next, req)
+            .signed_in(&user.name, user.role, "embed", None, &next, req)
             .await;
         tracing::info!(user = %user.name, slot, origin = %origin, "embed token exchanged");
         // A plain redirect, not 303: the iframe's navigation is a GET.

@@ -19,12 +19,17 @@ use crate::slots::{SlotError, Slots};
 
 const CACHE_FOR: Duration = Duration::from_secs(5);
 
+/// Slot ids of team slots start with this; `/team/<team>` opens
+/// `/slot/team-<team>/`.
+pub const TEAM_PREFIX: &str = "team-";
+
 pub struct SlotAcls {
     slots: Arc<Slots>,
     store: Arc<Store>,
     cache: Mutex<HashMap<SlotId, (Instant, SlotAcl)>>,
     default_template: String,
     create_default: bool,
+    demo: Option<SlotId>,
 }
 
 impl SlotAcls {
@@ -35,7 +40,13 @@ impl SlotAcls {
             cache: Mutex::new(HashMap::new()),
             default_template: cfg.default_template.clone(),
             create_default: cfg.create_default_slot,
+            demo: cfg.demo_slot.clone(),
         }
+    }
+
+    /// The public read-only demo slot, if one is configured.
+    pub fn demo_slot(&self) -> Option<&SlotId> {
+        self.demo.as_ref()
     }
 
     /// The slot's access list; `None` when the slot does not exist (and is
@@ -56,7 +67,12 @@ impl SlotAcls {
                 let Some(user) = who.user.as_ref().filter(|u| u.as_str() == id.as_str()) else {
                     return Ok(None);
                 };
-                if !self.create_default || who.role == Some(Role::Viewer) {
+                // `team-…` ids are team slots (`/team/<team>`), made by an
+                // administrator, never someone's default slot.
+                if !self.create_default
+                    || who.role == Some(Role::Viewer)
+                    || id.as_str().starts_with(TEAM_PREFIX)
+                {
                     return Ok(None);
                 }
                 match self.slots.create(id, user, &self.default_template).await {
@@ -72,10 +88,11 @@ impl SlotAcls {
         };
         let store = Arc::clone(&self.store);
         let (slot, owner_name) = (id.to_string(), owner.to_string());
-        let acl = tokio::task::spawn_blocking(move || store.acl(&slot, &owner_name))
+        let mut acl = tokio::task::spawn_blocking(move || store.acl(&slot, &owner_name))
             .await
             .map_err(|e| SlotError::StartFailed(e.to_string()))?
             .map_err(|e| SlotError::StartFailed(e.to_string()))?;
+        acl.public_read = self.demo.as_ref() == Some(id);
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -65,6 +65,29 @@ set -g set-titles on
 set -g set-titles-string '#{session_name}'
 ";
 
+/// The owner's identity as the slot's processes see it, from their account
+/// in `identity.db` (the gateway records provider sign-ins there):
+/// `SLOTGATE_USER`, and when known `SLOTGATE_USER_EMAIL`,
+/// `SLOTGATE_USER_NAME` (display name), `SLOTGATE_USER_GROUPS`
+/// (comma-separated) and `SLOTGATE_USER_ROLE`. Set after the template's
+/// own `env`, so a template cannot pose as someone else.
+pub fn owner_env(owner: &str, account: Option<&identity::store::User>) -> Vec<(String, String)> {
+    let mut env = vec![("SLOTGATE_USER".to_string(), owner.to_string())];
+    if let Some(u) = account {
+        env.push(("SLOTGATE_USER_ROLE".into(), u.role.as_str().into()));
+        if let Some(e) = &u.email {
+            env.push(("SLOTGATE_USER_EMAIL".into(), e.clone()));
+        }
+        if let Some(n) = &u.display_name {
+            env.push(("SLOTGATE_USER_NAME".into(), n.clone()));
+        }
+        if !u.groups.is_empty() {
+            env.push(("SLOTGATE_USER_GROUPS".into(), u.groups.join(",")));
+        }
+    }
+    env
+}
+
 pub fn plan(ctx: &Context<'_>, template: &Template, id: &SlotId, owner: &str) -> Launch {
     let vars = vars(ctx.paths, id, owner);
     let socket = ctx.paths.slot_socket(id);

@@ -200,7 +200,31 @@ impl Slotgate {
     /// A new connection; under TLS the handshake verifies the certificate
     /// for 127.0.0.1. Also returns the leaf certificate the server showed.
     pub async fn connect_with_cert(&self) -> anyhow::Result<(Stream, Option<Vec<u8>>)> {
-        let tcp = TcpStream::connect(self.addr).await?;
+        self.connect_from_with_cert(None).await
+    }
+
+    /// A new connection from a chosen loopback source address (say
+    /// 127.0.0.2), for rules that depend on the client's address.
+    pub async fn connect_from(&self, source: std::net::IpAddr) -> anyhow::Result<Stream> {
+        Ok(self.connect_from_with_cert(Some(source)).await?.0)
+    }
+
+    async fn connect_from_with_cert(
+        &self,
+        source: Option<std::net::IpAddr>,
+    ) -> anyhow::Result<(Stream, Option<Vec<u8>>)> {
+        let tcp = match source {
+            None => TcpStream::connect(self.addr).await?,
+            Some(ip) => {
+                let sock = if ip.is_ipv4() {
+                    tokio::net::TcpSocket::new_v4()?
+                } else {
+                    tokio::net::TcpSocket::new_v6()?
+                };
+                sock.bind(SocketAddr::new(ip, 0))?;
+                sock.connect(self.addr).await?
+            }
+        };
         tcp.set_nodelay(true)?;
         if !self.tls {
             return Ok((Box::new(tcp), None));

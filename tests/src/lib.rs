@@ -7,6 +7,7 @@
 
 pub mod gateway;
 pub mod oidc;
+pub mod signin;
 pub mod ttyd;
 
 use std::path::{Path, PathBuf};

@@ -2,135 +2,20 @@
 //! a real slotctl daemon, real ttyd and tmux, and a real OpenID Provider
 //! (oidc-provider) on loopback. Every refusal asserts its exact status.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use futures_util::StreamExt;
 use identity::access::Role;
 use identity::session::{Claims, Keys};
-use identity::store::Store;
 use serde_json::json;
-use slotgate_tests::gateway::{self, free_port, Options, Slotgate};
+use slotgate_tests::gateway::free_port;
 use slotgate_tests::oidc::{drive_login, OpenIdProvider};
-use slotgate_tests::ttyd::TtydClient;
-use slotgate_tests::TestEnv;
+use slotgate_tests::signin::{
+    browser, login, one_time_password, session_cookie, stack, store, tty, user_session, ws_status,
+    T,
+};
 use tokio_tungstenite::tungstenite::Message;
-
-const T: Duration = Duration::from_secs(20);
-
-async fn stack(auth_extra: &str, port: Option<u16>) -> (TestEnv, Slotgate) {
-    let mut env = TestEnv::new(&[], "");
-    env.start_daemon().await;
-    let gw = Slotgate::start(
-        &env.config,
-        Options {
-            extra: auth_extra.to_string(),
-            port,
-            ..Options::default()
-        },
-    )
-    .await
-    .expect("slotgate starts");
-    (env, gw)
-}
-
-fn store(gw: &Slotgate) -> Store {
-    Store::open(&gw.paths.data_dir.join("identity.db")).unwrap()
-}
-
-/// A browser-like client with its own cookie jar (read back for WebSockets).
-fn browser() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let c = reqwest::Client::builder()
-        .cookie_provider(Arc::clone(&jar))
-        .redirect(reqwest::redirect::Policy::none())
-        .danger_accept_invalid_certs(true)
-        .timeout(T)
-        .build()
-        .unwrap();
-    (c, jar)
-}
-
-fn session_cookie(gw: &Slotgate, jar: &reqwest::cookie::Jar) -> Option<String> {
-    use reqwest::cookie::CookieStore;
-    let url = reqwest::Url::parse(&format!("{}/slot/x/", gw.base_url())).unwrap();
-    let all = jar.cookies(&url)?;
-    all.to_str()
-        .ok()?
-        .split("; ")
-        .find(|c| c.starts_with("slotgate_session="))
-        .map(str::to_string)
-}
-
-async fn login(
-    gw: &Slotgate,
-    c: &reqwest::Client,
-    user: &str,
-    password: &str,
-    next: &str,
-) -> reqwest::Response {
-    c.post(format!("{}/auth/login", gw.base_url()))
-        .header("Origin", gw.base_url())
-        .form(&[("user", user), ("password", password), ("next", next)])
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Add a local user and sign them in; returns the `Cookie` header value.
-async fn user_session(gw: &Slotgate, name: &str, role: Role) -> String {
-    let pw = format!("{name}-password-123");
-    store(gw).add_user(name, role, Some(&pw), None).unwrap();
-    let (c, jar) = browser();
-    let r = login(gw, &c, name, &pw, "/").await;
-    assert_eq!(r.status(), 303, "{name} signs in");
-    session_cookie(gw, &jar).expect("session cookie")
-}
-
-async fn tty(
-    gw: &Slotgate,
-    slot: &str,
-    headers: &[(&str, &str)],
-) -> anyhow::Result<TtydClient<gateway::Stream>> {
-    let stream = gw.connect().await?;
-    gateway::tty_over(
-        stream,
-        &gw.authority(),
-        &format!("/slot/{slot}/ws"),
-        headers,
-    )
-    .await
-}
-
-/// Status of a refused WebSocket upgrade.
-async fn ws_status(gw: &Slotgate, slot: &str, headers: &[(&str, &str)]) -> u16 {
-    let mut all = vec![
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ("Sec-WebSocket-Protocol", "tty"),
-    ];
-    all.extend_from_slice(headers);
-    let mut s = gw.connect().await.unwrap();
-    gateway::send_request(&mut s, "GET", &format!("/slot/{slot}/ws"), &all)
-        .await
-        .unwrap();
-    gateway::read_response(&mut s, false).await.unwrap().status
-}
-
-fn one_time_password(gw: &Slotgate) -> String {
-    let log = gw.stderr();
-    let at = log
-        .find("one-time password ")
-        .unwrap_or_else(|| panic!("no bootstrap password in the log:\n{log}"));
-    log[at + "one-time password ".len()..]
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
 
 #[tokio::test]
 async fn bootstrap_admin_changes_password_then_uses_a_terminal() {

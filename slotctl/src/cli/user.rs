@@ -37,8 +37,17 @@ pub enum UserCmd {
     Disable { name: String },
     /// Enable a disabled account.
     Enable { name: String },
-    /// Change an account's role (admin, user, viewer).
-    Role { name: String, role: String },
+    /// Change an account's role (admin, user, viewer). The choice is kept
+    /// when the user signs in through an identity provider again, until
+    /// `--from-provider` hands the role back to the provider's groups.
+    Role {
+        name: String,
+        #[arg(required_unless_present = "from_provider")]
+        role: Option<String>,
+        /// Let the provider's group mapping decide from the next sign-in.
+        #[arg(long, conflicts_with = "role")]
+        from_provider: bool,
+    },
     /// End every session of an account ("log out everywhere").
     Logout { name: String },
     /// List accounts.
@@ -121,10 +130,21 @@ pub fn run(ctx: &Ctx, cmd: UserCmd) -> anyhow::Result<ExitCode> {
             store.set_disabled(&name, false)?;
             println!("{name} enabled");
         }
-        UserCmd::Role { name, role: r } => {
+        UserCmd::Role {
+            name,
+            role: Some(r),
+            ..
+        } => {
             let r = role(&r)?;
             store.set_role(&name, r)?;
-            println!("{name} is now {}", r.as_str());
+            println!(
+                "{name} is now {} (kept across provider sign-ins)",
+                r.as_str()
+            );
+        }
+        UserCmd::Role { name, .. } => {
+            store.unpin_role(&name)?;
+            println!("{name}'s role follows the identity provider's groups from the next sign-in");
         }
         UserCmd::Logout { name } => {
             if store.user(&name)?.is_none() {

@@ -753,6 +753,10 @@ impl Actor {
         let ctx = sup.launch_context();
         let mut plan = launch::plan(&ctx, template, self.id(), &owner);
         crate::claude::keys::inject(&sup.cfg.paths.data_dir, &owner, &mut plan.env);
+        plan.env.extend(launch::owner_env(
+            &owner,
+            owner_account(&sup.cfg.paths.data_dir, &owner).as_ref(),
+        ));
         let vars = launch::vars(&sup.cfg.paths, self.id(), &owner);
         sandbox::prepare(template, &vars).map_err(|e| format!("preparing sandbox: {e}"))?;
         sup.cgroups
@@ -1146,6 +1150,23 @@ async fn sampler(sup: std::sync::Weak<Supervisor>) {
                 }
             })
             .await;
+        }
+    }
+}
+
+/// The owner's account in `identity.db`, if the gateway keeps one there
+/// (no database, no account, or an unreadable one: `None`, and the slot gets
+/// only `SLOTGATE_USER`).
+fn owner_account(data_dir: &std::path::Path, owner: &str) -> Option<identity::store::User> {
+    let path = data_dir.join("identity.db");
+    if !path.exists() {
+        return None;
+    }
+    match identity::store::Store::open(&path).and_then(|s| s.user(owner)) {
+        Ok(u) => u,
+        Err(e) => {
+            warn!(owner, error = %e, "cannot read the owner's account for the slot environment");
+            None
         }
     }
 }
