@@ -55,6 +55,29 @@ pub struct RawSlotgate {
     pub access_log: RawAccessLog,
     #[serde(default)]
     pub rate_limits: RawRateLimits,
+    #[serde(default)]
+    pub portal: RawPortal,
+}
+
+/// `[slotgate.portal]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPortal {
+    /// The built web portal (`web/dist`): `index.html` and `assets/`.
+    pub dir: Option<PathBuf>,
+    /// Templates a `user` may create slots from (admins: all).
+    pub user_templates: Option<Vec<String>>,
+    /// Most slots one user may own through the portal.
+    pub max_slots_per_user: Option<usize>,
+}
+
+/// The web portal, `[slotgate.portal]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalConfig {
+    /// `None`: no portal pages (the gateway serves only slots and sign-in).
+    pub dir: Option<PathBuf>,
+    pub user_templates: Vec<String>,
+    pub max_slots_per_user: usize,
 }
 
 /// `[slotgate.access_log]`
@@ -210,6 +233,7 @@ pub struct Config {
     pub metrics: MetricsAccess,
     pub access_log: AccessLogConfig,
     pub limits: LimitsConfig,
+    pub portal: PortalConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7681";
@@ -570,6 +594,21 @@ impl RawSlotgate {
             }
         };
 
+        let portal = PortalConfig {
+            dir: self.portal.dir.map(|d| file.resolve(&d)),
+            user_templates: self
+                .portal
+                .user_templates
+                .unwrap_or_else(|| vec![identity.default_template.clone()]),
+            max_slots_per_user: self.portal.max_slots_per_user.unwrap_or(5),
+        };
+        if portal.max_slots_per_user == 0 || portal.max_slots_per_user > 1000 {
+            return Err(err(
+                "portal.max_slots_per_user",
+                format!("{} is out of range 1..=1000", portal.max_slots_per_user),
+            ));
+        }
+
         Ok(Config {
             file: file.path.clone(),
             paths,
@@ -589,6 +628,7 @@ impl RawSlotgate {
             metrics,
             access_log,
             limits,
+            portal,
         })
     }
 }

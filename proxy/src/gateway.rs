@@ -20,6 +20,8 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use slotapi::{ActivityKind, SlotId};
 
 use crate::access_log::{self, AccessLog, Entry};
+use crate::api::{Answer, Api, ApiRequest};
+use crate::portal::Portal;
 use crate::config::{Config, MetricsAccess};
 use crate::headers::{self, HeaderPolicy};
 use crate::identity::{self, Auth, Authn, Decision, Identity, RequestFacts};
@@ -27,6 +29,7 @@ use crate::limits::{Category, Limited, Limits, WsGuard};
 use crate::metrics::Metrics;
 use crate::pages::{self, Reply};
 use crate::routing::{self, Reject, Route, SlotRequest};
+use http_body_util::BodyExt;
 use crate::sessions::{self, WsTicket};
 use crate::signin::{self, AuthRequest, SignIn};
 use crate::slot_acl::SlotAcls;
@@ -80,7 +83,10 @@ const MAX_FORM: usize = 16 * 1024;
 pub struct Gateway {
     auth: Option<Arc<Auth>>,
     signin: Option<SignIn>,
-    acls: Option<SlotAcls>,
+    acls: Option<Arc<SlotAcls>>,
+    api: Api,
+    /// The web portal (`[slotgate.portal] dir`), when configured and built.
+    portal: Option<Portal>,
     /// Origins listed in `frame_ancestors` (allowed WebSocket origins).
     frame_origins: Vec<String>,
     /// Identity headers a client may not pass to a slot.
@@ -111,12 +117,24 @@ impl Gateway {
             None => None,
         };
         let acls = auth.as_ref().map(|a| {
-            SlotAcls::new(
+            Arc::new(SlotAcls::new(
                 &cfg.identity,
                 Arc::clone(&slots),
                 Arc::clone(&a.sessions.store),
-            )
+            ))
         });
+        let frame_origins: Vec<String> = cfg
+            .frame_ancestors
+            .iter()
+            .filter(|s| s.starts_with("https://") || s.starts_with("http://"))
+            .cloned()
+            .collect();
+        let api = Api::new(
+            cfg,
+            auth.clone(),
+            acls.clone(),
+            frame_origins.clone(),
+        );
         let mut strip_headers: Vec<String> = [
             "x-forwarded-user",
             "x-forwarded-email",
@@ -134,16 +152,13 @@ impl Gateway {
             strip_headers.extend(a.identity_headers());
         }
         Ok(Gateway {
-            frame_origins: cfg
-                .frame_ancestors
-                .iter()
-                .filter(|s| s.starts_with("https://") || s.starts_with("http://"))
-                .cloned()
-                .collect(),
+            frame_origins,
             strip_headers,
             auth,
             signin,
             acls,
+            api,
+            portal: Portal::new(cfg.portal.dir.as_deref()),
             limits,
             slots,
             log,
@@ -164,6 +179,9 @@ impl Gateway {
         resp.insert_header("content-type", reply.content_type)?;
         resp.insert_header("content-length", reply.body.len().to_string())?;
         resp.insert_header("cache-control", "no-store")?;
+        // The reply's own headers come last: they may override the policy
+        // (the portal's pages carry a stricter CSP).
+        self.headers.downstream(&mut resp, &ctx.request_id)?;
         for (name, value) in &reply.headers {
             if *name == "set-cookie" {
                 resp.append_header(*name, value.as_str())?;
@@ -174,7 +192,6 @@ impl Gateway {
         if let Some(c) = ctx.set_cookie.take() {
             resp.append_header("set-cookie", c)?;
         }
-        self.headers.downstream(&mut resp, &ctx.request_id)?;
         if reply.status >= 400 {
             session.set_keepalive(None);
         }
@@ -271,35 +288,10 @@ impl Gateway {
                 ctx.html,
             );
         };
-        let mut body = Vec::new();
-        if session.req_header().method == http::Method::POST {
-            loop {
-                match session.read_request_body().await {
-                    Ok(Some(chunk)) => {
-                        body.extend_from_slice(&chunk);
-                        if body.len() > MAX_FORM {
-                            return pages::error(
-                                413,
-                                "too_large",
-                                "Too large",
-                                "The request body is too large.",
-                                ctx.html,
-                            );
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(_) => {
-                        return pages::error(
-                            400,
-                            "bad_body",
-                            "Bad request",
-                            "The request body could not be read.",
-                            ctx.html,
-                        )
-                    }
-                }
-            }
-        }
+        let body = match read_body(session, ctx.html).await {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        };
         let origin = signin::own_origin(session.req_header(), self.tls);
         let areq = AuthRequest {
             header: session.req_header(),
@@ -314,9 +306,215 @@ impl Gateway {
         }
     }
 
+    /// `/api/<rest>`: authenticate (cookie or API token), rate-limit as
+    /// `api`, read the body, and let the API module decide.
+    async fn api_request(&self, session: &mut Session, ctx: &mut Ctx, rest: &str) -> Result<bool> {
+        let (who, cookie) = match self
+            .api
+            .caller(session.req_header(), ctx.client_ip)
+            .await
+        {
+            Ok(c) => c,
+            Err(reply) => {
+                if let Err(l) = self.limit(ctx, Category::Api) {
+                    return self
+                        .reply(session, ctx, pages::rate_limited(&l, false))
+                        .await;
+                }
+                return self.reply(session, ctx, reply).await;
+            }
+        };
+        ctx.set_cookie = cookie;
+        ctx.identity = Some(who.identity());
+        if let Err(l) = self.limit(ctx, Category::Api) {
+            return self
+                .reply(session, ctx, pages::rate_limited(&l, false))
+                .await;
+        }
+        let body = match read_body(session, false).await {
+            Ok(b) => b,
+            Err(reply) => return self.reply(session, ctx, reply).await,
+        };
+        let own = signin::own_origin(session.req_header(), self.tls);
+        let method = session.req_header().method.clone();
+        let answer = {
+            let req = ApiRequest {
+                method: &method,
+                rest,
+                header: session.req_header(),
+                body: &body,
+                same_origin: signin::same_origin(session.req_header(), &own),
+            };
+            self.api.handle(&who, &req).await
+        };
+        self.answer(session, ctx, answer).await
+    }
+
+    /// Write an API answer: a reply, or slotctl's answer streamed through.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, answer: Answer) -> Result<bool> {
+        let (status, content_type, length, mut body) = match answer {
+            Answer::Reply(reply) => return self.reply(session, ctx, reply).await,
+            Answer::Stream {
+                status,
+                content_type,
+                length,
+                body,
+            } => (status, content_type, length, body),
+        };
+        let head = session.req_header().method == http::Method::HEAD;
+        let mut resp = ResponseHeader::build(status, Some(8))?;
+        resp.insert_header("content-type", content_type)?;
+        match length {
+            Some(l) => resp.insert_header("content-length", l.to_string())?,
+            None => resp.insert_header("transfer-encoding", "chunked")?,
+        }
+        resp.insert_header("cache-control", "no-store")?;
+        if let Some(c) = ctx.set_cookie.take() {
+            resp.append_header("set-cookie", c)?;
+        }
+        self.headers.downstream(&mut resp, &ctx.request_id)?;
+        ctx.reply_status = Some(status);
+        session.write_response_header(Box::new(resp), head).await?;
+        if head {
+            return Ok(true);
+        }
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data() {
+                        session.write_response_body(Some(data), false).await?;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, error = %e, "control API answer broke off");
+                    ctx.error = Some("control_stream");
+                    return Error::e_explain(ErrorType::ReadError, "control API answer broke off");
+                }
+            }
+        }
+        session.write_response_body(Some(Bytes::new()), true).await?;
+        Ok(true)
+    }
+
+    /// A portal page that needs a signed-in user: `Some(reply)` (sign in
+    /// first) when nobody is; otherwise the identity lands in `ctx`.
+    async fn portal_sign_in(&self, session: &Session, ctx: &mut Ctx) -> Option<Reply> {
+        let auth = self.auth.as_ref()?;
+        let facts = RequestFacts {
+            header: session.req_header(),
+            client: ctx.client_ip,
+        };
+        match auth.authenticate(&facts).await {
+            Authn::Identified(identity, cookie) => {
+                ctx.set_cookie = cookie;
+                ctx.identity = Some(identity);
+                None
+            }
+            Authn::Anonymous => Some(login_redirect(session)),
+            Authn::Refused(_) => Some(pages::error(
+                403,
+                "not_allowed",
+                "Not allowed",
+                "Your account may not use slotgate.",
+                ctx.html,
+            )),
+        }
+    }
+
+    /// The portal's pages, files and shared replays (404 without a portal).
+    async fn portal_route(&self, session: &mut Session, ctx: &mut Ctx, route: &Route) -> Result<bool> {
+        let Some(portal) = &self.portal else {
+            let reply = pages::error(
+                404,
+                "not_found",
+                "Not found",
+                "Nothing lives at this address.",
+                ctx.html,
+            );
+            return self.reply(session, ctx, reply).await;
+        };
+        let reply = match route {
+            Route::PortalFile { path } => portal.file(path, ctx.html).await,
+            Route::Replay { token, part } => {
+                if let Err(l) = self.limit(ctx, Category::Api) {
+                    return self
+                        .reply(session, ctx, pages::rate_limited(&l, false))
+                        .await;
+                }
+                let answer = self.api.replay(token, *part).await;
+                return self.answer(session, ctx, answer).await;
+            }
+            // `/replay/<token>` needs no account; the admin pages do (the
+            // API decides what each role sees).
+            _ if session.req_header().uri.path().starts_with("/replay/") => {
+                self.portal_index(portal).await
+            }
+            _ => match self.portal_sign_in(session, ctx).await {
+                Some(reply) => reply,
+                None => self.portal_index(portal).await,
+            },
+        };
+        self.reply(session, ctx, reply).await
+    }
+
+    /// The portal's `index.html` with the portal's CSP.
+    async fn portal_index(&self, portal: &Portal) -> Reply {
+        portal
+            .index()
+            .await
+            .with_header("content-security-policy", self.headers.portal_csp())
+    }
+
     fn socket(&self, ctx: &Ctx) -> Option<PathBuf> {
         ctx.slot.as_ref().map(|id| self.slots.socket(id))
     }
+}
+
+/// The request body of a POST/PUT/DELETE the gateway answers itself, at
+/// most [`MAX_FORM`] bytes.
+async fn read_body(session: &mut Session, html: bool) -> Result<Vec<u8>, Reply> {
+    let mut body = Vec::new();
+    if matches!(
+        session.req_header().method,
+        http::Method::GET | http::Method::HEAD
+    ) {
+        return Ok(body);
+    }
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_FORM {
+                    return Err(pages::error(
+                        413,
+                        "too_large",
+                        "Too large",
+                        "The request body is too large.",
+                        html,
+                    ));
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(pages::error(
+                    400,
+                    "bad_body",
+                    "Bad request",
+                    "The request body could not be read.",
+                    html,
+                ))
+            }
+        }
+    }
+}
+
+/// `/auth/login?next=<this request>`.
+fn login_redirect(session: &Session) -> Reply {
+    let target = String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
+    let next = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", &target)
+        .finish();
+    pages::found(&format!("/auth/login?{next}"))
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.
@@ -465,6 +663,22 @@ impl ProxyHttp for Gateway {
                 );
                 return self.reply(session, ctx, reply).await;
             }
+            Route::Landing if self.portal.is_some() => {
+                let reply = match self.portal_sign_in(session, ctx).await {
+                    Some(reply) => reply,
+                    None => match &self.portal {
+                        Some(p) => self.portal_index(p).await,
+                        None => pages::landing(),
+                    },
+                };
+                return self.reply(session, ctx, reply).await;
+            }
+            Route::PortalPage | Route::PortalFile { .. } | Route::Replay { .. } => {
+                return self.portal_route(session, ctx, &route).await;
+            }
+            Route::Api { rest } => {
+                return self.api_request(session, ctx, rest).await;
+            }
             Route::Landing => {
                 let reply = match &self.auth {
                     None => pages::landing(),
@@ -545,12 +759,7 @@ impl ProxyHttp for Gateway {
                     }
                     Authn::Anonymous => {
                         let reply = if ctx.html {
-                            let target = String::from_utf8_lossy(session.req_header().raw_path())
-                                .into_owned();
-                            let next = url::form_urlencoded::Serializer::new(String::new())
-                                .append_pair("next", &target)
-                                .finish();
-                            pages::found(&format!("/auth/login?{next}"))
+                            login_redirect(session)
                         } else {
                             pages::error(
                                 401,
@@ -614,6 +823,22 @@ impl ProxyHttp for Gateway {
             tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, user = ?user_name, slot = %id, "administrator opened a slot that is not theirs (audited)");
         }
 
+        if let (
+            Some(portal),
+            Route::Slot {
+                kind: SlotRequest::Page,
+                ..
+            },
+        ) = (&self.portal, &route)
+        {
+            // A person opening a terminal gets the portal's terminal view,
+            // which talks to this slot's `token` and `ws`; `?raw=1` keeps
+            // ttyd's own page reachable.
+            if ctx.html && query_param(session.req_header(), "raw").as_deref() != Some("1") {
+                let reply = self.portal_index(portal).await;
+                return self.reply(session, ctx, reply).await;
+            }
+        }
         match route {
             Route::SlotRedirect { location, .. } => {
                 self.reply(session, ctx, pages::redirect(&location)).await

@@ -49,6 +49,10 @@ pub fn json<T: Serialize>(status: u16, body: &T) -> Reply {
     Reply::new(status, "application/json", bytes)
 }
 
+pub fn bytes(status: u16, body: Bytes, content_type: &'static str) -> Reply {
+    Reply::new(status, content_type, body)
+}
+
 pub fn text(status: u16, body: String, content_type: &'static str) -> Reply {
     Reply::new(status, content_type, body)
 }
@@ -62,14 +66,18 @@ pub fn error(status: u16, code: &'static str, title: &str, message: &str, html: 
             page(title, message, None),
         )
     } else {
+        /// `code` is the API contract's name (docs/api.md); `error` the
+        /// gateway's original one, kept for existing clients.
         #[derive(Serialize)]
         struct Body<'a> {
+            code: &'a str,
             error: &'a str,
             message: &'a str,
         }
         json(
             status,
             &Body {
+                code,
                 error: code,
                 message,
             },
