@@ -21,20 +21,20 @@ use slotapi::{ActivityKind, SlotId};
 
 use crate::access_log::{self, AccessLog, Entry};
 use crate::api::{Answer, Api, ApiRequest};
-use crate::portal::Portal;
 use crate::config::{Config, MetricsAccess};
 use crate::headers::{self, HeaderPolicy};
 use crate::identity::{self, Auth, Authn, Decision, Identity, RequestFacts};
 use crate::limits::{Category, Limited, Limits, WsGuard};
 use crate::metrics::Metrics;
 use crate::pages::{self, Reply};
+use crate::portal::Portal;
 use crate::routing::{self, Reject, Route, SlotRequest};
-use http_body_util::BodyExt;
 use crate::sessions::{self, WsTicket};
 use crate::signin::{self, AuthRequest, SignIn};
 use crate::slot_acl::SlotAcls;
 use crate::slots::{SlotError, Slots};
 use ::identity::frames::ViewerFilter;
+use http_body_util::BodyExt;
 
 /// Everything one request carries between phases.
 pub struct Ctx {
@@ -129,12 +129,7 @@ impl Gateway {
             .filter(|s| s.starts_with("https://") || s.starts_with("http://"))
             .cloned()
             .collect();
-        let api = Api::new(
-            cfg,
-            auth.clone(),
-            acls.clone(),
-            frame_origins.clone(),
-        );
+        let api = Api::new(cfg, auth.clone(), acls.clone(), frame_origins.clone());
         let mut strip_headers: Vec<String> = [
             "x-forwarded-user",
             "x-forwarded-email",
@@ -309,11 +304,7 @@ impl Gateway {
     /// `/api/<rest>`: authenticate (cookie or API token), rate-limit as
     /// `api`, read the body, and let the API module decide.
     async fn api_request(&self, session: &mut Session, ctx: &mut Ctx, rest: &str) -> Result<bool> {
-        let (who, cookie) = match self
-            .api
-            .caller(session.req_header(), ctx.client_ip)
-            .await
-        {
+        let (who, cookie) = match self.api.caller(session.req_header(), ctx.client_ip).await {
             Ok(c) => c,
             Err(reply) => {
                 if let Err(l) = self.limit(ctx, Category::Api) {
@@ -392,7 +383,9 @@ impl Gateway {
                 }
             }
         }
-        session.write_response_body(Some(Bytes::new()), true).await?;
+        session
+            .write_response_body(Some(Bytes::new()), true)
+            .await?;
         Ok(true)
     }
 
@@ -422,7 +415,22 @@ impl Gateway {
     }
 
     /// The portal's pages, files and shared replays (404 without a portal).
-    async fn portal_route(&self, session: &mut Session, ctx: &mut Ctx, route: &Route) -> Result<bool> {
+    async fn portal_route(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Route,
+    ) -> Result<bool> {
+        if let Route::Replay { token, part } = route {
+            // Shared recordings work without the portal's files too.
+            if let Err(l) = self.limit(ctx, Category::Api) {
+                return self
+                    .reply(session, ctx, pages::rate_limited(&l, false))
+                    .await;
+            }
+            let answer = self.api.replay(token, *part).await;
+            return self.answer(session, ctx, answer).await;
+        }
         let Some(portal) = &self.portal else {
             let reply = pages::error(
                 404,
@@ -435,15 +443,6 @@ impl Gateway {
         };
         let reply = match route {
             Route::PortalFile { path } => portal.file(path, ctx.html).await,
-            Route::Replay { token, part } => {
-                if let Err(l) = self.limit(ctx, Category::Api) {
-                    return self
-                        .reply(session, ctx, pages::rate_limited(&l, false))
-                        .await;
-                }
-                let answer = self.api.replay(token, *part).await;
-                return self.answer(session, ctx, answer).await;
-            }
             // `/replay/<token>` needs no account; the admin pages do (the
             // API decides what each role sees).
             _ if session.req_header().uri.path().starts_with("/replay/") => {

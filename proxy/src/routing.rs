@@ -246,12 +246,10 @@ fn portal_route(path: &str) -> Option<Result<Route, Reject>> {
         return Some(Ok(Route::PortalPage));
     }
     if let Some(page) = path.strip_prefix("/admin/") {
-        return Some(
-            match page {
-                "slots" | "users" | "stats" | "logs" | "recordings" => Ok(Route::PortalPage),
-                _ => Err(Reject::NotFound),
-            },
-        );
+        return Some(match page {
+            "slots" | "users" | "stats" | "logs" | "recordings" => Ok(Route::PortalPage),
+            _ => Err(Reject::NotFound),
+        });
     }
     if let Some(rest) = path.strip_prefix("/replay/") {
         let mut parts = rest.split('/');

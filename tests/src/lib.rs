@@ -5,6 +5,7 @@
 //! the instance's own environment marker, so parallel tests never touch
 //! each other's processes.
 
+pub mod accounts;
 pub mod gateway;
 pub mod oidc;
 pub mod ttyd;

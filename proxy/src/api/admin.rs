@@ -119,7 +119,12 @@ impl Api {
                     err(400, "bad_request", "role must be admin, user or viewer.")
                 })?;
                 self.blocking(move |s| s.set_role(&n, role)).await?;
-                tracing::info!(user = name, role = role.as_str(), by = who.name(), "role changed through the API");
+                tracing::info!(
+                    user = name,
+                    role = role.as_str(),
+                    by = who.name(),
+                    "role changed through the API"
+                );
             }
             "disable" => {
                 self.blocking(move |s| s.set_disabled(&n, true)).await?;
@@ -128,7 +133,11 @@ impl Api {
                     // WebSockets now rather than at the next poll.
                     auth.sessions.revoke_user(name).await;
                 }
-                tracing::info!(user = name, by = who.name(), "user disabled through the API");
+                tracing::info!(
+                    user = name,
+                    by = who.name(),
+                    "user disabled through the API"
+                );
             }
             _ => {
                 self.blocking(move |s| s.set_disabled(&n, false)).await?;
@@ -225,7 +234,9 @@ impl Api {
             }
             (false, _) => Some(who.name().to_string()),
         };
-        let rows = self.blocking(move |s| s.api_tokens(user.as_deref())).await?;
+        let rows = self
+            .blocking(move |s| s.api_tokens(user.as_deref()))
+            .await?;
         Ok(ok(&serde_json::json!({ "items": rows })))
     }
 

@@ -10,7 +10,9 @@ use http::Method;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{control_error, err, force_param, forbidden, not_found, Answer, Api, ApiRequest, Caller};
+use super::{
+    control_error, err, forbidden, force_param, not_found, Answer, Api, ApiRequest, Caller,
+};
 use crate::pages::{self, Reply};
 use crate::routing::ReplayPart;
 
@@ -27,7 +29,12 @@ enum Narrow {
 }
 
 impl Api {
-    pub(super) async fn forward(&self, who: &Caller, req: &ApiRequest<'_>, parts: &[&str]) -> Answer {
+    pub(super) async fn forward(
+        &self,
+        who: &Caller,
+        req: &ApiRequest<'_>,
+        parts: &[&str],
+    ) -> Answer {
         let m = req.method;
         let get = *m == Method::GET;
         let narrow = if who.is_admin() {
@@ -97,7 +104,8 @@ impl Api {
                         .and_then(|v| v.to_str().ok())
                         .map(str::to_string)
                 };
-                let content_type = header("content-type").unwrap_or_else(|| "application/json".into());
+                let content_type =
+                    header("content-type").unwrap_or_else(|| "application/json".into());
                 let length = header("content-length").and_then(|l| l.parse().ok());
                 Answer::Stream {
                     status,
@@ -143,10 +151,7 @@ impl Api {
                     .await
             }
             ReplayPart::Meta => {
-                let meta: Value = match self
-                    .control
-                    .get_json(&format!("/v1/recordings/{id}"))
-                    .await
+                let meta: Value = match self.control.get_json(&format!("/v1/recordings/{id}")).await
                 {
                     Ok(m) => m,
                     Err(e) => return control_error(e).into(),

@@ -71,7 +71,10 @@ impl Caller {
     /// The gateway's view of this caller (access log, rate limits).
     pub fn identity(&self) -> Identity {
         Identity {
-            user: self.user.as_deref().and_then(|u| slotapi::UserName::new(u).ok()),
+            user: self
+                .user
+                .as_deref()
+                .and_then(|u| slotapi::UserName::new(u).ok()),
             role: Some(self.role),
             sid: self.sid.clone(),
             amr: Some(self.amr.clone()),
@@ -186,13 +189,16 @@ impl Api {
     }
 
     fn store(&self) -> Result<&Arc<Store>, Reply> {
-        self.auth.as_ref().map(|a| &a.sessions.store).ok_or_else(|| {
-            err(
-                404,
-                "identity_off",
-                "Sign-in is off (slotgate.auth = \"none\"): there are no accounts.",
-            )
-        })
+        self.auth
+            .as_ref()
+            .map(|a| &a.sessions.store)
+            .ok_or_else(|| {
+                err(
+                    404,
+                    "identity_off",
+                    "Sign-in is off (slotgate.auth = \"none\"): there are no accounts.",
+                )
+            })
     }
 
     /// Run a store call on the blocking pool; store errors become 500.
@@ -306,9 +312,7 @@ impl Api {
         let reply = match (parts[0], who.role) {
             ("me", _) if m == Method::GET && parts.len() == 1 => self.me(who).await,
             ("slots", _) => self.slots(who, req, &parts[1..]).await,
-            ("templates", _) if m == Method::GET && parts.len() == 1 => {
-                self.templates(who).await
-            }
+            ("templates", _) if m == Method::GET && parts.len() == 1 => self.templates(who).await,
             ("sessions", _) => self.sessions(who, req, &parts[1..]).await,
             (
                 "activity" | "usage" | "quotas" | "recordings" | "replay-links" | "keys",

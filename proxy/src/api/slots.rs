@@ -171,7 +171,11 @@ impl Api {
             let mut rows = mine;
             if !owned.is_empty() {
                 let others = self.blocking(|s| s.access_rows(None)).await?;
-                rows.extend(others.into_iter().filter(|(slot, _, _)| owned.contains(slot)));
+                rows.extend(
+                    others
+                        .into_iter()
+                        .filter(|(slot, _, _)| owned.contains(slot)),
+                );
             }
             rows
         };
@@ -200,7 +204,11 @@ impl Api {
         let owner_filter = req.param("owner");
         let items: Vec<Value> = all
             .iter()
-            .filter(|i| owner_filter.as_deref().is_none_or(|o| i.owner.as_str() == o))
+            .filter(|i| {
+                owner_filter
+                    .as_deref()
+                    .is_none_or(|o| i.owner.as_str() == o)
+            })
             .filter_map(|i| {
                 let acl = &acls[i.id.as_str()];
                 relation(who, acl).map(|rel| view(i, acl, rel))
@@ -276,10 +284,9 @@ impl Api {
                 ))
             }
         };
-        let owner = UserName::new(&owner)
-            .map_err(|e| err(400, "bad_request", &format!("owner: {e}")))?;
-        let id = SlotId::new(&body.id)
-            .map_err(|e| err(400, "bad_slot_id", &format!("id: {e}")))?;
+        let owner =
+            UserName::new(&owner).map_err(|e| err(400, "bad_request", &format!("owner: {e}")))?;
+        let id = SlotId::new(&body.id).map_err(|e| err(400, "bad_slot_id", &format!("id: {e}")))?;
         if !who.is_admin() {
             let me = owner.as_str();
             let suffix = id.as_str().strip_prefix(me);
@@ -296,7 +303,10 @@ impl Api {
             return Err(err(
                 403,
                 "template_not_allowed",
-                &format!("You may not create slots from template {:?}.", body.template),
+                &format!(
+                    "You may not create slots from template {:?}.",
+                    body.template
+                ),
             ));
         }
         if !who.is_admin() {
@@ -343,7 +353,9 @@ impl Api {
     async fn delete(&self, who: &Caller, id: &str) -> Result<Reply, Reply> {
         let (info, acl, rel) = self.visible(who, id).await?;
         if !rel.may_manage() {
-            return Err(forbidden("Only the owner or an administrator deletes a slot."));
+            return Err(forbidden(
+                "Only the owner or an administrator deletes a slot.",
+            ));
         }
         let info = self
             .control
