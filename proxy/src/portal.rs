@@ -55,6 +55,7 @@ pub fn content_type(path: &str) -> Option<&'static str> {
         "woff" => "font/woff",
         "woff2" => "font/woff2",
         "ttf" => "font/ttf",
+        "eot" => "application/vnd.ms-fontobject",
         "wasm" => "application/wasm",
         "txt" => "text/plain; charset=utf-8",
         "webmanifest" => "application/manifest+json",

@@ -1,0 +1,108 @@
+// A local user signs in, opens their default slot, types, reloads and finds
+// the same terminal (tmux); a viewer watches it and cannot type; an admin
+// sees users and slots. Screenshots of each page.
+import {
+  T, assert, env, expectTerminal, launch, newPage, row, run, screenshot, signIn, step,
+  terminalOnline, terminalText, typeInTerminal, waitFor,
+} from "./lib.mjs";
+
+const base = env("SLOTGATE_URL");
+const [user, password] = [env("USER_NAME"), env("USER_PASSWORD")];
+const [viewer, viewerPassword] = [env("VIEWER_NAME"), env("VIEWER_PASSWORD")];
+const [admin, adminPassword] = [env("ADMIN_NAME"), env("ADMIN_PASSWORD")];
+
+await run(async (keep) => {
+  const browser = keep(await launch());
+  const page = await newPage(browser);
+
+  await step("the sign-in page works without script and names a wrong password", async () => {
+    await page.goto(`${base}/`);
+    await waitFor("redirect to sign-in", () => new URL(page.url()).pathname === "/auth/login");
+    await screenshot(page, "signin");
+    await page.fill('input[name="user"]', user);
+    await page.fill('input[name="password"]', "wrong-password-xyz");
+    await page.click('button[type="submit"]');
+    await page.locator('[role="alert"]').waitFor();
+    assert.match(await page.locator('[role="alert"]').innerText(), /wrong user name or password/i);
+    await screenshot(page, "signin-error");
+  });
+
+  await step("signs in and lands on My slots", async () => {
+    await signIn(page, base, user, password, "/");
+    assert.equal(new URL(page.url()).pathname, "/");
+    await page.locator('[data-testid="whoami"]').waitFor();
+    assert.match(await page.locator('[data-testid="whoami"]').innerText(), new RegExp(user));
+  });
+
+  await step("opens the default slot (created on first visit) and it comes online", async () => {
+    await page.locator('[data-testid="open-default-slot"], [data-testid="slot-link"]').first().click();
+    await waitFor("the terminal URL", () => new URL(page.url()).pathname === `/slot/${user}/`);
+    await terminalOnline(page);
+  });
+
+  await step("types a command and sees its output", async () => {
+    await typeInTerminal(page, page, "echo portal-$((6*7))\n");
+    await expectTerminal(page, "portal-42");
+    await screenshot(page, "terminal");
+  });
+
+  await step("reload finds the same terminal (tmux keeps it)", async () => {
+    await page.reload();
+    await terminalOnline(page);
+    await expectTerminal(page, "portal-42");
+    await typeInTerminal(page, page, "echo again-$((2*3))\n");
+    await expectTerminal(page, "again-6");
+  });
+
+  await step("My slots lists the slot with its status", async () => {
+    await page.goto(`${base}/`);
+    const r = row(page, "slots-table", user);
+    await r.waitFor();
+    await r.locator('[data-testid="status-badge"][data-status="online"]').waitFor();
+    await screenshot(page, "my-slots");
+  });
+
+  await step("a viewer watches the slot and cannot type", async () => {
+    const vpage = await newPage(browser);
+    await signIn(vpage, base, viewer, viewerPassword, `/slot/${user}/`);
+    await waitFor("the viewer's terminal URL", () => new URL(vpage.url()).pathname === `/slot/${user}/`);
+    await terminalOnline(vpage);
+    await vpage.locator('[data-testid="viewer-badge"]').first().waitFor();
+    await expectTerminal(vpage, "again-6");
+    await typeInTerminal(vpage, vpage, "echo viewer-typed-$((1+2))\n");
+    // The owner's next command shows up for the viewer; the viewer's never
+    // reached the shell (it would have run before the owner's).
+    await page.goto(`${base}/slot/${user}/`);
+    await terminalOnline(page);
+    await typeInTerminal(page, page, "echo owner-after-$((5+5))\n");
+    await expectTerminal(page, "owner-after-10");
+    await expectTerminal(vpage, "owner-after-10");
+    assert.ok(!(await terminalText(page)).includes("viewer-typed-3"), "the viewer's command ran");
+    assert.ok(!(await terminalText(vpage)).includes("viewer-typed-3"), "the viewer's command ran");
+    await screenshot(vpage, "terminal-viewer");
+    await vpage.context().close();
+  });
+
+  await step("an admin sees users and slots", async () => {
+    const apage = await newPage(browser);
+    await signIn(apage, base, admin, adminPassword, "/admin/users");
+    for (const name of [user, viewer, admin]) {
+      await row(apage, "users-table", name).first().waitFor();
+    }
+    await screenshot(apage, "admin-users");
+    await apage.goto(`${base}/admin/slots`);
+    await row(apage, "admin-slots-table", user).first().waitFor();
+    await screenshot(apage, "admin-slots");
+    for (const p of ["stats", "logs", "recordings"]) {
+      await apage.goto(`${base}/admin/${p}`);
+      await waitFor(`/admin/${p} to finish loading`, async () => (await apage.locator('[data-testid="loading"]').count()) === 0);
+      await screenshot(apage, `admin-${p}`);
+    }
+    await apage.context().close();
+  });
+
+  await step("a user is refused the admin pages' data", async () => {
+    await page.goto(`${base}/admin/users`);
+    await page.locator('[data-testid="forbidden"]').waitFor({ timeout: T });
+  });
+});
