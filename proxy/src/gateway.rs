@@ -698,7 +698,11 @@ impl ProxyHttp for Gateway {
                 return self.reply(session, ctx, reply).await;
             }
             Route::Auth(_) | Route::EmbedTokens => {
-                let reply = self.sign_in(session, ctx, &route).await;
+                // Sign-in pages carry no script: the portal's strict CSP.
+                let reply = self
+                    .sign_in(session, ctx, &route)
+                    .await
+                    .with_header("content-security-policy", self.headers.portal_csp());
                 return self.reply(session, ctx, reply).await;
             }
             _ => {}

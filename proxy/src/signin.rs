@@ -230,7 +230,8 @@ impl SignIn {
         match route {
             AuthRoute::LoginPage => {
                 let next = req.next_from(req.query("next"));
-                self.login_page(200, &next, None)
+                let notice = req.query("notice").and_then(|c| login_notice(&c));
+                self.login_page(200, &next, notice)
             }
             AuthRoute::Login => self.login(req).await,
             AuthRoute::Password => self.password(req).await,
@@ -454,13 +455,11 @@ impl SignIn {
                     None => return not_found(),
                     Some(Err(e)) => {
                         tracing::error!(provider = name, error = %e, "identity provider unreachable");
-                        return pages::error(
-                        502,
-                        "idp_unreachable",
-                        "Sign-in is unavailable",
-                        "The identity provider did not answer. Try again in a moment; if it keeps happening, tell an administrator.",
-                        true,
-                    );
+                        // The sign-in page again, so another way in stays
+                        // one click away.
+                        return self
+                            .login_page(502, &next, login_notice("provider_down"))
+                            .with_error("idp_unreachable");
                     }
                     Some(Ok(p)) => {
                         match p.begin(&next) {
@@ -780,6 +779,19 @@ impl SignIn {
             ..r
         }
     }
+}
+
+/// The sign-in page's messages for `?notice=<code>` (links from the portal
+/// and the gateway). Only these fixed sentences are shown: nothing from the
+/// URL is echoed.
+pub fn login_notice(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "session_ended" => "Your session ended. Sign in again to continue where you left off.",
+        "disabled" => "This account is disabled. Ask an administrator to enable it.",
+        "over_quota" => "Your usage quota is used up for now. You can still sign in and see your terminals; ask an administrator if you need more.",
+        "provider_down" => "The identity provider did not answer. Try again in a moment, or sign in another way; if it keeps happening, tell an administrator.",
+        _ => return None,
+    })
 }
 
 fn not_found() -> Reply {

@@ -17,7 +17,11 @@ async fn stack(extra: &str) -> (TestEnv, Slotgate) {
     let gw = Slotgate::start(
         &env.config,
         Options {
-            extra: format!("auth = \"local\"\n{extra}"),
+            extra: if extra.contains("auth =") {
+                extra.to_string()
+            } else {
+                format!("auth = \"local\"\n{extra}")
+            },
             ..Options::default()
         },
     )
@@ -880,4 +884,78 @@ async fn missing_portal_dir_keeps_the_gateway_as_before_and_check_config_says_so
         err.contains("slotgate.portal.dir") && err.contains("no-such-dir"),
         "{err}"
     );
+}
+
+#[tokio::test]
+async fn sign_in_page_messages_and_policy() {
+    // An OpenID Provider that does not answer (nothing listens there).
+    let down = format!("http://127.0.0.1:{}", slotgate_tests::gateway::free_port());
+    let (_env, gw) = stack(&format!(
+        "auth = [\"local\", \"oidc\"]\n[[slotgate.oidc]]\nname = \"op\"\ndisplay_name = \"Company SSO\"\n\
+         issuer = \"{down}\"\nclient_id = \"slotgate\"\nclient_secret = \"test-secret-0123456789\"\n\
+         redirect_uri = \"https://127.0.0.1/auth/oidc/op/callback\"\n"
+    ))
+    .await;
+    store(&gw)
+        .add_user("dora", Role::User, Some(&password_of("dora")), None)
+        .unwrap();
+    store(&gw).set_disabled("dora", true).unwrap();
+    let (c, _) = browser();
+    let page = |path: String| {
+        let c = c.clone();
+        async move {
+            let r = c.get(path).send().await.unwrap();
+            let csp = r.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            (r.status().as_u16(), csp, r.text().await.unwrap())
+        }
+    };
+
+    // The page itself: the portal's look, no script, a strict policy.
+    let (s, csp, body) = page(format!("{}/auth/login", gw.base_url())).await;
+    assert_eq!(s, 200);
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(
+        !body.contains("<script"),
+        "the sign-in page works without script"
+    );
+    assert!(
+        body.contains("prefers-color-scheme: light") && body.contains("Sign in with Company SSO")
+    );
+
+    // Wrong password and disabled account: distinct, clear messages.
+    let r = login(&gw, &c, "dora", "wrong-password-1", "/").await;
+    assert_eq!(r.status(), 401);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("Wrong user name or password"));
+    let r = login(&gw, &c, "dora", &password_of("dora"), "/").await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("This account is disabled"));
+
+    // Provider down: the sign-in page again, saying so, other ways in kept.
+    let (s, _, body) = page(format!("{}/auth/oidc/op/start?next=/", gw.base_url())).await;
+    assert_eq!(s, 502);
+    assert!(body.contains("identity provider did not answer"), "{body}");
+    assert!(
+        body.contains("name=\"password\""),
+        "the local form is still there"
+    );
+
+    // Notices by code (over quota, session ended); unknown codes and any
+    // text in the URL are never echoed.
+    let (_, _, body) = page(format!("{}/auth/login?notice=over_quota", gw.base_url())).await;
+    assert!(body.contains("quota is used up"), "{body}");
+    let (_, _, body) = page(format!("{}/auth/login?notice=session_ended", gw.base_url())).await;
+    assert!(body.contains("Your session ended"));
+    let (_, _, body) = page(format!(
+        "{}/auth/login?notice=%3Cb%3Epwned%3C%2Fb%3E",
+        gw.base_url()
+    ))
+    .await;
+    assert!(!body.contains("pwned") && !body.contains("class=\"notice\""));
 }
