@@ -17,6 +17,7 @@ export interface Me {
   amr?: string;
   auth?: string;
   default_slot?: string | null;
+  default_template?: string | null;
   /** Origins a host page may embed slots from (`frame_ancestors`). */
   embed_origins?: string[];
 }
