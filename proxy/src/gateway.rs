@@ -432,13 +432,7 @@ impl Gateway {
             return self.answer(session, ctx, answer).await;
         }
         let Some(portal) = &self.portal else {
-            let reply = pages::error(
-                404,
-                "not_found",
-                "Not found",
-                "Nothing lives at this address.",
-                ctx.html,
-            );
+            let reply = pages::not_found(ctx.html);
             return self.reply(session, ctx, reply).await;
         };
         let reply = match route {
@@ -611,13 +605,7 @@ impl ProxyHttp for Gateway {
                         tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, reason = why, "refused request target");
                         pages::error(status, "bad_path", "Bad request", why, ctx.html)
                     }
-                    Reject::NotFound => pages::error(
-                        status,
-                        "not_found",
-                        "Not found",
-                        "Nothing lives at this address.",
-                        ctx.html,
-                    ),
+                    Reject::NotFound => pages::not_found(ctx.html),
                     Reject::Method => pages::error(
                         status,
                         "method",
@@ -653,13 +641,7 @@ impl ProxyHttp for Gateway {
                     .await;
             }
             Route::Metrics => {
-                let reply = pages::error(
-                    404,
-                    "not_found",
-                    "Not found",
-                    "Nothing lives at this address.",
-                    ctx.html,
-                );
+                let reply = pages::not_found(ctx.html);
                 return self.reply(session, ctx, reply).await;
             }
             Route::Landing if self.portal.is_some() => {

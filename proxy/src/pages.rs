@@ -86,6 +86,17 @@ pub fn error(status: u16, code: &'static str, title: &str, message: &str, html: 
     reply.with_error(code)
 }
 
+/// 404 for an address where nothing lives.
+pub fn not_found(html: bool) -> Reply {
+    error(
+        404,
+        "not_found",
+        "Not found",
+        "Nothing lives at this address.",
+        html,
+    )
+}
+
 pub fn slot_error(e: &SlotError, html: bool) -> Reply {
     let title = match e {
         SlotError::NotFound => "No such terminal",

@@ -107,15 +107,7 @@ impl Portal {
     /// A build file; 404 for anything that is not a regular file inside the
     /// portal directory with a known type.
     pub async fn file(&self, rel: &str, html: bool) -> Reply {
-        let not_found = || {
-            pages::error(
-                404,
-                "not_found",
-                "Not found",
-                "Nothing lives at this address.",
-                html,
-            )
-        };
+        let not_found = || pages::not_found(html);
         if rel == "index.html" {
             return not_found();
         }

@@ -2,17 +2,16 @@
 //! a real slotctl daemon, real ttyd and tmux, and a real OpenID Provider
 //! (oidc-provider) on loopback. Every refusal asserts its exact status.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use futures_util::StreamExt;
 use identity::access::Role;
 use identity::session::{Claims, Keys};
-use identity::store::Store;
 use serde_json::json;
+use slotgate_tests::accounts::{browser, login, session_cookie, store, user_session};
 use slotgate_tests::gateway::{self, free_port, Options, Slotgate};
-use slotgate_tests::oidc::{drive_login, OpenIdProvider};
+use slotgate_tests::oidc::{self, drive_login};
 use slotgate_tests::ttyd::TtydClient;
 use slotgate_tests::TestEnv;
 use tokio_tungstenite::tungstenite::Message;
@@ -33,59 +32,6 @@ async fn stack(auth_extra: &str, port: Option<u16>) -> (TestEnv, Slotgate) {
     .await
     .expect("slotgate starts");
     (env, gw)
-}
-
-fn store(gw: &Slotgate) -> Store {
-    Store::open(&gw.paths.data_dir.join("identity.db")).unwrap()
-}
-
-/// A browser-like client with its own cookie jar (read back for WebSockets).
-fn browser() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let c = reqwest::Client::builder()
-        .cookie_provider(Arc::clone(&jar))
-        .redirect(reqwest::redirect::Policy::none())
-        .danger_accept_invalid_certs(true)
-        .timeout(T)
-        .build()
-        .unwrap();
-    (c, jar)
-}
-
-fn session_cookie(gw: &Slotgate, jar: &reqwest::cookie::Jar) -> Option<String> {
-    use reqwest::cookie::CookieStore;
-    let url = reqwest::Url::parse(&format!("{}/slot/x/", gw.base_url())).unwrap();
-    let all = jar.cookies(&url)?;
-    all.to_str()
-        .ok()?
-        .split("; ")
-        .find(|c| c.starts_with("slotgate_session="))
-        .map(str::to_string)
-}
-
-async fn login(
-    gw: &Slotgate,
-    c: &reqwest::Client,
-    user: &str,
-    password: &str,
-    next: &str,
-) -> reqwest::Response {
-    c.post(format!("{}/auth/login", gw.base_url()))
-        .header("Origin", gw.base_url())
-        .form(&[("user", user), ("password", password), ("next", next)])
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Add a local user and sign them in; returns the `Cookie` header value.
-async fn user_session(gw: &Slotgate, name: &str, role: Role) -> String {
-    let pw = format!("{name}-password-123");
-    store(gw).add_user(name, role, Some(&pw), None).unwrap();
-    let (c, jar) = browser();
-    let r = login(gw, &c, name, &pw, "/").await;
-    assert_eq!(r.status(), 303, "{name} signs in");
-    session_cookie(gw, &jar).expect("session cookie")
 }
 
 async fn tty(
@@ -397,21 +343,12 @@ async fn open_redirects_fall_back_and_revocation_closes_websockets() {
 async fn oidc_sign_in_through_the_gateway() {
     let port = free_port();
     let redirect = format!("https://127.0.0.1:{port}/auth/oidc/op/callback");
-    let op = OpenIdProvider::start(
-        json!([{ "client_id": "slotgate", "client_secret": "test-secret-0123456789",
-                 "redirect_uris": [redirect],
-                 "post_logout_redirect_uris": [format!("https://127.0.0.1:{port}/auth/login")] }]),
+    let (_op, extra) = oidc::for_gateway(
+        port,
         json!({
             "alice": { "email": "alice@example.com", "name": "Alice A", "groups": ["eng"] },
             "sam": { "email": "sam@example.com", "groups": ["sales"] }
         }),
-    );
-    let extra = format!(
-        "auth = [\"local\", \"oidc\"]\n[[slotgate.oidc]]\nname = \"op\"\ndisplay_name = \"Test IdP\"\n\
-         issuer = \"{}\"\nclient_id = \"slotgate\"\nclient_secret = \"test-secret-0123456789\"\n\
-         redirect_uri = \"{redirect}\"\nscopes = [\"openid\", \"profile\", \"email\", \"groups\"]\n\
-         allowed_groups = [\"eng\"]\n",
-        op.issuer
     );
     let (_env, gw) = stack(&extra, Some(port)).await;
 

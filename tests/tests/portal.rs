@@ -15,7 +15,7 @@ use identity::access::Role;
 use serde_json::json;
 use slotgate_tests::accounts::{password_of, store};
 use slotgate_tests::gateway::{free_port, Options, Slotgate};
-use slotgate_tests::oidc::OpenIdProvider;
+use slotgate_tests::oidc;
 use slotgate_tests::{repo_root, TestEnv};
 
 fn portal_dir() -> PathBuf {
@@ -122,18 +122,9 @@ async fn local_user_terminal_reload_viewer_and_admin_in_chromium() {
 #[tokio::test]
 async fn single_sign_on_through_the_openid_provider_in_chromium() {
     let port = free_port();
-    let redirect = format!("https://127.0.0.1:{port}/auth/oidc/op/callback");
-    let op = OpenIdProvider::start(
-        json!([{ "client_id": "slotgate", "client_secret": "test-secret-0123456789",
-                 "redirect_uris": [redirect] }]),
+    let (_op, extra) = oidc::for_gateway(
+        port,
         json!({ "olivia": { "email": "olivia@example.com", "name": "Olivia O", "groups": ["eng"] } }),
-    );
-    let extra = format!(
-        "auth = [\"local\", \"oidc\"]\n[[slotgate.oidc]]\nname = \"op\"\ndisplay_name = \"Test IdP\"\n\
-         issuer = \"{}\"\nclient_id = \"slotgate\"\nclient_secret = \"test-secret-0123456789\"\n\
-         redirect_uri = \"{redirect}\"\nscopes = [\"openid\", \"profile\", \"email\", \"groups\"]\n\
-         allowed_groups = [\"eng\"]\n",
-        op.issuer
     );
     let (_env, gw) = stack(&extra, Some(port)).await;
     run_spec(
