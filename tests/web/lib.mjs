@@ -62,10 +62,16 @@ export async function newPage(browser, opts = {}) {
   context.setDefaultTimeout(T);
   const page = await context.newPage();
   page.on("pageerror", (e) => console.error(`  page error: ${e.message}`));
+  // Every Content-Security-Policy violation fails the spec at its end: the
+  // portal must run under slotgate's policy (no inline script).
+  page.on("console", (m) => {
+    if (m.type() === "error" && /Content Security Policy/i.test(m.text())) cspViolations.push(`${page.url()}: ${m.text()}`);
+  });
   return page;
 }
 
 let current = "";
+const cspViolations = [];
 /// Run one named step; the name is printed when it fails.
 export async function step(name, fn) {
   current = name;
@@ -83,6 +89,8 @@ export async function run(fn) {
   }, 180_000);
   try {
     await fn((b) => (browser = b));
+    current = "no Content-Security-Policy violations";
+    assert.deepEqual(cspViolations, [], "the pages broke slotgate's CSP");
     clearTimeout(watchdog);
     await browser?.close();
     process.exit(0);

@@ -70,6 +70,20 @@ await run(async (keep) => {
     await vpage.locator('[data-testid="viewer-badge"]').first().waitFor();
     await expectTerminal(vpage, "again-6");
     await typeInTerminal(vpage, vpage, "echo viewer-typed-$((1+2))\n");
+    // Past the page: the viewer's own WebSocket speaking ttyd's protocol
+    // directly. The gateway drops the input frame.
+    await vpage.evaluate(async (id) => {
+      const enc = new TextEncoder();
+      const token = (await (await fetch(`/slot/${id}/token`)).json()).token;
+      const ws = new WebSocket(`wss://${location.host}/slot/${id}/ws`, ["tty"]);
+      ws.binaryType = "arraybuffer";
+      await new Promise((ok, fail) => ((ws.onopen = ok), (ws.onerror = fail)));
+      ws.send(enc.encode(JSON.stringify({ AuthToken: token, columns: 80, rows: 24 })));
+      ws.send(enc.encode("0echo bypass-$((3+4))\r"));
+      const deadline = Date.now() + 5000;
+      while (ws.bufferedAmount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      ws.close();
+    }, user);
     // The owner's next command shows up for the viewer; the viewer's never
     // reached the shell (it would have run before the owner's).
     await page.goto(`${base}/slot/${user}/`);
@@ -79,6 +93,7 @@ await run(async (keep) => {
     await expectTerminal(vpage, "owner-after-10");
     assert.ok(!(await terminalText(page)).includes("viewer-typed-3"), "the viewer's command ran");
     assert.ok(!(await terminalText(vpage)).includes("viewer-typed-3"), "the viewer's command ran");
+    assert.ok(!(await terminalText(page)).includes("bypass-7"), "the viewer's raw WebSocket input ran");
     await screenshot(vpage, "terminal-viewer");
     await vpage.context().close();
   });
