@@ -108,7 +108,8 @@ fn ids(v: &Value) -> Vec<String> {
 
 #[tokio::test]
 async fn api_identity_slots_sharing_and_csrf() {
-    let (env, gw) = stack("[slotgate.portal]\nuser_templates = [\"shell\"]\n").await;
+    let (env, gw) =
+        stack("[slotgate.portal]\nuser_templates = [\"shell\"]\nmax_slots_per_user = 3\n").await;
     env.create_online("alice", "shell").await;
     env.create_online("bob", "shell").await;
     let alice = user_session(&gw, "alice", Role::User).await;
@@ -367,6 +368,85 @@ async fn api_identity_slots_sharing_and_csrf() {
         )
         .await;
     assert_eq!((s, v["code"].as_str()), (400, Some("bad_request")));
+    // At most `max_slots_per_user` (3: alice, alice-2, alice-3).
+    let new = |id: &str| Some(json!({"id": id, "template": "shell", "start": false}));
+    let (s, _) = api
+        .call("POST", "/api/slots", Who::Cookie(&alice), new("alice-3"))
+        .await;
+    assert_eq!(s, 201);
+    let (s, v) = api
+        .call("POST", "/api/slots", Who::Cookie(&alice), new("alice-4"))
+        .await;
+    assert_eq!((s, v["code"].as_str()), (409, Some("too_many_slots")));
+    // An administrator may create for someone else, past the limit.
+    let (s, v) = api
+        .call(
+            "POST",
+            "/api/slots",
+            Who::Cookie(&root),
+            Some(json!({"id": "alice-4", "template": "demo", "owner": "alice", "start": false})),
+        )
+        .await;
+    assert_eq!((s, v["owner"].as_str()), (201, Some("alice")), "{v}");
+    let (s, _) = api
+        .call(
+            "POST",
+            "/api/slots",
+            Who::Cookie(&bob),
+            Some(json!({"id": "bob-2", "template": "shell", "owner": "alice"})),
+        )
+        .await;
+    assert_eq!(s, 403, "a user creates only for themselves");
+    for id in ["alice-3", "alice-4"] {
+        let (s, _) = api
+            .call(
+                "DELETE",
+                &format!("/api/slots/{id}"),
+                Who::Cookie(&root),
+                None,
+            )
+            .await;
+        assert_eq!(s, 200, "an admin deletes any slot");
+    }
+
+    // Members (granted by an admin only) operate a slot but neither delete
+    // nor share it.
+    let member = json!({"level": "member"});
+    let (s, v) = api
+        .call(
+            "PUT",
+            "/api/slots/alice/access/bob",
+            Who::Cookie(&root),
+            Some(member),
+        )
+        .await;
+    assert_eq!((s, v["members"].clone()), (200, json!(["bob"])));
+    let (s, v) = api
+        .call("POST", "/api/slots/alice/restart", Who::Cookie(&bob), None)
+        .await;
+    assert_eq!((s, v["access"].as_str()), (200, Some("member")), "{v}");
+    let (s, _) = api
+        .call("DELETE", "/api/slots/alice", Who::Cookie(&bob), None)
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = api
+        .call(
+            "PUT",
+            "/api/slots/alice/access/vic",
+            Who::Cookie(&bob),
+            Some(viewer.clone()),
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = api
+        .call(
+            "DELETE",
+            "/api/slots/alice/access/bob",
+            Who::Cookie(&root),
+            None,
+        )
+        .await;
+    assert_eq!(s, 200);
 
     // Deleting: not someone else's; the owner's.
     let (s, _) = api
@@ -419,6 +499,20 @@ async fn api_users_sessions_tokens_and_forwarding() {
         (Some("user"), Some(1))
     );
     assert!(bob_row.get("password_hash").is_none());
+
+    // One user: themselves or an admin.
+    let (s, v) = api
+        .call("GET", "/api/users/alice", Who::Cookie(&alice), None)
+        .await;
+    assert_eq!((s, v["name"].as_str()), (200, Some("alice")));
+    let (s, _) = api
+        .call("GET", "/api/users/bob", Who::Cookie(&alice), None)
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = api
+        .call("GET", "/api/users/bob", Who::Cookie(&root), None)
+        .await;
+    assert_eq!(s, 200);
 
     // Roles.
     let (s, _) = api
