@@ -148,7 +148,14 @@ pub struct ProviderLink {
 }
 
 /// The sign-in page: the local form and one button per provider.
-pub fn login(status: u16, next: &str, providers: &[ProviderLink], notice: Option<&str>) -> Reply {
+/// `user` pre-fills the user name (after a failed attempt).
+pub fn login(
+    status: u16,
+    next: &str,
+    providers: &[ProviderLink],
+    notice: Option<&str>,
+    user: &str,
+) -> Reply {
     let mut inner = String::from("<h1>Sign in</h1>");
     if let Some(n) = notice {
         inner.push_str(&format!(
@@ -158,10 +165,13 @@ pub fn login(status: u16, next: &str, providers: &[ProviderLink], notice: Option
     }
     inner.push_str(&format!(
         r#"<form method="post" action="/auth/login"><input type="hidden" name="next" value="{next}">
-<label>User name<input name="user" autocomplete="username" required autofocus></label>
-<label>Password<input name="password" type="password" autocomplete="current-password" required></label>
+<label>User name<input name="user" value="{user}" autocomplete="username" required{user_focus}></label>
+<label>Password<input name="password" type="password" autocomplete="current-password" required{password_focus}></label>
 <button type="submit">Sign in</button></form>"#,
-        next = escape(next)
+        next = escape(next),
+        user = escape(user),
+        user_focus = if user.is_empty() { " autofocus" } else { "" },
+        password_focus = if user.is_empty() { "" } else { " autofocus" },
     ));
     if !providers.is_empty() {
         inner.push_str("<p class=\"or\">or</p>");

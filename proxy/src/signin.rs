@@ -213,7 +213,12 @@ impl SignIn {
     }
 
     fn login_page(&self, status: u16, next: &str, notice: Option<&str>) -> Reply {
-        pages::login(status, next, &self.providers(next), notice)
+        pages::login(status, next, &self.providers(next), notice, "")
+    }
+
+    /// The sign-in page again after a failed attempt, the user name kept.
+    fn login_again(&self, status: u16, next: &str, notice: &str, user: &str) -> Reply {
+        pages::login(status, next, &self.providers(next), Some(notice), user)
     }
 
     fn csrf_refused(&self) -> Reply {
@@ -270,15 +275,16 @@ impl SignIn {
                     "wrong password"
                 };
                 tracing::warn!(user = %user, client_ip = ?req.client, reason, "sign-in failed");
-                self.login_page(401, &next, Some("Wrong user name or password."))
+                self.login_again(401, &next, "Wrong user name or password.", &user)
                     .with_error("login_failed")
             }
             Err(LoginError::Disabled) => {
                 tracing::warn!(user = %user, client_ip = ?req.client, reason = "account disabled", "sign-in failed");
-                self.login_page(
+                self.login_again(
                     403,
                     &next,
-                    Some("This account is disabled. Ask an administrator to enable it."),
+                    "This account is disabled. Ask an administrator to enable it.",
+                    &user,
                 )
                 .with_error("account_disabled")
             }

@@ -1027,6 +1027,13 @@ async fn sign_in_page_messages_and_policy() {
         .await
         .unwrap()
         .contains("Wrong user name or password"));
+    // The user name is kept for the next try, escaped.
+    let r = login(&gw, &c, "x\"><b>bold", "wrong-password-1", "/").await;
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("value=\"x&quot;&gt;&lt;b&gt;bold\"") && !body.contains("<b>bold"),
+        "{body}"
+    );
     let r = login(&gw, &c, "dora", &password_of("dora"), "/").await;
     assert_eq!(r.status(), 403);
     assert!(r.text().await.unwrap().contains("This account is disabled"));

@@ -27,6 +27,15 @@ await run(async (keep) => {
     await screenshot(page, "signin-error");
   });
 
+  await step("the sign-in page follows a light system theme", async () => {
+    const light = await newPage(browser, { colorScheme: "light" });
+    await light.goto(`${base}/auth/login`);
+    const bg = await light.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert.equal(bg, "rgb(244, 244, 245)");
+    await screenshot(light, "signin-light");
+    await light.context().close();
+  });
+
   await step("signs in and lands on My slots", async () => {
     await signIn(page, base, user, password, "/");
     assert.equal(new URL(page.url()).pathname, "/");
