@@ -922,7 +922,14 @@ impl ProxyHttp for Gateway {
         if let Some(old) = ctx.ws_ticket.take() {
             auth.sessions.unregister_ws(&old);
         }
-        ctx.ws_ticket = Some(auth.sessions.register_ws(sid, Some(fd)));
+        let slot = ctx.slot.as_ref().map(|s| s.as_str()).unwrap_or_default();
+        let user = ctx
+            .identity
+            .as_ref()
+            .and_then(|i| i.user.as_ref())
+            .map(|u| u.as_str())
+            .unwrap_or_default();
+        ctx.ws_ticket = Some(auth.sessions.register_ws(sid, slot, user, Some(fd)));
         Ok(())
     }
 
@@ -1005,18 +1012,34 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        if ctx.ws_open && ctx.ws_ticket.as_ref().is_some_and(|t| t.kill.load(Acquire)) {
-            // Revoked: replace whatever the slot says by one close frame.
+        if let Some(t) = ctx
+            .ws_ticket
+            .as_ref()
+            .filter(|t| ctx.ws_open && t.kill.load(Acquire))
+        {
+            // Revoked (or the access was removed): replace whatever the slot
+            // says by one close frame.
+            let removed = t.access_removed.load(Acquire);
             *body = if ctx.close_sent {
                 body.as_ref().map(|_| Bytes::new())
             } else {
                 ctx.close_sent = true;
-                ctx.error = Some("session_revoked");
-                tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, "closing the WebSocket of a revoked session");
-                Some(Bytes::from(sessions::close_frame(
-                    sessions::CLOSE_REVOKED,
-                    sessions::CLOSE_REVOKED_REASON,
-                )))
+                let (code, reason, error) = if removed {
+                    (
+                        sessions::CLOSE_ACCESS_REMOVED,
+                        sessions::CLOSE_ACCESS_REMOVED_REASON,
+                        "access_removed",
+                    )
+                } else {
+                    (
+                        sessions::CLOSE_REVOKED,
+                        sessions::CLOSE_REVOKED_REASON,
+                        "session_revoked",
+                    )
+                };
+                ctx.error = Some(error);
+                tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, reason, "closing the WebSocket");
+                Some(Bytes::from(sessions::close_frame(code, reason)))
             };
             return Ok(None);
         }
@@ -1071,13 +1094,13 @@ impl ProxyHttp for Gateway {
     }
 
     /// What Pingora's own error lines say about a request: never the raw
-    /// query, which may carry secrets.
+    /// query or a replay link's token.
     fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
         let req = session.req_header();
         let raw = String::from_utf8_lossy(req.raw_path());
-        let path = match raw.split_once('?') {
-            Some((p, q)) => format!("{p}?{}", access_log::redact_query(q)),
-            None => raw.into_owned(),
+        let path = match access_log::redact_target(&raw) {
+            (p, Some(q)) => format!("{p}?{q}"),
+            (p, None) => p,
         };
         format!(
             "{} {} request_id={}",
@@ -1147,10 +1170,7 @@ impl ProxyHttp for Gateway {
 
         let req = session.req_header();
         let raw = String::from_utf8_lossy(req.raw_path());
-        let (path, query) = match raw.split_once('?') {
-            Some((p, q)) => (p, Some(access_log::redact_query(q))),
-            None => (raw.as_ref(), None),
-        };
+        let (path, query) = access_log::redact_target(&raw);
         let user_agent = req
             .headers
             .get("user-agent")
@@ -1165,7 +1185,7 @@ impl ProxyHttp for Gateway {
             client_ip: ctx.client_ip.map(|ip| ip.to_string()),
             user,
             method: req.method.as_str(),
-            path: truncate(path, 1024),
+            path: truncate(&path, 1024),
             query,
             route: ctx.route,
             slot: ctx.slot.as_ref().map(|s| s.as_str()),

@@ -95,6 +95,23 @@ impl Client<'_> {
     }
 }
 
+/// A terminal through the gateway with `cookie`.
+async fn tty(
+    gw: &Slotgate,
+    slot: &str,
+    cookie: &str,
+) -> slotgate_tests::ttyd::TtydClient<slotgate_tests::gateway::Stream> {
+    let stream = gw.connect().await.unwrap();
+    slotgate_tests::gateway::tty_over(
+        stream,
+        &gw.authority(),
+        &format!("/slot/{slot}/ws"),
+        &[("Cookie", cookie)],
+    )
+    .await
+    .unwrap()
+}
+
 fn ids(v: &Value) -> Vec<String> {
     let mut ids: Vec<String> = v["items"]
         .as_array()
@@ -271,7 +288,10 @@ async fn api_identity_slots_sharing_and_csrf() {
         .await;
     assert_eq!(s, 200, "{v}");
 
-    // Unsharing.
+    // Unsharing ends the viewer's open terminal (close code 4003), not
+    // the owner's.
+    let mut watching = tty(&gw, "alice", &vic).await;
+    let mut owning = tty(&gw, "alice", &alice).await;
     let (s, v) = api
         .call(
             "DELETE",
@@ -281,6 +301,20 @@ async fn api_identity_slots_sharing_and_csrf() {
         )
         .await;
     assert_eq!((s, v["viewers"].clone()), (200, json!([])));
+    assert!(
+        watching.closed_within(Duration::from_secs(10)).await,
+        "the viewer's terminal closes"
+    );
+    gw.wait_for_log_line(Duration::from_secs(10), |l| {
+        l["user"] == "vic" && l["kind"] == "ws" && l["error"] == "access_removed"
+    })
+    .await
+    .unwrap();
+    owning.input("echo still-$((20+1))\r").await.unwrap();
+    owning
+        .expect("still-21", Duration::from_secs(20))
+        .await
+        .unwrap();
     let (_, v) = api.call("GET", "/api/slots", Who::Cookie(&vic), None).await;
     assert_eq!(ids(&v), Vec::<String>::new());
 
@@ -554,17 +588,7 @@ async fn api_users_sessions_tokens_and_forwarding() {
 
     // Disabling: refused to a user; an admin's ends bob's sessions and
     // closes his open terminal.
-    let mut t = {
-        let stream = gw.connect().await.unwrap();
-        slotgate_tests::gateway::tty_over(
-            stream,
-            &gw.authority(),
-            "/slot/bob/ws",
-            &[("Cookie", &bob)],
-        )
-        .await
-        .unwrap()
-    };
+    let mut t = tty(&gw, "bob", &bob).await;
     t.input("echo bob-$((40+2))\r").await.unwrap();
     t.expect("bob-42", Duration::from_secs(20)).await.unwrap();
     let (s, _) = api
@@ -820,6 +844,15 @@ async fn api_users_sessions_tokens_and_forwarding() {
         .call("GET", "/replay/no-such-link/cast", Who::Nobody, None)
         .await;
     assert_eq!((s, v["code"].as_str()), (404, Some("not_found")));
+    // The link's token never reaches the access log.
+    gw.wait_for_log_line(Duration::from_secs(10), |l| {
+        l["path"] == "/replay/REDACTED/cast" && l["route"] == "replay"
+    })
+    .await
+    .unwrap();
+    assert!(!std::fs::read_to_string(&gw.access_log)
+        .unwrap()
+        .contains("no-such-link"));
 }
 
 #[tokio::test]

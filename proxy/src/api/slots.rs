@@ -366,6 +366,21 @@ impl Api {
         Ok(ok(&view(&info, &acl, rel)))
     }
 
+    /// End `user`'s open terminals on `slot` (close code 4003).
+    fn close_terminals(&self, slot: &str, user: &str) {
+        if let Some(auth) = &self.auth {
+            let n = auth.sessions.close_access(slot, user);
+            if n > 0 {
+                tracing::info!(
+                    slot,
+                    user,
+                    terminals = n,
+                    "closed the terminals of removed access"
+                );
+            }
+        }
+    }
+
     /// List (`change = None`), grant (`Some((user, Some(req)))`) or revoke
     /// (`Some((user, None))`) access to a slot.
     async fn access(
@@ -402,6 +417,8 @@ impl Api {
                 if user == info.owner.as_str() {
                     return Err(err(400, "bad_request", "The owner already has access."));
                 }
+                // A member made a viewer reconnects read-only.
+                let narrowed = g.level == "viewer" && acl.members.contains(&user);
                 let (s, u, level) = (slot.clone(), user.clone(), g.level.clone());
                 self.blocking(move |st| {
                     if st.user(&u)?.is_none() {
@@ -411,6 +428,9 @@ impl Api {
                 })
                 .await?;
                 tracing::info!(slot = %slot, user = %user, level = %g.level, by = who.name(), "slot shared");
+                if narrowed {
+                    self.close_terminals(&slot, &user);
+                }
             }
             None => {
                 let (s, u) = (slot.clone(), user.clone());
@@ -419,6 +439,7 @@ impl Api {
                     return Err(not_found("That user has no access to this slot."));
                 }
                 tracing::info!(slot = %slot, user = %user, by = who.name(), "slot sharing removed");
+                self.close_terminals(&slot, &user);
             }
         }
         if let Some(acls) = &self.acls {
