@@ -43,6 +43,18 @@ struct NewToken {
 
 const SCOPES: &[&str] = &["embed", "api"];
 
+/// Whose rows a list shows: an admin's `?user=` (or everyone's), otherwise
+/// the caller's own; a user asking for someone else is refused.
+fn user_filter(who: &Caller, req: &ApiRequest<'_>, what: &str) -> Result<Option<String>, Reply> {
+    match (who.is_admin(), req.param("user")) {
+        (true, u) => Ok(u),
+        (false, Some(u)) if u != who.name() => {
+            Err(forbidden(&format!("You may only see your own {what}.")))
+        }
+        (false, _) => Ok(Some(who.name().to_string())),
+    }
+}
+
 impl Api {
     pub(super) async fn users(&self, who: &Caller, req: &ApiRequest<'_>, parts: &[&str]) -> Reply {
         let m = req.method;
@@ -163,13 +175,7 @@ impl Api {
     }
 
     async fn list_sessions(&self, who: &Caller, req: &ApiRequest<'_>) -> Result<Reply, Reply> {
-        let user = match (who.is_admin(), req.param("user")) {
-            (true, u) => u,
-            (false, Some(u)) if u != who.name() => {
-                return Err(forbidden("You may only see your own sessions."))
-            }
-            (false, _) => Some(who.name().to_string()),
-        };
+        let user = user_filter(who, req, "sessions")?;
         let rows = self.blocking(move |s| s.sessions(user.as_deref())).await?;
         let now = now_ms();
         let items: Vec<Value> = rows
@@ -227,13 +233,7 @@ impl Api {
     }
 
     async fn list_tokens(&self, who: &Caller, req: &ApiRequest<'_>) -> Result<Reply, Reply> {
-        let user = match (who.is_admin(), req.param("user")) {
-            (true, u) => u,
-            (false, Some(u)) if u != who.name() => {
-                return Err(forbidden("You may only see your own API tokens."))
-            }
-            (false, _) => Some(who.name().to_string()),
-        };
+        let user = user_filter(who, req, "API tokens")?;
         let rows = self
             .blocking(move |s| s.api_tokens(user.as_deref()))
             .await?;
