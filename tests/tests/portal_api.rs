@@ -1093,3 +1093,32 @@ async fn sign_in_page_messages_and_policy() {
     .await;
     assert!(!body.contains("pwned") && !body.contains("class=\"notice\""));
 }
+
+#[tokio::test]
+async fn api_calls_count_against_the_api_rate_limit() {
+    let (_env, gw) = stack("[slotgate.rate_limits]\napi_per_user = 3\napi_per_ip = 0\n").await;
+    let alice = user_session(&gw, "alice", Role::User).await;
+    let bob = user_session(&gw, "bob", Role::User).await;
+    let api = Client {
+        gw: &gw,
+        c: browser().0,
+    };
+    for _ in 0..3 {
+        let (s, _) = api.call("GET", "/api/me", Who::Cookie(&alice), None).await;
+        assert_eq!(s, 200);
+    }
+    let r = api
+        .c
+        .get(format!("{}/api/me", gw.base_url()))
+        .header("Cookie", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["code"], "rate_limited");
+    // Per user: bob still has his.
+    let (s, _) = api.call("GET", "/api/me", Who::Cookie(&bob), None).await;
+    assert_eq!(s, 200);
+}
