@@ -125,6 +125,32 @@ await run(async (keep) => {
     await apage.context().close();
   });
 
+  await step("an admin revokes the user's session; the terminal asks to sign in again and keeps its state", async () => {
+    await page.goto(`${base}/slot/${user}/`);
+    await terminalOnline(page);
+    await expectTerminal(page, "owner-after-10");
+    const apage = await newPage(browser);
+    await signIn(apage, base, admin, adminPassword, "/admin/users");
+    await row(apage, "users-table", user).first().locator('[data-testid="action-sessions"]').click();
+    const revoke = apage.locator('[data-testid="sessions-dialog"] [data-testid="action-revoke-session"]');
+    await revoke.first().waitFor();
+    await screenshot(apage, "admin-sessions");
+    await revoke.first().click();
+    await page.locator('[data-testid="reauth"]').waitFor();
+    await screenshot(page, "terminal-reauth");
+    await apage.context().close();
+    // Sign in again in the popup; the terminal reconnects by itself.
+    const [popup] = await Promise.all([page.waitForEvent("popup"), page.locator('[data-testid="reauth-popup"]').click()]);
+    await popup.locator('input[name="user"]').waitFor();
+    await popup.fill('input[name="user"]', user);
+    await popup.fill('input[name="password"]', password);
+    await popup.click('button[type="submit"]');
+    await terminalOnline(page);
+    await expectTerminal(page, "owner-after-10");
+    await typeInTerminal(page, page, "echo back-$((9*9))\n");
+    await expectTerminal(page, "back-81");
+  });
+
   await step("a user is refused the admin pages' data", async () => {
     await page.goto(`${base}/admin/users`);
     await page.locator('[data-testid="forbidden"]').waitFor({ timeout: T });
