@@ -11,6 +11,8 @@
 /** Close codes the gateway uses when a session is revoked or expired
  * (docs/security.md says 4001; docs/api.md 4401 — both mean "sign in again"). */
 export const CLOSE_REVOKED = [4001, 4401];
+/** The slot was unshared, or the caller narrowed to a viewer. */
+export const CLOSE_ACCESS_REMOVED = 4003;
 
 const FLOW_LIMIT = 100_000;
 const HIGH_WATER = 10;
