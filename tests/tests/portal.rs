@@ -120,6 +120,23 @@ async fn local_user_terminal_reload_viewer_and_admin_in_chromium() {
 }
 
 #[tokio::test]
+async fn my_slots_create_share_embed_stop_delete_in_chromium() {
+    let (_env, gw) = stack("auth = \"local\"", None).await;
+    let (user, user_pw) = add_user(&gw, "alice", Role::User);
+    let (viewer, _) = add_user(&gw, "vic", Role::Viewer);
+    run_spec(
+        "slots.mjs",
+        &gw,
+        &[
+            ("USER_NAME", user),
+            ("USER_PASSWORD", user_pw),
+            ("VIEWER_NAME", viewer),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
 async fn single_sign_on_through_the_openid_provider_in_chromium() {
     let port = free_port();
     let (_op, extra) = oidc::for_gateway(

@@ -129,7 +129,7 @@ export async function screenshot(page, name) {
   const dir = process.env.SCREENSHOT_DIR;
   if (!dir) return;
   mkdirSync(dir, { recursive: true });
-  await page.screenshot({ path: join(dir, `${name}.png`) });
+  await page.screenshot({ path: join(dir, `${name}.png`), animations: "disabled" });
 }
 
 /// Poll `cond` until it returns a truthy value, at most `ms`.
