@@ -1,7 +1,9 @@
 // My slots through the page: create a slot from an allowed template, share
 // it with a viewer, read its embed snippet, stop it, delete it. Every step
 // is checked against the API as well as the page.
-import { assert, env, launch, newPage, row, run, screenshot, signIn, step, waitFor } from "./lib.mjs";
+import {
+  assert, env, expectTerminal, launch, newPage, row, run, screenshot, signIn, step, terminalOnline, typeInTerminal, waitFor,
+} from "./lib.mjs";
 
 const base = env("SLOTGATE_URL");
 const [user, password] = [env("USER_NAME"), env("USER_PASSWORD")];
@@ -60,6 +62,16 @@ await run(async (keep) => {
     await r.locator('[data-testid="action-stop"]').click();
     await waitFor("the slot stopped", async () => (await api(`/api/slots/${id}`)).status === "stopped");
     await r.locator('[data-testid="status-badge"][data-status="stopped"]').waitFor();
+  });
+
+  await step("opening the stopped slot starts it and connects", async () => {
+    await row(page, "slots-table", id).first().locator('[data-testid="action-open"]').click();
+    await waitFor("the terminal URL", () => new URL(page.url()).pathname === `/slot/${id}/`);
+    await terminalOnline(page);
+    await typeInTerminal(page, page, "echo restarted-$((8*8))\n");
+    await expectTerminal(page, "restarted-64");
+    assert.equal((await api(`/api/slots/${id}`)).status, "online");
+    await page.goto(`${base}/`);
   });
 
   await step("deletes it", async () => {
