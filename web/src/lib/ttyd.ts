@@ -32,6 +32,8 @@ export class TokenError extends Error {
     public status: number,
     public code: string,
     message: string,
+    /** When a refusal lifts (over quota, rate limited), if the gateway says. */
+    public untilMs?: number,
   ) {
     super(message);
   }
@@ -57,7 +59,8 @@ export async function fetchToken(id: string, signal?: AbortSignal): Promise<stri
     body = {};
   }
   if (!res.ok) {
-    throw new TokenError(res.status, String(body.code ?? `http_${res.status}`), String(body.message ?? res.statusText));
+    const until = typeof body.until_ms === "number" ? body.until_ms : undefined;
+    throw new TokenError(res.status, String(body.code ?? `http_${res.status}`), String(body.message ?? res.statusText), until);
   }
   return typeof body.token === "string" ? body.token : "";
 }
