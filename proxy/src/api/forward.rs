@@ -28,6 +28,19 @@ enum Narrow {
     AsIs,
 }
 
+/// Drop the rows of `v.items` and `v.per_user` whose `key` (a string) is
+/// not `me`.
+fn keep_own(v: &mut Value, key: &str, me: &str) {
+    for list in ["items", "per_user"] {
+        if let Some(rows) = v.get_mut(list).and_then(Value::as_array_mut) {
+            rows.retain(|row| match row.get(key).and_then(Value::as_str) {
+                Some(owner) => owner == me,
+                None => true,
+            });
+        }
+    }
+}
+
 impl Api {
     pub(super) async fn forward(
         &self,
@@ -60,10 +73,14 @@ impl Api {
         };
         let mut path = format!("/v1/{}", req.rest);
         let mut query = req.query().map(str::to_string);
+        let mut only: Option<&'static str> = None;
         match narrow {
             Narrow::AsIs => {}
             Narrow::Param(key) => match force_param(req.query(), key, who.name()) {
-                Ok(q) => query = Some(q),
+                Ok(q) => {
+                    query = Some(q);
+                    only = Some(key);
+                }
                 Err(r) => return r.into(),
             },
             Narrow::Path(p) => path = p,
@@ -77,7 +94,24 @@ impl Api {
             path = format!("{path}?{q}");
         }
         let body = (!req.body.is_empty()).then(|| req.body.to_vec());
-        self.stream(m.clone(), &path, body).await
+        match only {
+            // A narrowed list: slotgate also drops any row about someone
+            // else, so a filter slotctl ignored cannot leak other people's
+            // data.
+            Some(key) => self.own_rows(&path, key, who.name()).await.into(),
+            None => self.stream(m.clone(), &path, body).await,
+        }
+    }
+
+    /// GET a JSON list and keep, in its `items` and `per_user` arrays, only
+    /// rows whose `key` is `me` (rows without the field stay).
+    async fn own_rows(&self, path: &str, key: &str, me: &str) -> Reply {
+        let mut v: Value = match self.control.get_json(path).await {
+            Ok(v) => v,
+            Err(e) => return control_error(e),
+        };
+        keep_own(&mut v, key, me);
+        pages::json(200, &v)
     }
 
     /// 404 unless slotctl says recording `id` belongs to the caller.
@@ -171,5 +205,27 @@ impl Api {
                 .into()
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_callers_rows_survive() {
+        let mut v = serde_json::json!({
+            "items": [{"user": "alice", "n": 1}, {"user": "bob", "n": 2}, {"n": 3}],
+            "per_user": [{"user": "bob"}],
+            "totals": {"user": "bob"},
+            "next_cursor": null
+        });
+        keep_own(&mut v, "user", "alice");
+        assert_eq!(
+            v["items"],
+            serde_json::json!([{"user": "alice", "n": 1}, {"n": 3}])
+        );
+        assert_eq!(v["per_user"], serde_json::json!([]));
+        assert_eq!(v["totals"]["user"], "bob", "only lists are filtered");
     }
 }
