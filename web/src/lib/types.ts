@@ -213,3 +213,8 @@ export interface ReplayMeta {
   start_ms?: number;
   duration_ms?: number;
 }
+
+/** The slot has (or is getting) a running process tree. */
+export function isRunning(s: Pick<Slot, "status">): boolean {
+  return s.status === "online" || s.status === "running" || s.status === "starting" || s.status === "backoff";
+}
