@@ -4,8 +4,9 @@
 #   - runs `npm ci` only when web/node_modules is missing or older than
 #     web/package-lock.json (the lock file is committed: same packages on
 #     every machine, nothing fetched at run time, no CDN);
-#   - then `npm run build` (type check + Vite production build).
-# Exit status: 0 built, 1 failed (the reason on stderr).
+#   - then `npm run build` (type check + Vite production build), unless
+#     web/dist is newer than every source file (`--force` builds anyway).
+# Exit status: 0 built (or already current), 1 failed (the reason on stderr).
 set -euo pipefail
 log() { echo "build-web: $*" >&2; }
 web="$(cd "$(dirname "${BASH_SOURCE[0]}")/../web" && pwd)"
@@ -31,6 +32,14 @@ if [[ ! -f "$stamp" || package-lock.json -nt "$stamp" ]]; then
   npm ci --no-audit --no-fund --loglevel=error >&2
 else
   log "node_modules is current; skipping npm ci"
+fi
+force=0
+[[ "${1:-}" == "--force" ]] && force=1
+if ((!force)) && [[ -f dist/index.html ]] &&
+  [[ -z "$(find src public index.html package.json package-lock.json vite.config.ts tsconfig.json \
+    -newer dist/index.html -print -quit)" ]]; then
+  log "web/dist is current; nothing to build (--force to rebuild)"
+  exit 0
 fi
 log "npm run build"
 npm run build --silent >&2
