@@ -292,6 +292,37 @@ async fn api_identity_slots_sharing_and_csrf() {
     // the owner's.
     let mut watching = tty(&gw, "alice", &vic).await;
     let mut owning = tty(&gw, "alice", &alice).await;
+    // Who is on the slot ("also here" in the terminal): those who may see
+    // the slot ask for it by slot; others get 404, a viewer without a slot
+    // 403. Allowed asks reach slotctl (200 where the activity store is
+    // built, its own 404 otherwise) and keep only this slot's rows.
+    let (s, v) = api
+        .call(
+            "GET",
+            "/api/activity/online?slot=alice",
+            Who::Cookie(&bob),
+            None,
+        )
+        .await;
+    assert_eq!((s, v["message"].as_str()), (404, Some("No such slot.")));
+    let (s, _) = api
+        .call("GET", "/api/activity/online", Who::Cookie(&vic), None)
+        .await;
+    assert_eq!(s, 403);
+    for who in [&vic, &alice] {
+        let (s, v) = api
+            .call(
+                "GET",
+                "/api/activity/online?slot=alice",
+                Who::Cookie(who),
+                None,
+            )
+            .await;
+        assert!(s == 200 || v["message"] != "No such slot.", "{s} {v}");
+        for item in v["items"].as_array().into_iter().flatten() {
+            assert_eq!(item["slot"], "alice", "{v}");
+        }
+    }
     let (s, v) = api
         .call(
             "DELETE",

@@ -20,6 +20,8 @@ use crate::routing::ReplayPart;
 enum Narrow {
     /// Force `key=<self>` in the query.
     Param(&'static str),
+    /// One slot the caller may see (`slot=<id>`): everyone on it.
+    Slot(String),
     /// Rewrite to another control path.
     Path(String),
     /// The recording must be the caller's.
@@ -54,6 +56,9 @@ impl Api {
             Narrow::AsIs
         } else {
             match parts {
+                ["activity", "online"] if get && req.param("slot").is_some() => {
+                    Narrow::Slot(req.param("slot").unwrap_or_default())
+                }
                 ["activity", "online" | "sessions" | "requests" | "logins" | "stats"] if get => {
                     Narrow::Param("user")
                 }
@@ -73,16 +78,23 @@ impl Api {
         };
         let mut path = format!("/v1/{}", req.rest);
         let mut query = req.query().map(str::to_string);
-        let mut only: Option<&'static str> = None;
+        // Rows to keep: `(field, value)`.
+        let mut only: Option<(&'static str, String)> = None;
         match narrow {
             Narrow::AsIs => {}
             Narrow::Param(key) => match force_param(req.query(), key, who.name()) {
                 Ok(q) => {
                     query = Some(q);
-                    only = Some(key);
+                    only = Some((key, who.name().to_string()));
                 }
                 Err(r) => return r.into(),
             },
+            Narrow::Slot(slot) => {
+                if let Err(r) = self.may_see(who, &slot).await {
+                    return r.into();
+                }
+                only = Some(("slot", slot));
+            }
             Narrow::Path(p) => path = p,
             Narrow::Recording(id) => {
                 if let Err(r) = self.own_recording(who, &id).await {
@@ -98,7 +110,7 @@ impl Api {
             // A narrowed list: slotgate also drops any row about someone
             // else, so a filter slotctl ignored cannot leak other people's
             // data.
-            Some(key) => self.own_rows(&path, key, who.name()).await.into(),
+            Some((key, value)) => self.own_rows(&path, key, &value).await.into(),
             None => self.stream(m.clone(), &path, body).await,
         }
     }

@@ -314,6 +314,12 @@ impl Api {
             ("slots", _) => self.slots(who, req, &parts[1..]).await,
             ("templates", _) if m == Method::GET && parts.len() == 1 => self.templates(who).await,
             ("sessions", _) => self.sessions(who, req, &parts[1..]).await,
+            // Who is on a slot they watch: the terminal's "also here".
+            ("activity", Role::Viewer)
+                if parts == ["activity", "online"] && req.param("slot").is_some() =>
+            {
+                return self.forward(who, req, &parts).await;
+            }
             (
                 "activity" | "usage" | "quotas" | "recordings" | "replay-links" | "keys",
                 Role::Viewer,

@@ -126,6 +126,12 @@ impl Api {
         }
     }
 
+    /// 404 unless the caller may see slot `raw` (owner, member, viewer,
+    /// admin).
+    pub(super) async fn may_see(&self, who: &Caller, raw: &str) -> Result<(), Reply> {
+        self.visible(who, raw).await.map(|_| ())
+    }
+
     pub(super) async fn slots(&self, who: &Caller, req: &ApiRequest<'_>, parts: &[&str]) -> Reply {
         let m = req.method;
         let result = match parts {
