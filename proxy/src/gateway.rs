@@ -364,6 +364,9 @@ impl Gateway {
             resp.append_header("set-cookie", c)?;
         }
         self.headers.downstream(&mut resp, &ctx.request_id)?;
+        if status >= 400 {
+            session.set_keepalive(None);
+        }
         ctx.reply_status = Some(status);
         session.write_response_header(Box::new(resp), head).await?;
         if head {
@@ -393,24 +396,12 @@ impl Gateway {
     /// first) when nobody is; otherwise the identity lands in `ctx`.
     async fn portal_sign_in(&self, session: &Session, ctx: &mut Ctx) -> Option<Reply> {
         let auth = self.auth.as_ref()?;
-        let facts = RequestFacts {
-            header: session.req_header(),
-            client: ctx.client_ip,
-        };
-        match auth.authenticate(&facts).await {
-            Authn::Identified(identity, cookie) => {
-                ctx.set_cookie = cookie;
+        match identify(auth, session, ctx).await {
+            Ok(identity) => {
                 ctx.identity = Some(identity);
                 None
             }
-            Authn::Anonymous => Some(login_redirect(session)),
-            Authn::Refused(_) => Some(pages::error(
-                403,
-                "not_allowed",
-                "Not allowed",
-                "Your account may not use slotgate.",
-                ctx.html,
-            )),
+            Err(reply) => Some(reply),
         }
     }
 
@@ -497,6 +488,41 @@ async fn read_body(session: &mut Session, html: bool) -> Result<Vec<u8>, Reply> 
                     html,
                 ))
             }
+        }
+    }
+}
+
+/// Who sends this request (a refreshed session cookie lands in `ctx`), or
+/// the answer for nobody: the sign-in page for a person, 401 JSON for a
+/// program, 403 for a trusted identity that may not enter.
+async fn identify(auth: &Auth, session: &Session, ctx: &mut Ctx) -> Result<Identity, Reply> {
+    let facts = RequestFacts {
+        header: session.req_header(),
+        client: ctx.client_ip,
+    };
+    match auth.authenticate(&facts).await {
+        Authn::Identified(identity, cookie) => {
+            ctx.set_cookie = cookie;
+            Ok(identity)
+        }
+        Authn::Anonymous if ctx.html => Err(login_redirect(session)),
+        Authn::Anonymous => Err(pages::error(
+            401,
+            "unauthenticated",
+            "Sign in required",
+            "Sign in first: this request carries no valid session.",
+            false,
+        )
+        .with_header("www-authenticate", "Bearer")),
+        Authn::Refused(why) => {
+            tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, reason = %why, "trusted identity refused");
+            Err(pages::error(
+                403,
+                "not_allowed",
+                "Not allowed",
+                "Your account may not use slotgate.",
+                ctx.html,
+            ))
         }
     }
 }
@@ -733,41 +759,9 @@ impl ProxyHttp for Gateway {
                         return self.reply(session, ctx, reply).await;
                     }
                 }
-                let facts = RequestFacts {
-                    header: session.req_header(),
-                    client: ctx.client_ip,
-                };
-                match auth.authenticate(&facts).await {
-                    Authn::Identified(identity, cookie) => {
-                        ctx.set_cookie = cookie;
-                        identity
-                    }
-                    Authn::Anonymous => {
-                        let reply = if ctx.html {
-                            login_redirect(session)
-                        } else {
-                            pages::error(
-                                401,
-                                "unauthenticated",
-                                "Sign in required",
-                                "Sign in first: this request carries no valid session.",
-                                false,
-                            )
-                            .with_header("www-authenticate", "Bearer")
-                        };
-                        return self.reply(session, ctx, reply).await;
-                    }
-                    Authn::Refused(why) => {
-                        tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, reason = %why, "trusted identity refused");
-                        let reply = pages::error(
-                            403,
-                            "not_allowed",
-                            "Not allowed",
-                            "Your account may not use slotgate.",
-                            ctx.html,
-                        );
-                        return self.reply(session, ctx, reply).await;
-                    }
+                match identify(auth, session, ctx).await {
+                    Ok(identity) => identity,
+                    Err(reply) => return self.reply(session, ctx, reply).await,
                 }
             }
         };
