@@ -20,7 +20,9 @@ pub struct HeaderPolicy {
     csp: HeaderValue,
     /// The policy for the portal's pages and the sign-in page: scripts,
     /// styles, workers and connections (WebSockets included) from this
-    /// origin only, no inline script, no plugins.
+    /// origin only, no inline script and no `eval`, no plugins. WebAssembly
+    /// may compile (`'wasm-unsafe-eval'`): the recording player is a wasm
+    /// module served from this origin.
     portal_csp: String,
     frame_options: Option<HeaderValue>,
     hsts: Option<HeaderValue>,
@@ -45,7 +47,7 @@ impl HeaderPolicy {
             _ => None,
         };
         let portal_csp = format!(
-            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
              img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; \
              worker-src 'self' blob:; object-src 'none'; base-uri 'none'; {csp}"
         );

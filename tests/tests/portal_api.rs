@@ -978,10 +978,13 @@ async fn portal_files_pages_and_terminal_view() {
         .to_str()
         .unwrap()
         .to_string();
-    assert!(
-        csp.contains("script-src 'self';") && !csp.contains("script-src 'self' 'unsafe-inline'"),
-        "{csp}"
-    );
+    // Scripts: this origin and WebAssembly only; no inline script, no eval.
+    let script_src = csp
+        .split(';')
+        .map(str::trim)
+        .find(|d| d.starts_with("script-src"))
+        .unwrap_or_default();
+    assert_eq!(script_src, "script-src 'self' 'wasm-unsafe-eval'", "{csp}");
     assert!(
         csp.contains("connect-src 'self'") && csp.contains("frame-ancestors 'self'"),
         "{csp}"
@@ -1093,7 +1096,10 @@ async fn sign_in_page_messages_and_policy() {
     // The page itself: the portal's look, no script, a strict policy.
     let (s, csp, body) = page(format!("{}/auth/login", gw.base_url())).await;
     assert_eq!(s, 200);
-    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self' 'wasm-unsafe-eval';"),
+        "{csp}"
+    );
     assert!(
         !body.contains("<script"),
         "the sign-in page works without script"
