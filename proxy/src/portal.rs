@@ -63,6 +63,21 @@ pub fn content_type(path: &str) -> Option<&'static str> {
     })
 }
 
+/// Whether a build file's name carries its content hash (Vite:
+/// `assets/<name>-<8 characters>.<ext>`), so it may be cached for good.
+pub fn is_hashed(rel: &str) -> bool {
+    let Some(name) = rel.strip_prefix("assets/") else {
+        return false;
+    };
+    let stem = name.rsplit_once('.').map_or(name, |(stem, _)| stem);
+    let n = stem.len();
+    n > 9
+        && stem.as_bytes()[n - 9] == b'-'
+        && stem.as_bytes()[n - 8..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+}
+
 impl Portal {
     /// `None` when no portal is configured, or (with a warning) when the
     /// directory is missing: the gateway then serves as without a portal.
@@ -117,7 +132,7 @@ impl Portal {
         match self.read(rel.to_string()).await {
             None => not_found(),
             Some(body) => {
-                let cache = if rel.starts_with("assets/") {
+                let cache = if is_hashed(rel) {
                     "public, max-age=31536000, immutable"
                 } else {
                     "public, max-age=3600"
@@ -147,13 +162,25 @@ mod tests {
         assert_eq!(content_type("assets/x.php"), None);
     }
 
+    #[test]
+    fn only_hashed_names_are_cached_for_good() {
+        assert!(is_hashed("assets/index-DPdgXpqo.js"));
+        assert!(is_hashed("assets/primeicons-BZF8q66I.eot"));
+        assert!(is_hashed(
+            "assets/AdminGate.vue_vue_type_script_setup_true_lang-Cy6l-_9v.js"
+        ));
+        assert!(!is_hashed("assets/favicon.svg"));
+        assert!(!is_hashed("favicon-DPdgXpqo.svg"));
+        assert!(!is_hashed("assets/app-1.js"));
+    }
+
     #[tokio::test]
     async fn serves_only_regular_files_inside() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("assets")).unwrap();
         std::fs::create_dir(dir.path().join("assets/sub.js")).unwrap();
         std::fs::write(dir.path().join("index.html"), "<!doctype html>").unwrap();
-        std::fs::write(dir.path().join("assets/app-1.js"), "1").unwrap();
+        std::fs::write(dir.path().join("assets/app-AbCd1234.js"), "1").unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret.js"), "s").unwrap();
         std::os::unix::fs::symlink(
@@ -162,7 +189,7 @@ mod tests {
         )
         .unwrap();
         let p = Portal::new(Some(dir.path())).unwrap();
-        let ok = p.file("assets/app-1.js", false).await;
+        let ok = p.file("assets/app-AbCd1234.js", false).await;
         assert_eq!(ok.status, 200);
         assert_eq!(&ok.body[..], b"1");
         assert!(ok

@@ -911,11 +911,16 @@ async fn portal_files_pages_and_terminal_view() {
     std::fs::create_dir(portal.path().join("assets")).unwrap();
     std::fs::write(
         portal.path().join("index.html"),
-        "<!doctype html><title>portal-index</title><script type=module src=/assets/app-1.js></script>",
+        "<!doctype html><title>portal-index</title><script type=module src=/assets/app-AbCd1234.js></script>",
     )
     .unwrap();
-    std::fs::write(portal.path().join("assets/app-1.js"), "console.log(1)").unwrap();
-    std::fs::write(portal.path().join("assets/app-1.css"), "body{}").unwrap();
+    std::fs::write(
+        portal.path().join("assets/app-AbCd1234.js"),
+        "console.log(1)",
+    )
+    .unwrap();
+    std::fs::write(portal.path().join("assets/app-AbCd1234.css"), "body{}").unwrap();
+    std::fs::write(portal.path().join("assets/favicon.svg"), "<svg/>").unwrap();
     std::fs::create_dir(portal.path().join("assets/dir.js")).unwrap();
     let (env, gw) = stack(&format!("[slotgate.portal]\ndir = {:?}\n", portal.path())).await;
     env.create_online("alice", "shell").await;
@@ -936,7 +941,7 @@ async fn portal_files_pages_and_terminal_view() {
     };
 
     // Files: typed, cached for a year, nothing else.
-    let r = get("/assets/app-1.js", None, false).await.unwrap();
+    let r = get("/assets/app-AbCd1234.js", None, false).await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(
         r.headers()["content-type"],
@@ -947,8 +952,12 @@ async fn portal_files_pages_and_terminal_view() {
         "public, max-age=31536000, immutable"
     );
     assert_eq!(r.headers()["x-content-type-options"], "nosniff");
-    let r = get("/assets/app-1.css", None, false).await.unwrap();
+    let r = get("/assets/app-AbCd1234.css", None, false).await.unwrap();
     assert_eq!(r.headers()["content-type"], "text/css; charset=utf-8");
+    // An unhashed file (the favicon) may change: an hour.
+    let r = get("/assets/favicon.svg", None, false).await.unwrap();
+    assert_eq!(r.headers()["content-type"], "image/svg+xml");
+    assert_eq!(r.headers()["cache-control"], "public, max-age=3600");
     for (path, status) in [
         ("/assets/", 404),
         ("/assets/dir.js", 404),
@@ -956,7 +965,7 @@ async fn portal_files_pages_and_terminal_view() {
         ("/index.html", 404),
         ("/assets/../index.html", 400),
         ("/assets/%2e%2e/index.html", 400),
-        ("/assets//app-1.js", 400),
+        ("/assets//app-AbCd1234.js", 400),
         ("/assets/..%2findex.html", 400),
     ] {
         // Sent byte for byte (an HTTP library would normalise the dots).
