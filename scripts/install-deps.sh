@@ -2,8 +2,8 @@
 # Install what slotgate needs on a Debian/Ubuntu host, idempotently:
 #   tmux (holds every session), bubblewrap (sandboxes), cmake + pkg-config
 #   (Pingora's build), nginx-light + wrk (the gateway benchmark's baseline),
-#   and ttyd (scripts/install-ttyd.sh: PATH, distribution package, or Debian
-#   sid's build in a private prefix).
+#   ttyd (scripts/install-ttyd.sh: PATH, distribution package, or Debian
+#   sid's build in a private prefix), and chromium for the browser tests.
 # Rust (cargo) is expected from the machine image; Node.js comes from it too
 # when present (Debian's nodejs is the fallback).
 set -euo pipefail
@@ -25,6 +25,9 @@ have_cmd node || need+=(nodejs)
 have_cmd npm || need+=(npm)
 have_cmd python3 || need+=(python3)
 have_cmd kill || need+=(procps)
+# The portal's browser tests drive Debian's chromium (playwright-core, no
+# browser download).
+have_cmd chromium || need+=(chromium)
 
 if ((${#need[@]})); then
   log "installing ${need[*]}"
@@ -37,9 +40,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ttyd="$("$here/install-ttyd.sh")"
 log "ttyd: $ttyd"
 
-# Node packages the tests drive (a real OpenID Provider).
+# Node packages the tests drive (a real OpenID Provider; playwright-core for
+# the browser tests).
 if command -v npm >/dev/null 2>&1; then
-  for dir in tests/oidc; do
+  for dir in tests/oidc tests/web; do
     if [[ -f "$here/../$dir/package-lock.json" && ! -d "$here/../$dir/node_modules" ]]; then
       log "npm ci in $dir"
       (cd "$here/../$dir" && npm ci --no-audit --no-fund --loglevel=error >&2)

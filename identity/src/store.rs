@@ -703,6 +703,20 @@ impl Store {
         )? == 1)
     }
 
+    /// Every grant (`(slot, user, level)`), or only `user`'s: which slots a
+    /// person was given, for listing them.
+    pub fn access_rows(
+        &self,
+        user: Option<&str>,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT slot, user, level FROM slot_access WHERE (?1 IS NULL OR user = ?1) ORDER BY slot, user",
+        )?;
+        let rows = st.query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// The access list of a slot owned by `owner`.
     pub fn acl(&self, slot: &str, owner: &str) -> Result<SlotAcl, StoreError> {
         let c = self.conn();
@@ -955,6 +969,15 @@ mod tests {
         assert_eq!(acl.members, vec!["bob"]);
         assert_eq!(acl.viewers, vec!["vic"]);
         assert!(s.grant("team1", "eve", "god").is_err());
+        s.grant("other", "vic", "viewer").unwrap();
+        assert_eq!(
+            s.access_rows(Some("vic")).unwrap(),
+            vec![
+                ("other".into(), "vic".into(), "viewer".into()),
+                ("team1".into(), "vic".into(), "viewer".into())
+            ]
+        );
+        assert_eq!(s.access_rows(None).unwrap().len(), 3);
         assert!(s.revoke_access("team1", "vic").unwrap());
     }
 }

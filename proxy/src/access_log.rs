@@ -112,6 +112,27 @@ const MAX_QUERY: usize = 512;
 /// How long the writer lets lines accumulate between batches under load.
 const BATCH_PAUSE: Duration = Duration::from_millis(20);
 
+/// Path prefixes whose next segment is a secret (a replay link's token).
+const SECRET_SEGMENT_PREFIXES: &[&str] = &["/replay/", "/api/replay-links/"];
+
+/// A raw request target as logs may show it: the path with a secret
+/// segment replaced by `REDACTED`, the query through [`redact_query`].
+pub fn redact_target(raw: &str) -> (String, Option<String>) {
+    let (path, query) = match raw.split_once('?') {
+        Some((p, q)) => (p, Some(redact_query(q))),
+        None => (raw, None),
+    };
+    let path = SECRET_SEGMENT_PREFIXES
+        .iter()
+        .find_map(|prefix| {
+            let rest = path.strip_prefix(prefix)?;
+            let tail = rest.find('/').map_or("", |i| &rest[i..]);
+            Some(format!("{prefix}REDACTED{tail}"))
+        })
+        .unwrap_or_else(|| path.to_string());
+    (path, query)
+}
+
 /// The query string with secret-looking values replaced by `REDACTED`.
 pub fn redact_query(query: &str) -> String {
     let mut out = String::with_capacity(query.len().min(MAX_QUERY));
@@ -398,5 +419,22 @@ mod tests {
         assert!(!numbered(&cfg.path, 3).exists());
         assert!(total > 0 && total <= 100);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn replay_tokens_in_paths_are_redacted() {
+        assert_eq!(
+            redact_target("/replay/s3cret-tok/cast?x=1"),
+            ("/replay/REDACTED/cast".to_string(), Some("x=1".to_string()))
+        );
+        assert_eq!(redact_target("/replay/s3cret-tok").0, "/replay/REDACTED");
+        assert_eq!(
+            redact_target("/api/replay-links/s3cret-tok").0,
+            "/api/replay-links/REDACTED"
+        );
+        assert_eq!(
+            redact_target("/slot/alice/ws"),
+            ("/slot/alice/ws".to_string(), None)
+        );
     }
 }

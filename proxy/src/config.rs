@@ -63,6 +63,8 @@ pub struct RawSlotgate {
     pub rate_limits: RawRateLimits,
     #[serde(default)]
     pub recording: RawRecording,
+    #[serde(default)]
+    pub portal: RawPortal,
 }
 
 /// `[slotgate.recording]`
@@ -79,6 +81,27 @@ pub struct RawRecording {
     pub redact: Option<Vec<String>>,
     pub redact_defaults: Option<bool>,
     pub queue: Option<usize>,
+}
+
+/// `[slotgate.portal]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPortal {
+    /// The built web portal (`web/dist`): `index.html` and `assets/`.
+    pub dir: Option<PathBuf>,
+    /// Templates a `user` may create slots from (admins: all).
+    pub user_templates: Option<Vec<String>>,
+    /// Most slots one user may own through the portal.
+    pub max_slots_per_user: Option<usize>,
+}
+
+/// The web portal, `[slotgate.portal]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortalConfig {
+    /// `None`: no portal pages (the gateway serves only slots and sign-in).
+    pub dir: Option<PathBuf>,
+    pub user_templates: Vec<String>,
+    pub max_slots_per_user: usize,
 }
 
 /// `[slotgate.access_log]`
@@ -239,6 +262,7 @@ pub struct Config {
     pub access_log: AccessLogConfig,
     pub limits: LimitsConfig,
     pub recording: crate::recording::RecordingConfig,
+    pub portal: PortalConfig,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7681";
@@ -654,6 +678,21 @@ impl RawSlotgate {
             }
         };
 
+        let portal = PortalConfig {
+            dir: self.portal.dir.map(|d| file.resolve(&d)),
+            user_templates: self
+                .portal
+                .user_templates
+                .unwrap_or_else(|| vec![identity.default_template.clone()]),
+            max_slots_per_user: self.portal.max_slots_per_user.unwrap_or(5),
+        };
+        if portal.max_slots_per_user == 0 || portal.max_slots_per_user > 1000 {
+            return Err(err(
+                "portal.max_slots_per_user",
+                format!("{} is out of range 1..=1000", portal.max_slots_per_user),
+            ));
+        }
+
         Ok(Config {
             file: file.path.clone(),
             paths,
@@ -675,6 +714,7 @@ impl RawSlotgate {
             access_log,
             limits,
             recording,
+            portal,
         })
     }
 }

@@ -20,20 +20,23 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use slotapi::{ActivityKind, SlotId};
 
 use crate::access_log::{self, AccessLog, Entry};
+use crate::api::{Answer, Api, ApiRequest};
 use crate::config::{Config, MetricsAccess};
 use crate::headers::{self, HeaderPolicy};
 use crate::identity::{self, Auth, Authn, Decision, Identity, RequestFacts};
 use crate::limits::{Category, Limited, Limits, WsGuard};
 use crate::metrics::Metrics;
 use crate::pages::{self, Reply};
-use crate::recording::{Recorder, Recording};
 use crate::popup;
+use crate::portal::Portal;
+use crate::recording::{Recorder, Recording};
 use crate::routing::{self, Reject, Route, SlotRequest};
 use crate::sessions::{self, WsTicket};
 use crate::signin::{self, AuthRequest, SignIn};
 use crate::slot_acl::SlotAcls;
 use crate::slots::{SlotError, Slots};
 use ::identity::frames::ViewerFilter;
+use http_body_util::BodyExt;
 
 /// Everything one request carries between phases.
 pub struct Ctx {
@@ -93,7 +96,10 @@ const MAX_FORM: usize = 16 * 1024;
 pub struct Gateway {
     auth: Option<Arc<Auth>>,
     signin: Option<SignIn>,
-    acls: Option<SlotAcls>,
+    acls: Option<Arc<SlotAcls>>,
+    api: Api,
+    /// The web portal (`[slotgate.portal] dir`), when configured and built.
+    portal: Option<Portal>,
     /// Origins listed in `frame_ancestors` (allowed WebSocket origins).
     frame_origins: Vec<String>,
     /// Identity headers a client may not pass to a slot.
@@ -129,12 +135,19 @@ impl Gateway {
             None => None,
         };
         let acls = auth.as_ref().map(|a| {
-            SlotAcls::new(
+            Arc::new(SlotAcls::new(
                 &cfg.identity,
                 Arc::clone(&slots),
                 Arc::clone(&a.sessions.store),
-            )
+            ))
         });
+        let frame_origins: Vec<String> = cfg
+            .frame_ancestors
+            .iter()
+            .filter(|s| s.starts_with("https://") || s.starts_with("http://"))
+            .cloned()
+            .collect();
+        let api = Api::new(cfg, auth.clone(), acls.clone(), frame_origins.clone());
         let mut strip_headers: Vec<String> = [
             "x-forwarded-user",
             "x-forwarded-email",
@@ -159,16 +172,13 @@ impl Gateway {
         })?;
         Ok(Gateway {
             recorder,
-            frame_origins: cfg
-                .frame_ancestors
-                .iter()
-                .filter(|s| s.starts_with("https://") || s.starts_with("http://"))
-                .cloned()
-                .collect(),
+            frame_origins,
             strip_headers,
             auth,
             signin,
             acls,
+            api,
+            portal: Portal::new(cfg.portal.dir.as_deref()),
             limits,
             quotas: crate::quota::Quotas::new(&cfg.paths, Arc::clone(&slots)),
             slots,
@@ -191,6 +201,9 @@ impl Gateway {
         resp.insert_header("content-type", reply.content_type)?;
         resp.insert_header("content-length", reply.body.len().to_string())?;
         resp.insert_header("cache-control", "no-store")?;
+        // The reply's own headers come last: they may override the policy
+        // (the portal's pages carry a stricter CSP).
+        self.headers.downstream(&mut resp, &ctx.request_id)?;
         for (name, value) in &reply.headers {
             if *name == "set-cookie" {
                 resp.append_header(*name, value.as_str())?;
@@ -201,7 +214,6 @@ impl Gateway {
         if let Some(c) = ctx.set_cookie.take() {
             resp.append_header("set-cookie", c)?;
         }
-        self.headers.downstream(&mut resp, &ctx.request_id)?;
         if reply.status >= 400 {
             session.set_keepalive(None);
         }
@@ -299,35 +311,10 @@ impl Gateway {
                 ctx.html,
             );
         };
-        let mut body = Vec::new();
-        if session.req_header().method == http::Method::POST {
-            loop {
-                match session.read_request_body().await {
-                    Ok(Some(chunk)) => {
-                        body.extend_from_slice(&chunk);
-                        if body.len() > MAX_FORM {
-                            return pages::error(
-                                413,
-                                "too_large",
-                                "Too large",
-                                "The request body is too large.",
-                                ctx.html,
-                            );
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(_) => {
-                        return pages::error(
-                            400,
-                            "bad_body",
-                            "Bad request",
-                            "The request body could not be read.",
-                            ctx.html,
-                        )
-                    }
-                }
-            }
-        }
+        let body = match read_body(session, ctx.html).await {
+            Ok(b) => b,
+            Err(reply) => return reply,
+        };
         let origin = signin::own_origin(session.req_header(), ctx.secure);
         let areq = AuthRequest {
             header: session.req_header(),
@@ -343,9 +330,260 @@ impl Gateway {
         }
     }
 
+    /// `/api/<rest>`: authenticate (cookie or API token), rate-limit as
+    /// `api`, read the body, and let the API module decide.
+    async fn api_request(&self, session: &mut Session, ctx: &mut Ctx, rest: &str) -> Result<bool> {
+        let (who, cookie) = match self.api.caller(session.req_header(), ctx.peer_ip).await {
+            Ok(c) => c,
+            Err(reply) => {
+                if let Err(l) = self.limit(ctx, Category::Api) {
+                    return self
+                        .reply(session, ctx, pages::rate_limited(&l, false))
+                        .await;
+                }
+                return self.reply(session, ctx, reply).await;
+            }
+        };
+        ctx.set_cookie = cookie;
+        ctx.identity = Some(who.identity());
+        if let Err(l) = self.limit(ctx, Category::Api) {
+            return self
+                .reply(session, ctx, pages::rate_limited(&l, false))
+                .await;
+        }
+        let body = match read_body(session, false).await {
+            Ok(b) => b,
+            Err(reply) => return self.reply(session, ctx, reply).await,
+        };
+        let own = signin::own_origin(session.req_header(), self.tls);
+        let method = session.req_header().method.clone();
+        let answer = {
+            let req = ApiRequest {
+                method: &method,
+                rest,
+                header: session.req_header(),
+                body: &body,
+                same_origin: signin::same_origin(session.req_header(), &own),
+            };
+            self.api.handle(&who, &req).await
+        };
+        self.answer(session, ctx, answer).await
+    }
+
+    /// Write an API answer: a reply, or slotctl's answer streamed through.
+    async fn answer(&self, session: &mut Session, ctx: &mut Ctx, answer: Answer) -> Result<bool> {
+        let (status, content_type, length, mut body) = match answer {
+            Answer::Reply(reply) => return self.reply(session, ctx, reply).await,
+            Answer::Stream {
+                status,
+                content_type,
+                length,
+                body,
+            } => (status, content_type, length, body),
+        };
+        let head = session.req_header().method == http::Method::HEAD;
+        let mut resp = ResponseHeader::build(status, Some(8))?;
+        resp.insert_header("content-type", content_type)?;
+        match length {
+            Some(l) => resp.insert_header("content-length", l.to_string())?,
+            None => resp.insert_header("transfer-encoding", "chunked")?,
+        }
+        resp.insert_header("cache-control", "no-store")?;
+        if let Some(c) = ctx.set_cookie.take() {
+            resp.append_header("set-cookie", c)?;
+        }
+        self.headers.downstream(&mut resp, &ctx.request_id)?;
+        if status >= 400 {
+            session.set_keepalive(None);
+        }
+        ctx.reply_status = Some(status);
+        session.write_response_header(Box::new(resp), head).await?;
+        if head {
+            return Ok(true);
+        }
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(f) => {
+                    if let Ok(data) = f.into_data() {
+                        session.write_response_body(Some(data), false).await?;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, error = %e, "control API answer broke off");
+                    ctx.error = Some("control_stream");
+                    return Error::e_explain(ErrorType::ReadError, "control API answer broke off");
+                }
+            }
+        }
+        session
+            .write_response_body(Some(Bytes::new()), true)
+            .await?;
+        Ok(true)
+    }
+
+    /// A portal page that needs a signed-in user: `Some(reply)` (sign in
+    /// first) when nobody is; otherwise the identity lands in `ctx`.
+    async fn portal_sign_in(&self, session: &Session, ctx: &mut Ctx) -> Option<Reply> {
+        let auth = self.auth.as_ref()?;
+        match identify(auth, session, ctx, None).await {
+            Ok(identity) => {
+                ctx.identity = Some(identity);
+                None
+            }
+            Err(reply) => Some(reply),
+        }
+    }
+
+    /// The portal's pages, files and shared replays (404 without a portal).
+    async fn portal_route(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        route: &Route,
+    ) -> Result<bool> {
+        if let Route::Replay { token, part } = route {
+            // Shared recordings work without the portal's files too.
+            if let Err(l) = self.limit(ctx, Category::Api) {
+                return self
+                    .reply(session, ctx, pages::rate_limited(&l, false))
+                    .await;
+            }
+            let answer = self.api.replay(token, *part).await;
+            return self.answer(session, ctx, answer).await;
+        }
+        let Some(portal) = &self.portal else {
+            let reply = pages::not_found(ctx.html);
+            return self.reply(session, ctx, reply).await;
+        };
+        let reply = match route {
+            Route::PortalFile { path } => portal.file(path, ctx.html).await,
+            // `/replay/<token>` needs no account; the admin pages do (the
+            // API decides what each role sees).
+            _ if session.req_header().uri.path().starts_with("/replay/") => {
+                self.portal_index(portal).await
+            }
+            _ => match self.portal_sign_in(session, ctx).await {
+                Some(reply) => reply,
+                None => self.portal_index(portal).await,
+            },
+        };
+        self.reply(session, ctx, reply).await
+    }
+
+    /// The portal's `index.html` with the portal's CSP.
+    async fn portal_index(&self, portal: &Portal) -> Reply {
+        portal
+            .index()
+            .await
+            .with_header("content-security-policy", self.headers.portal_csp())
+    }
+
     fn socket(&self, ctx: &Ctx) -> Option<PathBuf> {
         ctx.slot.as_ref().map(|id| self.slots.socket(id))
     }
+}
+
+/// The request body of a POST/PUT/DELETE the gateway answers itself, at
+/// most [`MAX_FORM`] bytes.
+async fn read_body(session: &mut Session, html: bool) -> Result<Vec<u8>, Reply> {
+    let mut body = Vec::new();
+    if matches!(
+        session.req_header().method,
+        http::Method::GET | http::Method::HEAD
+    ) {
+        return Ok(body);
+    }
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_FORM {
+                    return Err(pages::error(
+                        413,
+                        "too_large",
+                        "Too large",
+                        "The request body is too large.",
+                        html,
+                    ));
+                }
+            }
+            Ok(None) => return Ok(body),
+            Err(_) => {
+                return Err(pages::error(
+                    400,
+                    "bad_body",
+                    "Bad request",
+                    "The request body could not be read.",
+                    html,
+                ))
+            }
+        }
+    }
+}
+
+/// Who sends this request (a refreshed session cookie lands in `ctx`), or
+/// the answer for nobody: the sign-in page for a person, 401 JSON for a
+/// program, 403 for a trusted identity that may not enter.
+/// Who is asking; `anonymous` stands in for a request without a session
+/// when anonymous access is allowed (the public demo slot).
+async fn identify(
+    auth: &Auth,
+    session: &Session,
+    ctx: &mut Ctx,
+    anonymous: Option<Identity>,
+) -> Result<Identity, Reply> {
+    let facts = RequestFacts {
+        header: session.req_header(),
+        peer: ctx.peer_ip,
+    };
+    match auth.authenticate(&facts).await {
+        Authn::Identified(identity, cookie) => {
+            ctx.set_cookie = cookie;
+            Ok(identity)
+        }
+        Authn::Anonymous if anonymous.is_some() => {
+            Ok(anonymous.unwrap_or_else(Identity::anonymous_viewer))
+        }
+        // Inside another site's iframe: sign in through a popup
+        // (providers refuse to be framed).
+        Authn::Anonymous
+            if ctx.html
+                && ctx.slot.is_some()
+                && popup::is_frame_navigation(session.req_header()) =>
+        {
+            Err(popup::frame_sign_in(
+                ctx.slot.as_ref().map(|s| s.as_str()).unwrap_or_default(),
+            ))
+        }
+        Authn::Anonymous if ctx.html => Err(login_redirect(session)),
+        Authn::Anonymous => Err(pages::error(
+            401,
+            "unauthenticated",
+            "Sign in required",
+            "Sign in first: this request carries no valid session.",
+            false,
+        )
+        .with_header("www-authenticate", "Bearer")),
+        Authn::Refused(why) => {
+            tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, reason = %why, "trusted identity refused");
+            Err(pages::error(
+                403,
+                "not_allowed",
+                "Not allowed",
+                "Your account may not use slotgate.",
+                ctx.html,
+            ))
+        }
+    }
+}
+
+/// `/auth/login?next=<this request>`.
+fn login_redirect(session: &Session) -> Reply {
+    let target = String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
+    let next = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("next", &target)
+        .finish();
+    pages::found(&format!("/auth/login?{next}"))
 }
 
 /// `s` cut to at most `max` bytes, on a character boundary.
@@ -456,13 +694,7 @@ impl ProxyHttp for Gateway {
                         tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, reason = why, "refused request target");
                         pages::error(status, "bad_path", "Bad request", why, ctx.html)
                     }
-                    Reject::NotFound => pages::error(
-                        status,
-                        "not_found",
-                        "Not found",
-                        "Nothing lives at this address.",
-                        ctx.html,
-                    ),
+                    Reject::NotFound => pages::not_found(ctx.html),
                     Reject::Method => pages::error(
                         status,
                         "method",
@@ -498,14 +730,24 @@ impl ProxyHttp for Gateway {
                     .await;
             }
             Route::Metrics => {
-                let reply = pages::error(
-                    404,
-                    "not_found",
-                    "Not found",
-                    "Nothing lives at this address.",
-                    ctx.html,
-                );
+                let reply = pages::not_found(ctx.html);
                 return self.reply(session, ctx, reply).await;
+            }
+            Route::Landing if self.portal.is_some() => {
+                let reply = match self.portal_sign_in(session, ctx).await {
+                    Some(reply) => reply,
+                    None => match &self.portal {
+                        Some(p) => self.portal_index(p).await,
+                        None => pages::landing(),
+                    },
+                };
+                return self.reply(session, ctx, reply).await;
+            }
+            Route::PortalPage | Route::PortalFile { .. } | Route::Replay { .. } => {
+                return self.portal_route(session, ctx, &route).await;
+            }
+            Route::Api { rest } => {
+                return self.api_request(session, ctx, rest).await;
             }
             Route::Landing => {
                 let reply = match &self.auth {
@@ -527,7 +769,11 @@ impl ProxyHttp for Gateway {
                 return self.reply(session, ctx, reply).await;
             }
             Route::Auth(_) | Route::EmbedTokens => {
-                let reply = self.sign_in(session, ctx, &route).await;
+                // Sign-in pages carry no script: the portal's strict CSP.
+                let reply = self
+                    .sign_in(session, ctx, &route)
+                    .await
+                    .with_header("content-security-policy", self.headers.portal_csp());
                 return self.reply(session, ctx, reply).await;
             }
             Route::Demo => {
@@ -590,56 +836,11 @@ impl ProxyHttp for Gateway {
                         return self.reply(session, ctx, reply).await;
                     }
                 }
-                let facts = RequestFacts {
-                    header: session.req_header(),
-                    peer: ctx.peer_ip,
-                };
-                match auth.authenticate(&facts).await {
-                    Authn::Identified(identity, cookie) => {
-                        ctx.set_cookie = cookie;
-                        identity
-                    }
-                    Authn::Anonymous
-                        if self.acls.as_ref().and_then(|a| a.demo_slot()) == Some(&id) =>
-                    {
-                        Identity::anonymous_viewer()
-                    }
-                    Authn::Anonymous => {
-                        let reply = if ctx.html && popup::is_frame_navigation(session.req_header())
-                        {
-                            // Inside another site's iframe: sign in through
-                            // a popup (providers refuse to be framed).
-                            popup::frame_sign_in(id.as_str())
-                        } else if ctx.html {
-                            let target = String::from_utf8_lossy(session.req_header().raw_path())
-                                .into_owned();
-                            let next = url::form_urlencoded::Serializer::new(String::new())
-                                .append_pair("next", &target)
-                                .finish();
-                            pages::found(&format!("/auth/login?{next}"))
-                        } else {
-                            pages::error(
-                                401,
-                                "unauthenticated",
-                                "Sign in required",
-                                "Sign in first: this request carries no valid session.",
-                                false,
-                            )
-                            .with_header("www-authenticate", "Bearer")
-                        };
-                        return self.reply(session, ctx, reply).await;
-                    }
-                    Authn::Refused(why) => {
-                        tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, reason = %why, "trusted identity refused");
-                        let reply = pages::error(
-                            403,
-                            "not_allowed",
-                            "Not allowed",
-                            "Your account may not use slotgate.",
-                            ctx.html,
-                        );
-                        return self.reply(session, ctx, reply).await;
-                    }
+                // Anyone may watch the public demo without a session.
+                let demo = self.acls.as_ref().and_then(|a| a.demo_slot()) == Some(&id);
+                match identify(auth, session, ctx, demo.then(Identity::anonymous_viewer)).await {
+                    Ok(identity) => identity,
+                    Err(reply) => return self.reply(session, ctx, reply).await,
                 }
             }
         };
@@ -704,6 +905,22 @@ impl ProxyHttp for Gateway {
             return self.reply(session, ctx, reply).await;
         }
 
+        if let (
+            Some(portal),
+            Route::Slot {
+                kind: SlotRequest::Page,
+                ..
+            },
+        ) = (&self.portal, &route)
+        {
+            // A person opening a terminal gets the portal's terminal view,
+            // which talks to this slot's `token` and `ws`; `?raw=1` keeps
+            // ttyd's own page reachable.
+            if ctx.html && query_param(session.req_header(), "raw").as_deref() != Some("1") {
+                let reply = self.portal_index(portal).await;
+                return self.reply(session, ctx, reply).await;
+            }
+        }
         match route {
             Route::SlotRedirect { location, .. } => {
                 self.reply(session, ctx, pages::redirect(&location)).await
@@ -802,7 +1019,14 @@ impl ProxyHttp for Gateway {
         if let Some(old) = ctx.ws_ticket.take() {
             auth.sessions.unregister_ws(&old);
         }
-        ctx.ws_ticket = Some(auth.sessions.register_ws(sid, Some(fd)));
+        let slot = ctx.slot.as_ref().map(|s| s.as_str()).unwrap_or_default();
+        let user = ctx
+            .identity
+            .as_ref()
+            .and_then(|i| i.user.as_ref())
+            .map(|u| u.as_str())
+            .unwrap_or_default();
+        ctx.ws_ticket = Some(auth.sessions.register_ws(sid, slot, user, Some(fd)));
         Ok(())
     }
 
@@ -897,18 +1121,34 @@ impl ProxyHttp for Gateway {
         _end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        if ctx.ws_open && ctx.ws_ticket.as_ref().is_some_and(|t| t.kill.load(Acquire)) {
-            // Revoked: replace whatever the slot says by one close frame.
+        if let Some(t) = ctx
+            .ws_ticket
+            .as_ref()
+            .filter(|t| ctx.ws_open && t.kill.load(Acquire))
+        {
+            // Revoked (or the access was removed): replace whatever the slot
+            // says by one close frame.
+            let removed = t.access_removed.load(Acquire);
             *body = if ctx.close_sent {
                 body.as_ref().map(|_| Bytes::new())
             } else {
                 ctx.close_sent = true;
-                ctx.error = Some("session_revoked");
-                tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, "closing the WebSocket of a revoked session");
-                Some(Bytes::from(sessions::close_frame(
-                    sessions::CLOSE_REVOKED,
-                    sessions::CLOSE_REVOKED_REASON,
-                )))
+                let (code, reason, error) = if removed {
+                    (
+                        sessions::CLOSE_ACCESS_REMOVED,
+                        sessions::CLOSE_ACCESS_REMOVED_REASON,
+                        "access_removed",
+                    )
+                } else {
+                    (
+                        sessions::CLOSE_REVOKED,
+                        sessions::CLOSE_REVOKED_REASON,
+                        "session_revoked",
+                    )
+                };
+                ctx.error = Some(error);
+                tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, reason, "closing the WebSocket");
+                Some(Bytes::from(sessions::close_frame(code, reason)))
             };
             return Ok(None);
         }
@@ -966,13 +1206,13 @@ impl ProxyHttp for Gateway {
     }
 
     /// What Pingora's own error lines say about a request: never the raw
-    /// query, which may carry secrets.
+    /// query or a replay link's token.
     fn request_summary(&self, session: &Session, ctx: &Ctx) -> String {
         let req = session.req_header();
         let raw = String::from_utf8_lossy(req.raw_path());
-        let path = match raw.split_once('?') {
-            Some((p, q)) => format!("{p}?{}", access_log::redact_query(q)),
-            None => raw.into_owned(),
+        let path = match access_log::redact_target(&raw) {
+            (p, Some(q)) => format!("{p}?{q}"),
+            (p, None) => p,
         };
         format!(
             "{} {} request_id={}",
@@ -1055,10 +1295,7 @@ impl ProxyHttp for Gateway {
 
         let req = session.req_header();
         let raw = String::from_utf8_lossy(req.raw_path());
-        let (path, query) = match raw.split_once('?') {
-            Some((p, q)) => (p, Some(access_log::redact_query(q))),
-            None => (raw.as_ref(), None),
-        };
+        let (path, query) = access_log::redact_target(&raw);
         let user_agent = req
             .headers
             .get("user-agent")
@@ -1073,7 +1310,7 @@ impl ProxyHttp for Gateway {
             client_ip: ctx.client_ip.map(|ip| ip.to_string()),
             user,
             method: req.method.as_str(),
-            path: truncate(path, 1024),
+            path: truncate(&path, 1024),
             query,
             route: ctx.route,
             slot: ctx.slot.as_ref().map(|s| s.as_str()),

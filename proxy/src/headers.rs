@@ -19,6 +19,12 @@ pub const REQUEST_ID: &str = "x-request-id";
 /// Precomputed downstream header values.
 pub struct HeaderPolicy {
     csp: HeaderValue,
+    /// The policy for the portal's pages and the sign-in page: scripts,
+    /// styles, workers and connections (WebSockets included) from this
+    /// origin only, no inline script and no `eval`, no plugins. WebAssembly
+    /// may compile (`'wasm-unsafe-eval'`): the recording player is a wasm
+    /// module served from this origin.
+    portal_csp: String,
     frame_options: Option<HeaderValue>,
     hsts: Option<HeaderValue>,
 }
@@ -41,13 +47,24 @@ impl HeaderPolicy {
             }
             _ => None,
         };
+        let portal_csp = format!(
+            "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'; \
+             img-src 'self' data: blob:; font-src 'self' data:; connect-src 'self'; \
+             worker-src 'self' blob:; object-src 'none'; base-uri 'none'; {csp}"
+        );
         HeaderPolicy {
+            portal_csp,
             // Validated in config: only keywords, schemes and origins.
             csp: HeaderValue::from_str(&csp)
                 .unwrap_or_else(|_| HeaderValue::from_static("frame-ancestors 'self'")),
             frame_options,
             hsts,
         }
+    }
+
+    /// The `Content-Security-Policy` of portal and sign-in pages.
+    pub fn portal_csp(&self) -> &str {
+        &self.portal_csp
     }
 
     /// Security headers and the request id on a response to the client.

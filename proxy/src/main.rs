@@ -3,6 +3,7 @@
 //! [`server::run`]; `check-config` validates like `nginx -t`.
 
 mod access_log;
+mod api;
 mod config;
 mod gateway;
 mod headers;
@@ -10,9 +11,10 @@ mod identity;
 mod limits;
 mod metrics;
 mod pages;
+mod popup;
+mod portal;
 mod quota;
 mod recording;
-mod popup;
 mod redirect;
 mod routing;
 mod server;
@@ -92,6 +94,9 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
 fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
     let cfg = load(path)?;
     server::preflight(&cfg)?;
+    if let Some(dir) = &cfg.portal.dir {
+        portal::check_dir(dir).map_err(anyhow::Error::msg)?;
+    }
     let scheme = if cfg.is_tls() { "https" } else { "http" };
     println!("slotgate: configuration {} is OK", cfg.file.display());
     for addr in &cfg.listen {
@@ -130,6 +135,10 @@ fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
     }
     println!("  slots       {}", cfg.paths.slots_dir().display());
     println!("  slotctl     {}", cfg.paths.control_socket().display());
+    match &cfg.portal.dir {
+        Some(dir) => println!("  portal      {}", dir.display()),
+        None => println!("  portal      off (no [slotgate.portal] dir)"),
+    }
     if cfg.access_log.enabled {
         println!("  access log  {}", cfg.access_log.path.display());
     } else {

@@ -63,6 +63,10 @@ pub fn json<T: Serialize>(status: u16, body: &T) -> Reply {
     Reply::new(status, "application/json", bytes)
 }
 
+pub fn bytes(status: u16, body: Bytes, content_type: &'static str) -> Reply {
+    Reply::new(status, content_type, body)
+}
+
 pub fn text(status: u16, body: String, content_type: &'static str) -> Reply {
     Reply::new(status, content_type, body)
 }
@@ -76,20 +80,35 @@ pub fn error(status: u16, code: &'static str, title: &str, message: &str, html: 
             page(title, message, None),
         )
     } else {
+        /// `code` is the API contract's name (docs/api.md); `error` the
+        /// gateway's original one, kept for existing clients.
         #[derive(Serialize)]
         struct Body<'a> {
+            code: &'a str,
             error: &'a str,
             message: &'a str,
         }
         json(
             status,
             &Body {
+                code,
                 error: code,
                 message,
             },
         )
     };
     reply.with_error(code)
+}
+
+/// 404 for an address where nothing lives.
+pub fn not_found(html: bool) -> Reply {
+    error(
+        404,
+        "not_found",
+        "Not found",
+        "Nothing lives at this address.",
+        html,
+    )
 }
 
 pub fn slot_error(e: &SlotError, html: bool) -> Reply {
@@ -143,8 +162,15 @@ pub struct ProviderLink {
 }
 
 /// The sign-in page: the local form and one button per provider.
-pub fn login(status: u16, next: &str, providers: &[ProviderLink], notice: Option<&str>) -> Reply {
-    let mut inner = String::from("<h1>Sign in to slotgate</h1>");
+/// `user` pre-fills the user name (after a failed attempt).
+pub fn login(
+    status: u16,
+    next: &str,
+    providers: &[ProviderLink],
+    notice: Option<&str>,
+    user: &str,
+) -> Reply {
+    let mut inner = String::from("<h1>Sign in</h1>");
     if let Some(n) = notice {
         inner.push_str(&format!(
             "<p class=\"notice\" role=\"alert\">{}</p>",
@@ -153,16 +179,19 @@ pub fn login(status: u16, next: &str, providers: &[ProviderLink], notice: Option
     }
     inner.push_str(&format!(
         r#"<form method="post" action="/auth/login"><input type="hidden" name="next" value="{next}">
-<label>User name<input name="user" autocomplete="username" required autofocus></label>
-<label>Password<input name="password" type="password" autocomplete="current-password" required></label>
+<label>User name<input name="user" value="{user}" autocomplete="username" required{user_focus}></label>
+<label>Password<input name="password" type="password" autocomplete="current-password" required{password_focus}></label>
 <button type="submit">Sign in</button></form>"#,
-        next = escape(next)
+        next = escape(next),
+        user = escape(user),
+        user_focus = if user.is_empty() { " autofocus" } else { "" },
+        password_focus = if user.is_empty() { "" } else { " autofocus" },
     ));
     if !providers.is_empty() {
         inner.push_str("<p class=\"or\">or</p>");
         for p in providers {
             inner.push_str(&format!(
-                "<p><a class=\"button\" href=\"{}\">Sign in with {}</a></p>",
+                "<a class=\"button secondary\" href=\"{}\">Sign in with {}</a>",
                 escape(&p.href),
                 escape(&p.label)
             ));
@@ -198,6 +227,42 @@ pub fn change_password(status: u16, user: &str, next: &str, notice: Option<&str>
     )
 }
 
+/// The look of every page the gateway draws itself: the portal's colours
+/// (dark by default, light when the system prefers it), no external assets
+/// and no script, so the sign-in page works without JavaScript and inside
+/// the portal's strict CSP.
+const STYLE: &str = "
+:root{color-scheme:dark light;--bg:#09090b;--card:#18181b;--border:#27272a;--text:#e4e4e7;--muted:#a1a1aa;--input:#0f0f12;
+--primary:#10b981;--primary-hover:#34d399;--on-primary:#04130d;--danger-bg:#3b0d0d;--danger-border:#7f1d1d;--danger-text:#fecaca;
+--info-bg:#0c2a1f;--info-border:#065f46;--info-text:#a7f3d0}
+@media (prefers-color-scheme: light){:root{--bg:#f4f4f5;--card:#ffffff;--border:#e4e4e7;--text:#18181b;--muted:#52525b;--input:#ffffff;
+--primary:#059669;--primary-hover:#047857;--on-primary:#ffffff;--danger-bg:#fef2f2;--danger-border:#fecaca;--danger-text:#991b1b;
+--info-bg:#ecfdf5;--info-border:#a7f3d0;--info-text:#065f46}}
+*{box-sizing:border-box}
+body{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;background:var(--bg);color:var(--text);font:15px/1.5 system-ui,-apple-system,\"Segoe UI\",Roboto,sans-serif}
+main{width:24rem;max-width:92vw;padding:2rem;background:var(--card);border:1px solid var(--border);border-radius:12px;box-shadow:0 10px 30px rgba(0,0,0,.25)}
+main.wide{width:32rem;text-align:center}
+.brand{display:flex;align-items:center;gap:.5rem;font-weight:700;font-size:1.15rem;margin:0 0 1.25rem}
+.brand svg{width:1.75rem;height:1.75rem}
+h1{font-size:1.2rem;margin:0 0 1rem} p{margin:.5rem 0} a{color:var(--primary)}
+label{display:block;margin:.75rem 0;font-size:.9rem;color:var(--muted)}
+input{display:block;width:100%;margin-top:.3rem;padding:.6rem .7rem;border:1px solid var(--border);border-radius:8px;background:var(--input);color:var(--text);font:inherit}
+input:focus,button:focus-visible,.button:focus-visible{outline:2px solid var(--primary);outline-offset:2px}
+button,.button{display:block;width:100%;margin-top:1.25rem;padding:.65rem;border:0;border-radius:8px;background:var(--primary);color:var(--on-primary);font:inherit;font-weight:600;text-align:center;text-decoration:none;cursor:pointer}
+button:hover,.button:hover{background:var(--primary-hover)}
+.button.secondary{background:transparent;color:var(--text);border:1px solid var(--border);margin-top:.6rem;font-weight:500}
+.button.secondary:hover{background:var(--border)}
+.notice{background:var(--danger-bg);border:1px solid var(--danger-border);color:var(--danger-text);border-radius:8px;padding:.6rem .8rem;margin:0 0 1rem}
+.notice.info{background:var(--info-bg);border-color:var(--info-border);color:var(--info-text)}
+.or{display:flex;align-items:center;gap:.75rem;color:var(--muted);margin:1.25rem 0 .25rem;font-size:.85rem}
+.or::before,.or::after{content:\"\";flex:1;border-top:1px solid var(--border)}
+.spin{width:28px;height:28px;margin:1rem auto;border:3px solid var(--border);border-top-color:var(--primary);border-radius:50%;animation:r 1s linear infinite}
+@keyframes r{to{transform:rotate(360deg)}}
+";
+
+/// The portal's mark (the favicon's shape), inline.
+const LOGO: &str = r##"<svg viewBox="0 0 32 32" aria-hidden="true"><rect width="32" height="32" rx="6" fill="#10b981"/><path d="M8 11l6 5-6 5" stroke="#0b1220" stroke-width="3" fill="none" stroke-linecap="round" stroke-linejoin="round"/><path d="M16 22h8" stroke="#0b1220" stroke-width="3" stroke-linecap="round"/></svg>"##;
+
 fn shell(title: &str, inner: &str) -> String {
     shell_with(title, "", inner)
 }
@@ -216,15 +281,9 @@ fn shell_with(title: &str, main_attrs: &str, inner: &str) -> String {
     format!(
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
-<title>{title}</title>
-<style>
-body{{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;background:#1e1e1e;color:#ddd;font:16px/1.5 system-ui,sans-serif}}
-main{{width:22rem;max-width:90vw;padding:2rem}} h1{{font-size:1.25rem;margin:0 0 1rem}} a{{color:#8cf}}
-label{{display:block;margin:.5rem 0}} input{{display:block;width:100%;box-sizing:border-box;margin-top:.25rem;padding:.5rem;border:1px solid #555;border-radius:4px;background:#2a2a2a;color:#eee;font:inherit}}
-button,.button{{display:block;width:100%;box-sizing:border-box;margin-top:1rem;padding:.6rem;border:0;border-radius:4px;background:#2d6cdf;color:#fff;font:inherit;text-align:center;text-decoration:none;cursor:pointer}}
-.notice{{background:#5a1d1d;border-radius:4px;padding:.5rem .75rem}} .or{{text-align:center;color:#999;margin:1rem 0 0}}
-</style></head>
-<body><main {main_attrs}>{inner}</main></body></html>
+<meta name="color-scheme" content="dark light"><title>{title} · slotgate</title>
+<style>{STYLE}</style></head>
+<body><main {main_attrs}><div class="brand">{LOGO}<span>slotgate</span></div>{inner}</main></body></html>
 "#,
         title = escape(title),
     )
@@ -283,13 +342,8 @@ fn page(title: &str, message: &str, script: Option<&str>) -> String {
         r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width,initial-scale=1">
 <title>{title}</title>{noscript}
-<style>
-body{{margin:0;min-height:100vh;display:flex;align-items:center;justify-content:center;background:#1e1e1e;color:#ddd;font:16px/1.5 system-ui,sans-serif}}
-main{{max-width:32rem;padding:2rem;text-align:center}} h1{{font-size:1.25rem;margin:0 0 .75rem}} a{{color:#8cf}}
-.spin{{width:28px;height:28px;margin:1rem auto;border:3px solid #555;border-top-color:#8cf;border-radius:50%;animation:r 1s linear infinite}}
-@keyframes r{{to{{transform:rotate(360deg)}}}}
-</style></head>
-<body><main><h1>{title}</h1>{spin}<p id="msg">{message}</p>{retry}</main>{script}</body></html>
+<meta name="color-scheme" content="dark light"><style>{STYLE}</style></head>
+<body><main class="wide"><h1>{title}</h1>{spin}<p id="msg">{message}</p>{retry}</main>{script}</body></html>
 "#,
         title = escape(title),
         message = escape(message),

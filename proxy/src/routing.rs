@@ -33,6 +33,24 @@ pub enum Route {
     EmbedTokens,
     /// `/demo`: to the configured public demo slot, if there is one.
     Demo,
+    /// `/api/<rest>`: the public JSON API (any method; `rest` has no
+    /// leading slash and no query).
+    Api { rest: String },
+    /// A portal page the single-page app draws: `/admin`, `/admin/<page>`,
+    /// `/replay/<token>`.
+    PortalPage,
+    /// A built portal file: `/assets/<file>` (hashed, cached for a year) or
+    /// a top-level file such as `/favicon.svg`.
+    PortalFile { path: String },
+    /// `/replay/<token>/cast` or `/replay/<token>/meta`: a shared recording,
+    /// no account needed while the link is valid.
+    Replay { token: String, part: ReplayPart },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplayPart {
+    Cast,
+    Meta,
 }
 
 /// The sign-in endpoints.
@@ -86,7 +104,9 @@ impl Route {
             Route::SlotStatus { .. } => "slot_status",
             Route::Slot { .. } => "slot",
             Route::Auth(_) => "auth",
-            Route::EmbedTokens => "api",
+            Route::EmbedTokens | Route::Api { .. } => "api",
+            Route::PortalPage | Route::PortalFile { .. } => "portal",
+            Route::Replay { .. } => "replay",
             Route::Demo => "demo",
         }
     }
@@ -191,6 +211,15 @@ pub fn route(method: &str, target: &[u8], max_len: usize) -> Result<Route, Rejec
             Err(Reject::Method)
         };
     }
+    if let Some(rest) = path.strip_prefix("/api/") {
+        if rest.is_empty() || rest.ends_with('/') {
+            return Err(Reject::NotFound);
+        }
+        return Ok(Route::Api { rest: rest.into() });
+    }
+    if let Some(r) = portal_route(path) {
+        return exact(r?);
+    }
     let Some(rest) = path.strip_prefix("/slot/") else {
         return Err(Reject::NotFound);
     };
@@ -231,6 +260,55 @@ pub fn route(method: &str, target: &[u8], max_len: usize) -> Result<Route, Rejec
         },
     };
     exact(route)
+}
+
+/// The portal's pages and files (`None`: not a portal path). Paths
+/// already passed [`check_path`], so no segment is empty, `.` or `..`.
+fn portal_route(path: &str) -> Option<Result<Route, Reject>> {
+    if path == "/admin" {
+        return Some(Ok(Route::PortalPage));
+    }
+    if let Some(page) = path.strip_prefix("/admin/") {
+        return Some(match page {
+            "slots" | "users" | "stats" | "logs" | "recordings" => Ok(Route::PortalPage),
+            _ => Err(Reject::NotFound),
+        });
+    }
+    if let Some(rest) = path.strip_prefix("/replay/") {
+        let mut parts = rest.split('/');
+        let token = parts.next().unwrap_or_default();
+        if token.is_empty() || token.len() > 128 {
+            return Some(Err(Reject::NotFound));
+        }
+        return Some(match (parts.next(), parts.next()) {
+            (None, _) => Ok(Route::PortalPage),
+            (Some("cast"), None) => Ok(Route::Replay {
+                token: token.into(),
+                part: ReplayPart::Cast,
+            }),
+            (Some("meta"), None) => Ok(Route::Replay {
+                token: token.into(),
+                part: ReplayPart::Meta,
+            }),
+            _ => Err(Reject::NotFound),
+        });
+    }
+    if let Some(file) = path.strip_prefix("/assets/") {
+        return Some(if file.is_empty() || file.ends_with('/') {
+            Err(Reject::NotFound)
+        } else {
+            Ok(Route::PortalFile {
+                path: format!("assets/{file}"),
+            })
+        });
+    }
+    // A top-level file of the build (`/favicon.svg`): one segment with an
+    // extension that is not hidden.
+    let name = &path[1..];
+    if !name.contains('/') && !name.starts_with('.') && name.contains('.') {
+        return Some(Ok(Route::PortalFile { path: name.into() }));
+    }
+    None
 }
 
 fn auth_route(method: &str, rest: &str) -> Result<Route, Reject> {
@@ -427,7 +505,44 @@ mod tests {
             ("GET", "/slot/", Err(Reject::NotFound)),
             ("GET", "/slot", Err(Reject::NotFound)),
             ("GET", "/slots/alice/", Err(Reject::NotFound)),
-            ("GET", "/favicon.ico", Err(Reject::NotFound)),
+            (
+                "GET",
+                "/favicon.ico",
+                Ok(Route::PortalFile {
+                    path: "favicon.ico".into(),
+                }),
+            ),
+            (
+                "GET",
+                "/assets/index-AbC12.js",
+                Ok(Route::PortalFile {
+                    path: "assets/index-AbC12.js".into(),
+                }),
+            ),
+            ("GET", "/assets/", Err(Reject::NotFound)),
+            ("GET", "/admin", Ok(Route::PortalPage)),
+            ("GET", "/admin/users", Ok(Route::PortalPage)),
+            ("GET", "/admin/nope", Err(Reject::NotFound)),
+            ("POST", "/admin/users", Err(Reject::Method)),
+            ("GET", "/replay/tok-1", Ok(Route::PortalPage)),
+            (
+                "GET",
+                "/replay/tok-1/cast",
+                Ok(Route::Replay {
+                    token: "tok-1".into(),
+                    part: ReplayPart::Cast,
+                }),
+            ),
+            ("GET", "/replay/tok-1/other", Err(Reject::NotFound)),
+            (
+                "DELETE",
+                "/api/sessions/abc",
+                Ok(Route::Api {
+                    rest: "sessions/abc".into(),
+                }),
+            ),
+            ("GET", "/api/", Err(Reject::NotFound)),
+            ("GET", "/.env", Err(Reject::NotFound)),
             ("GET", "/slot/alice/_slotgate/other", Err(Reject::NotFound)),
             ("GET", "/slot/alice/_slotgate", Err(Reject::NotFound)),
         ];
@@ -471,6 +586,11 @@ mod tests {
             ("/slot/alice/#x", "fragment"),
             ("http://evil/slot/alice/", "absolute path"),
             ("*", "absolute path"),
+            ("/assets/../../etc/passwd", "dot segment"),
+            ("/assets/%2e%2e/index.html", "percent"),
+            ("/assets//index.js", "empty path segment"),
+            ("/assets/a\\..\\b", "backslash"),
+            ("/api/../slot/alice/", "dot segment"),
         ];
         for (target, why) in cases {
             match route("GET", target.as_bytes(), 2048) {

@@ -29,6 +29,9 @@ pub const PASSWORD_COOKIE: &str = "slotgate_pwchange";
 /// WebSocket close code sent when the session behind a terminal ends.
 pub const CLOSE_REVOKED: u16 = 4001;
 pub const CLOSE_REVOKED_REASON: &str = "session revoked";
+/// Close code when the user's access to the slot was removed (unshared).
+pub const CLOSE_ACCESS_REMOVED: u16 = 4003;
+pub const CLOSE_ACCESS_REMOVED_REASON: &str = "access removed";
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -51,9 +54,22 @@ pub enum Check {
 struct OpenWs {
     id: u64,
     kill: Arc<AtomicBool>,
+    access_removed: Arc<AtomicBool>,
     /// A duplicate of the upstream socket: shutting it down ends the relay
     /// even when neither side is sending.
     upstream: Option<UnixStream>,
+    slot: String,
+    user: String,
+}
+
+impl OpenWs {
+    /// End the relay: the gateway sends the client a close frame.
+    fn end(&self) {
+        self.kill.store(true, Ordering::Release);
+        if let Some(up) = &self.upstream {
+            let _ = up.shutdown(std::net::Shutdown::Both);
+        }
+    }
 }
 
 /// A registered WebSocket; unregister it when the session ends.
@@ -62,6 +78,8 @@ pub struct WsTicket {
     id: u64,
     sid: String,
     pub kill: Arc<AtomicBool>,
+    /// Set with `kill` when the end is an access change, not a revocation.
+    pub access_removed: Arc<AtomicBool>,
 }
 
 pub struct Sessions {
@@ -257,10 +275,7 @@ impl Sessions {
         let ws = self.ws.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(list) = ws.get(sid) {
             for w in list {
-                w.kill.store(true, Ordering::Release);
-                if let Some(up) = &w.upstream {
-                    let _ = up.shutdown(std::net::Shutdown::Both);
-                }
+                w.end();
             }
             tracing::info!(
                 sessions = list.len(),
@@ -269,12 +284,19 @@ impl Sessions {
         }
     }
 
-    /// Track an open WebSocket of session `sid`. `upstream_fd` is the
-    /// gateway's socket to the slot (duplicated so it can be shut down from
-    /// the revocation thread).
-    pub fn register_ws(&self, sid: &str, upstream_fd: Option<RawFd>) -> WsTicket {
+    /// Track an open WebSocket of session `sid` (user `user` on `slot`).
+    /// `upstream_fd` is the gateway's socket to the slot (duplicated so it
+    /// can be shut down from the revocation thread).
+    pub fn register_ws(
+        &self,
+        sid: &str,
+        slot: &str,
+        user: &str,
+        upstream_fd: Option<RawFd>,
+    ) -> WsTicket {
         let id = self.next_ws.fetch_add(1, Ordering::Relaxed);
         let kill = Arc::new(AtomicBool::new(false));
+        let access_removed = Arc::new(AtomicBool::new(false));
         let upstream = upstream_fd.and_then(dup_fd).map(UnixStream::from);
         self.ws
             .lock()
@@ -284,7 +306,10 @@ impl Sessions {
             .push(OpenWs {
                 id,
                 kill: Arc::clone(&kill),
+                access_removed: Arc::clone(&access_removed),
                 upstream,
+                slot: slot.to_string(),
+                user: user.to_string(),
             });
         if self.is_revoked(sid) {
             self.kill_ws(sid);
@@ -293,7 +318,23 @@ impl Sessions {
             id,
             sid: sid.to_string(),
             kill,
+            access_removed,
         }
+    }
+
+    /// Close every open WebSocket `user` has on `slot` (their access to it
+    /// was removed or narrowed); returns how many.
+    pub fn close_access(&self, slot: &str, user: &str) -> usize {
+        let ws = self.ws.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = 0;
+        for w in ws.values().flatten() {
+            if w.slot == slot && w.user == user {
+                w.access_removed.store(true, Ordering::Release);
+                w.end();
+                n += 1;
+            }
+        }
+        n
     }
 
     pub fn unregister_ws(&self, t: &WsTicket) {

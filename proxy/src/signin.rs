@@ -217,7 +217,12 @@ impl SignIn {
     }
 
     fn login_page(&self, status: u16, next: &str, notice: Option<&str>) -> Reply {
-        pages::login(status, next, &self.providers(next), notice)
+        pages::login(status, next, &self.providers(next), notice, "")
+    }
+
+    /// The sign-in page again after a failed attempt, the user name kept.
+    fn login_again(&self, status: u16, next: &str, notice: &str, user: &str) -> Reply {
+        pages::login(status, next, &self.providers(next), Some(notice), user)
     }
 
     fn csrf_refused(&self) -> Reply {
@@ -234,7 +239,8 @@ impl SignIn {
         match route {
             AuthRoute::LoginPage => {
                 let next = req.next_from(req.query("next"));
-                self.login_page(200, &next, None)
+                let notice = req.query("notice").and_then(|c| login_notice(&c));
+                self.login_page(200, &next, notice)
             }
             AuthRoute::Login => self.login(req).await,
             AuthRoute::Password => self.password(req).await,
@@ -322,16 +328,17 @@ impl SignIn {
                     "wrong password"
                 };
                 tracing::warn!(user = %user, client_ip = ?req.client, reason, "sign-in failed");
-                self.login_page(401, &next, Some("Wrong user name or password."))
+                self.login_again(401, &next, "Wrong user name or password.", &user)
                     .with_error("login_failed")
                     .with_login(&user)
             }
             Err(LoginError::Disabled) => {
                 tracing::warn!(user = %user, client_ip = ?req.client, reason = "account disabled", "sign-in failed");
-                self.login_page(
+                self.login_again(
                     403,
                     &next,
-                    Some("This account is disabled. Ask an administrator to enable it."),
+                    "This account is disabled. Ask an administrator to enable it.",
+                    &user,
                 )
                 .with_error("account_disabled")
                 .with_login(&user)
@@ -535,13 +542,11 @@ impl SignIn {
                     None => return not_found(),
                     Some(Err(e)) => {
                         tracing::error!(provider = name, error = %e, "identity provider unreachable");
-                        return pages::error(
-                        502,
-                        "idp_unreachable",
-                        "Sign-in is unavailable",
-                        "The identity provider did not answer. Try again in a moment; if it keeps happening, tell an administrator.",
-                        true,
-                    );
+                        // The sign-in page again, so another way in stays
+                        // one click away.
+                        return self
+                            .login_page(502, &next, login_notice("provider_down"))
+                            .with_error("idp_unreachable");
                     }
                     Some(Ok(p)) => {
                         match p.begin(&next) {
@@ -864,6 +869,19 @@ impl SignIn {
             ..r
         }
     }
+}
+
+/// The sign-in page's messages for `?notice=<code>` (links from the portal
+/// and the gateway). Only these fixed sentences are shown: nothing from the
+/// URL is echoed.
+pub fn login_notice(code: &str) -> Option<&'static str> {
+    Some(match code {
+        "session_ended" => "Your session ended. Sign in again to continue where you left off.",
+        "disabled" => "This account is disabled. Ask an administrator to enable it.",
+        "over_quota" => "Your usage quota is used up for now. You can still sign in and see your terminals; ask an administrator if you need more.",
+        "provider_down" => "The identity provider did not answer. Try again in a moment, or sign in another way; if it keeps happening, tell an administrator.",
+        _ => return None,
+    })
 }
 
 fn not_found() -> Reply {

@@ -49,6 +49,14 @@ impl SlotAcls {
         self.demo.as_ref()
     }
 
+    /// Drop a cached access list (after its grants changed).
+    pub fn forget(&self, id: &SlotId) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
     /// The slot's access list; `None` when the slot does not exist (and is
     /// not the asking user's default slot).
     pub async fn lookup(&self, id: &SlotId, who: &Identity) -> Result<Option<SlotAcl>, SlotError> {

@@ -215,6 +215,17 @@ impl Client {
         Ok(())
     }
 
+    /// A request whose answer is handed back unread (status, headers and a
+    /// body that streams): slotgate forwards its public API this way.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<hyper::Response<Incoming>, ClientError> {
+        self.send(method, path, body).await
+    }
+
     /// Any GET that answers JSON (for routes without a typed helper).
     pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
         self.call(Method::GET, path, None).await

@@ -82,6 +82,7 @@ pub fn router(sup: Arc<Supervisor>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/slots", get(list).post(create))
+        .route("/v1/templates", get(templates))
         .route("/v1/slots/{id}", get(get_slot).delete(delete))
         .route("/v1/slots/{id}/start", post(start))
         .route("/v1/slots/{id}/stop", post(stop))
@@ -137,6 +138,17 @@ async fn health(State(sup): Sup) -> Json<Health> {
 
 async fn list(State(sup): Sup) -> impl IntoResponse {
     Json(sup.list())
+}
+
+/// `GET /v1/templates`: `{"items": [{"name", "description"}]}`.
+async fn templates(State(sup): Sup) -> impl IntoResponse {
+    let items: Vec<serde_json::Value> = sup
+        .config()
+        .templates
+        .values()
+        .map(|t| serde_json::json!({"name": t.name, "description": t.description}))
+        .collect();
+    Json(serde_json::json!({ "items": items }))
 }
 
 async fn get_slot(State(sup): Sup, Path(id): Path<String>) -> Result<impl IntoResponse, ApiError> {

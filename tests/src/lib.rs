@@ -5,9 +5,9 @@
 //! the instance's own environment marker, so parallel tests never touch
 //! each other's processes.
 
+pub mod accounts;
 pub mod gateway;
 pub mod oidc;
-pub mod signin;
 pub mod ttyd;
 
 use std::path::{Path, PathBuf};

@@ -54,6 +54,30 @@ impl OpenIdProvider {
     }
 }
 
+/// The client secret [`for_gateway`] registers.
+pub const CLIENT_SECRET: &str = "test-secret-0123456789";
+
+/// A provider with a gateway on `https://127.0.0.1:<port>` registered as
+/// client `slotgate`, and the `[slotgate]` keys that use it: provider `op`
+/// shown as "Test IdP", local accounts too, members of group `eng` allowed.
+pub fn for_gateway(port: u16, users: serde_json::Value) -> (OpenIdProvider, String) {
+    let redirect = format!("https://127.0.0.1:{port}/auth/oidc/op/callback");
+    let op = OpenIdProvider::start(
+        json!([{ "client_id": "slotgate", "client_secret": CLIENT_SECRET,
+                 "redirect_uris": [redirect],
+                 "post_logout_redirect_uris": [format!("https://127.0.0.1:{port}/auth/login")] }]),
+        users,
+    );
+    let config = format!(
+        "auth = [\"local\", \"oidc\"]\n[[slotgate.oidc]]\nname = \"op\"\ndisplay_name = \"Test IdP\"\n\
+         issuer = \"{}\"\nclient_id = \"slotgate\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
+         redirect_uri = \"{redirect}\"\nscopes = [\"openid\", \"profile\", \"email\", \"groups\"]\n\
+         allowed_groups = [\"eng\"]\n",
+        op.issuer
+    );
+    (op, config)
+}
+
 impl Drop for OpenIdProvider {
     fn drop(&mut self) {
         let _ = self.child.kill();

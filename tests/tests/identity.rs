@@ -9,12 +9,12 @@ use futures_util::StreamExt;
 use identity::access::Role;
 use identity::session::{Claims, Keys};
 use serde_json::json;
-use slotgate_tests::gateway::free_port;
-use slotgate_tests::oidc::{drive_login, OpenIdProvider};
-use slotgate_tests::signin::{
+use slotgate_tests::accounts::{
     browser, login, one_time_password, session_cookie, stack, store, tty, user_session, ws_status,
     T,
 };
+use slotgate_tests::gateway::free_port;
+use slotgate_tests::oidc::{self, drive_login};
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -282,21 +282,12 @@ async fn open_redirects_fall_back_and_revocation_closes_websockets() {
 async fn oidc_sign_in_through_the_gateway() {
     let port = free_port();
     let redirect = format!("https://127.0.0.1:{port}/auth/oidc/op/callback");
-    let op = OpenIdProvider::start(
-        json!([{ "client_id": "slotgate", "client_secret": "test-secret-0123456789",
-                 "redirect_uris": [redirect],
-                 "post_logout_redirect_uris": [format!("https://127.0.0.1:{port}/auth/login")] }]),
+    let (_op, extra) = oidc::for_gateway(
+        port,
         json!({
             "alice": { "email": "alice@example.com", "name": "Alice A", "groups": ["eng"] },
             "sam": { "email": "sam@example.com", "groups": ["sales"] }
         }),
-    );
-    let extra = format!(
-        "auth = [\"local\", \"oidc\"]\n[[slotgate.oidc]]\nname = \"op\"\ndisplay_name = \"Test IdP\"\n\
-         issuer = \"{}\"\nclient_id = \"slotgate\"\nclient_secret = \"test-secret-0123456789\"\n\
-         redirect_uri = \"{redirect}\"\nscopes = [\"openid\", \"profile\", \"email\", \"groups\"]\n\
-         allowed_groups = [\"eng\"]\n",
-        op.issuer
     );
     let (_env, gw) = stack(&extra, Some(port)).await;
 

@@ -13,11 +13,11 @@ use futures_util::StreamExt;
 use identity::access::Role;
 use identity::session::{Claims, Keys};
 use serde_json::json;
-use slotgate_tests::gateway::{self, free_port, Slotgate};
-use slotgate_tests::oidc::{drive_login, OpenIdProvider};
-use slotgate_tests::signin::{
+use slotgate_tests::accounts::{
     browser, login, session_cookie, stack, store, tty, user_session, ws_status, T,
 };
+use slotgate_tests::gateway::{self, free_port, Slotgate};
+use slotgate_tests::oidc::{drive_login, OpenIdProvider};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The close code of a terminal the gateway ends, or `None` if it just

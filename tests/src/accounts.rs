@@ -1,6 +1,6 @@
-//! Helpers for end-to-end tests that sign in: a gateway stack with an
-//! identity mode, a browser-like client, local sign-in and the session
-//! cookie, and raw WebSocket upgrades for refusals.
+//! Local accounts for end-to-end tests: the gateway's `identity.db`, a
+//! browser-like HTTP client with a cookie jar, and signing a user in through
+//! the real sign-in form.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +12,74 @@ use crate::gateway::{self, Options, Slotgate};
 use crate::ttyd::TtydClient;
 use crate::TestEnv;
 
-/// How long an end-to-end step may take.
+/// The gateway's identity store (the same SQLite file it uses).
+pub fn store(gw: &Slotgate) -> Store {
+    Store::open(&gw.paths.data_dir.join("identity.db")).expect("identity.db opens")
+}
+
+/// A browser-like client with its own cookie jar; redirects are not
+/// followed so tests see them.
+pub fn browser() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let c = reqwest::Client::builder()
+        .cookie_provider(Arc::clone(&jar))
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("http client");
+    (c, jar)
+}
+
+/// The `slotgate_session=…` cookie the jar holds for the gateway.
+pub fn session_cookie(gw: &Slotgate, jar: &reqwest::cookie::Jar) -> Option<String> {
+    use reqwest::cookie::CookieStore;
+    let url = reqwest::Url::parse(&format!("{}/slot/x/", gw.base_url())).ok()?;
+    let all = jar.cookies(&url)?;
+    all.to_str()
+        .ok()?
+        .split("; ")
+        .find(|c| c.starts_with("slotgate_session="))
+        .map(str::to_string)
+}
+
+/// Post the sign-in form as the gateway's own page would.
+pub async fn login(
+    gw: &Slotgate,
+    c: &reqwest::Client,
+    user: &str,
+    password: &str,
+    next: &str,
+) -> reqwest::Response {
+    c.post(format!("{}/auth/login", gw.base_url()))
+        .header("Origin", gw.base_url())
+        .form(&[("user", user), ("password", password), ("next", next)])
+        .send()
+        .await
+        .expect("sign-in request")
+}
+
+/// The password [`user_session`] gives `name`.
+pub fn password_of(name: &str) -> String {
+    format!("{name}-password-123")
+}
+
+/// Add a local user and sign them in; returns the `Cookie` header value.
+pub async fn user_session(gw: &Slotgate, name: &str, role: Role) -> String {
+    let pw = password_of(name);
+    store(gw)
+        .add_user(name, role, Some(&pw), None)
+        .expect("user added");
+    let (c, jar) = browser();
+    let r = login(gw, &c, name, &pw, "/").await;
+    assert_eq!(r.status(), 303, "{name} signs in");
+    session_cookie(gw, &jar).expect("session cookie")
+}
+
+/// How long one end-to-end step may take.
 pub const T: Duration = Duration::from_secs(20);
 
+/// A slotctl daemon and a slotgate with `auth_extra` in `[slotgate]`.
 pub async fn stack(auth_extra: &str, port: Option<u16>) -> (TestEnv, Slotgate) {
     let mut env = TestEnv::new(&[], "");
     env.start_daemon().await;
@@ -31,59 +96,7 @@ pub async fn stack(auth_extra: &str, port: Option<u16>) -> (TestEnv, Slotgate) {
     (env, gw)
 }
 
-pub fn store(gw: &Slotgate) -> Store {
-    Store::open(&gw.paths.data_dir.join("identity.db")).unwrap()
-}
-
-/// A browser-like client with its own cookie jar (read back for WebSockets).
-pub fn browser() -> (reqwest::Client, Arc<reqwest::cookie::Jar>) {
-    let jar = Arc::new(reqwest::cookie::Jar::default());
-    let c = reqwest::Client::builder()
-        .cookie_provider(Arc::clone(&jar))
-        .redirect(reqwest::redirect::Policy::none())
-        .danger_accept_invalid_certs(true)
-        .timeout(T)
-        .build()
-        .unwrap();
-    (c, jar)
-}
-
-pub fn session_cookie(gw: &Slotgate, jar: &reqwest::cookie::Jar) -> Option<String> {
-    use reqwest::cookie::CookieStore;
-    let url = reqwest::Url::parse(&format!("{}/slot/x/", gw.base_url())).unwrap();
-    let all = jar.cookies(&url)?;
-    all.to_str()
-        .ok()?
-        .split("; ")
-        .find(|c| c.starts_with("slotgate_session="))
-        .map(str::to_string)
-}
-
-pub async fn login(
-    gw: &Slotgate,
-    c: &reqwest::Client,
-    user: &str,
-    password: &str,
-    next: &str,
-) -> reqwest::Response {
-    c.post(format!("{}/auth/login", gw.base_url()))
-        .header("Origin", gw.base_url())
-        .form(&[("user", user), ("password", password), ("next", next)])
-        .send()
-        .await
-        .unwrap()
-}
-
-/// Add a local user and sign them in; returns the `Cookie` header value.
-pub async fn user_session(gw: &Slotgate, name: &str, role: Role) -> String {
-    let pw = format!("{name}-password-123");
-    store(gw).add_user(name, role, Some(&pw), None).unwrap();
-    let (c, jar) = browser();
-    let r = login(gw, &c, name, &pw, "/").await;
-    assert_eq!(r.status(), 303, "{name} signs in");
-    session_cookie(gw, &jar).expect("session cookie")
-}
-
+/// A ttyd terminal on `slot` through the gateway, with `headers`.
 pub async fn tty(
     gw: &Slotgate,
     slot: &str,
@@ -99,7 +112,6 @@ pub async fn tty(
     .await
 }
 
-/// Status of a refused WebSocket upgrade.
 pub async fn ws_status(gw: &Slotgate, slot: &str, headers: &[(&str, &str)]) -> u16 {
     let mut all = vec![
         ("Upgrade", "websocket"),
