@@ -67,10 +67,13 @@ pub struct TestEnv {
 }
 
 /// Settings that make lifecycle tests quick without changing behaviour.
+/// Fast to start, back off and sample, but patient with health probes: a
+/// test machine under load can take seconds to answer one, and a ttyd
+/// restarted for that would cut a test's terminal off mid-session.
 pub const FAST_SUPERVISOR: &str = r#"
 health_interval = "200ms"
-health_timeout = "1s"
-health_failures = 2
+health_timeout = "5s"
+health_failures = 4
 start_timeout = "5s"
 backoff_initial = "50ms"
 backoff_max = "400ms"
