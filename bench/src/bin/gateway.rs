@@ -10,7 +10,7 @@
 //!             (bench/nginx/nginx.conf, first server) → unix socket
 //!   nginx-ka  the same nginx tuned with upstream keepalive (second server)
 //!   slotgate  slotgate (plain HTTP on loopback, default settings: access
-//!             log on, rate limits on) → unix socket
+//!             log on, rate limits on, session recording on) → unix socket
 //! Keystroke round trip: send one character as ttyd INPUT, wait for its echo
 //! in OUTPUT. Rounds alternate between the ways to spread noise.
 //! Throughput: wrk on `GET /slot/<id>/token` through each proxy, runs
