@@ -66,7 +66,7 @@ fn write_log(path: &Path, lines: usize, now: u64) -> anyhow::Result<u64> {
         let r = rng.next();
         // Most traffic is people in their own slot; some visit others'.
         let user = format!("user{}", r % 200);
-        let slot = if (r >> 8) % 10 == 0 {
+        let slot = if (r >> 8).is_multiple_of(10) {
             format!("user{}", (r >> 9) % 200)
         } else {
             user.clone()

@@ -162,7 +162,7 @@ impl Tailer {
                 }
             }
         }
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|e| std::cmp::Reverse(e.0));
         let mut paths: Vec<PathBuf> = out.into_iter().map(|(_, p)| p).collect();
         paths.push(self.log.clone());
         paths
