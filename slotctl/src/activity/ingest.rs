@@ -33,10 +33,10 @@ use crate::clock::now_ms;
 
 /// Lines per transaction: big enough to be fast, short enough that other
 /// writers of `activity.db` never wait long.
-pub const BATCH: usize = 16_384;
+pub const BATCH: usize = 32_768;
 /// Bytes read at once, at most (the buffer is sized to what is there and
 /// shrunk again after a catch-up, so a quiet log costs little memory).
-const CHUNK: usize = 8 << 20;
+const CHUNK: usize = 16 << 20;
 /// The longest first line used as a fingerprint.
 const FINGERPRINT_MAX: usize = 64 << 10;
 /// Malformed lines keep at most this much of the line.
