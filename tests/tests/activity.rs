@@ -663,3 +663,53 @@ async fn sign_ins_through_slotgate_become_logins() {
         "a password reached the log"
     );
 }
+
+#[tokio::test]
+async fn crashes_become_exited_restarted_and_errored_events() {
+    // Real ttyd told to serve TLS with a certificate that does not exist:
+    // it exits at start, every time, until the supervisor gives up.
+    let crash = "command = [\"bash\"]\nttyd_args = [\"--ssl\", \"--ssl-cert\", \"/nonexistent.pem\", \"--ssl-key\", \"/nonexistent.key\"]\n";
+    let mut env = TestEnv::new(&[("crashy", crash)], "");
+    env.start_daemon().await;
+    // A healthy slot whose ttyd is killed: exited, restarted, started.
+    let info = env.create_online("ok1", "shell").await;
+    let pid = info.pid.unwrap();
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status();
+    let kinds: Vec<String> = until("exited, restarted, started", || async {
+        let v = get(&env, "/v1/activity/events?slot=ok1").await;
+        let kinds: Vec<String> = v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .map(|e| e["kind"].as_str().unwrap().to_string())
+            .collect();
+        (kinds.len() >= 5).then_some(kinds)
+    })
+    .await;
+    assert_eq!(
+        kinds,
+        ["created", "started", "exited", "restarted", "started"]
+    );
+    let exited = get(&env, "/v1/activity/events?slot=ok1&kind=exited").await;
+    let detail = exited["items"][0]["detail"].as_str().unwrap();
+    assert!(detail.contains("ttyd ended"), "{detail}");
+
+    let _ = env.slotctl(&["create", "eve", "--template", "crashy"]);
+    env.wait_status("eve", slotapi::SlotStatus::Errored, T)
+        .await;
+    let errored = until("the errored event", || async {
+        let v = get(&env, "/v1/activity/events?slot=eve&kind=errored").await;
+        v["items"].as_array().unwrap().first().cloned()
+    })
+    .await;
+    assert!(errored["detail"]
+        .as_str()
+        .unwrap()
+        .contains("gave up after 4 failures"));
+    let exits = get(&env, "/v1/activity/events?slot=eve&kind=exited").await;
+    // Three failures back off (exited); the fourth is the errored event.
+    assert_eq!(exits["items"].as_array().unwrap().len(), 3, "{exits}");
+}

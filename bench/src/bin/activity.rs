@@ -66,7 +66,7 @@ fn write_log(path: &Path, lines: usize, now: u64) -> anyhow::Result<u64> {
         let r = rng.next();
         // Most traffic is people in their own slot; some visit others'.
         let user = format!("user{}", r % 200);
-        let slot = if (r >> 8) % 10 == 0 {
+        let slot = if (r >> 8).is_multiple_of(10) {
             format!("user{}", (r >> 9) % 200)
         } else {
             user.clone()
@@ -129,6 +129,16 @@ fn run() -> anyhow::Result<()> {
         .as_millis() as u64;
     let bytes = write_log(&log, lines, now)?;
     let dbp = dir.path().join("activity.db");
+
+    // Parsing alone, for comparison with the whole ingest.
+    let raw = std::fs::read(&log)?;
+    let t = Instant::now();
+    let mut parsed = 0usize;
+    for l in raw.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        parsed += slotctl::activity::parse::parse(l).is_ok() as usize;
+    }
+    let parse_rate = parsed as f64 / t.elapsed().as_secs_f64();
+    drop(raw);
 
     let mut tailer = Tailer::new(&dbp, log.clone(), 1000, Default::default())?;
     let t = Instant::now();
@@ -231,6 +241,7 @@ fn run() -> anyhow::Result<()> {
         slotctl::activity::ingest::BATCH,
         rate
     );
+    println!("| parse only (serde_json, no SQLite) | {parse_rate:.0} lines/s | — |");
     for (name, aq, f) in cases {
         let filter = query::filter(&aq, &all).map_err(anyhow::Error::msg)?;
         let mut times = Vec::with_capacity(runs);

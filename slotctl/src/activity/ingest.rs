@@ -33,9 +33,10 @@ use crate::clock::now_ms;
 
 /// Lines per transaction: big enough to be fast, short enough that other
 /// writers of `activity.db` never wait long.
-pub const BATCH: usize = 4096;
-/// Bytes read at once.
-const CHUNK: usize = 4 << 20;
+pub const BATCH: usize = 32_768;
+/// Bytes read at once, at most (the buffer is sized to what is there and
+/// shrunk again after a catch-up, so a quiet log costs little memory).
+const CHUNK: usize = 16 << 20;
 /// The longest first line used as a fingerprint.
 const FINGERPRINT_MAX: usize = 64 << 10;
 /// Malformed lines keep at most this much of the line.
@@ -94,8 +95,14 @@ impl Tailer {
         malformed_keep: u64,
         status: Arc<Mutex<TailStatus>>,
     ) -> rusqlite::Result<Tailer> {
+        let conn = db::open(db_path)?;
+        // The tailer appends to several indexes at once; a bigger page
+        // cache keeps their hot pages in memory, and fewer checkpoints
+        // keep the WAL from copying the same pages over and over.
+        conn.pragma_update(None, "cache_size", -32_768)?;
+        conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
         Ok(Tailer {
-            conn: db::open(db_path)?,
+            conn,
             log,
             malformed_keep,
             known: HashMap::new(),
@@ -155,7 +162,7 @@ impl Tailer {
                 }
             }
         }
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|e| std::cmp::Reverse(e.0));
         let mut paths: Vec<PathBuf> = out.into_iter().map(|(_, p)| p).collect();
         paths.push(self.log.clone());
         paths
@@ -220,12 +227,13 @@ impl Tailer {
         let path_text = path.display().to_string();
         let mut stored = 0u64;
         loop {
-            let filled = read_at_most(file, &mut self.buf, k.offset, CHUNK)?;
+            let want = (len.saturating_sub(k.offset) as usize).clamp(4096, CHUNK);
+            let filled = read_at_most(file, &mut self.buf, k.offset, want)?;
             if filled == 0 {
                 break;
             }
             let Some(last_nl) = memrchr(b'\n', &self.buf[..filled]) else {
-                if filled < CHUNK {
+                if filled < want || want < CHUNK {
                     break; // a line still being written
                 }
                 // One line longer than CHUNK: keep it aside, skip it.
@@ -274,6 +282,9 @@ impl Tailer {
         }
         k.mtime = mtime;
         self.known.insert(key, k);
+        if self.buf.capacity() > 1 << 20 {
+            self.buf = Vec::new();
+        }
         Ok(stored)
     }
 

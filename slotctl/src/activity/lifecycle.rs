@@ -107,8 +107,43 @@ pub async fn run(store: Arc<ActivityStore>, sup: Arc<Supervisor>) {
                 }
                 Err(RecvError::Closed) => return,
             },
-            _ = tokio::time::sleep(RESCAN) => rescan(&store, &sup, &mut known).await,
+            _ = tokio::time::sleep(RESCAN) => {
+                rescan(&store, &sup, &mut known).await;
+                forget_stale_live(&store, &sup).await;
+            }
         }
+    }
+}
+
+/// Drop live sessions of slots the supervisor counts no clients for (a
+/// disconnect report that never came, e.g. slotgate was killed). Rows
+/// younger than a few seconds are left alone: the supervisor hears of a
+/// connect just before the store does.
+async fn forget_stale_live(store: &ActivityStore, sup: &Supervisor) {
+    let idle: Vec<String> = sup
+        .list()
+        .into_iter()
+        .filter(|s| s.clients == 0)
+        .map(|s| s.id.to_string())
+        .collect();
+    let cutoff = now_ms().saturating_sub(5000) as i64;
+    let res = store
+        .write(move |c| {
+            let live: Vec<String> = c
+                .prepare_cached("SELECT DISTINCT slot FROM live_sessions WHERE since_ms < ?1")?
+                .query_map([cutoff], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for slot in live.iter().filter(|s| idle.contains(s)) {
+                c.execute(
+                    "DELETE FROM live_sessions WHERE slot = ?1 AND since_ms < ?2",
+                    params![slot, cutoff],
+                )?;
+            }
+            Ok(())
+        })
+        .await;
+    if let Err(e) = res {
+        warn!(error = %e, "activity: cannot prune live sessions");
     }
 }
 
