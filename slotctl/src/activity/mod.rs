@@ -37,11 +37,16 @@ pub struct ActivityStore {
     readers: Mutex<Vec<Connection>>,
     pub tail: Arc<Mutex<ingest::TailStatus>>,
     stop: Arc<AtomicBool>,
+    live_tx: tokio::sync::mpsc::UnboundedSender<(String, slotapi::Activity)>,
+    live_rx: Mutex<Option<LiveRx>>,
 }
+
+type LiveRx = tokio::sync::mpsc::UnboundedReceiver<(String, slotapi::Activity)>;
 
 impl ActivityStore {
     /// Open (and create) `activity.db`.
     pub fn open(settings: Settings) -> anyhow::Result<Arc<ActivityStore>> {
+        let (live_tx, live_rx) = tokio::sync::mpsc::unbounded_channel();
         let writer =
             db::open(&settings.db).with_context(|| format!("opening {}", settings.db.display()))?;
         Ok(Arc::new(ActivityStore {
@@ -50,6 +55,8 @@ impl ActivityStore {
             readers: Mutex::new(Vec::new()),
             tail: Default::default(),
             stop: Arc::new(AtomicBool::new(false)),
+            live_tx,
+            live_rx: Mutex::new(Some(live_rx)),
         }))
     }
 
@@ -69,6 +76,14 @@ impl ActivityStore {
             .spawn(move || tailer.run(stop))
             .context("starting the access-log tailer")?;
         tokio::spawn(lifecycle::run(self.clone(), sup));
+        if let Some(rx) = self
+            .live_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            tokio::spawn(self.clone().apply_live(rx));
+        }
         tokio::spawn(retention::run(self.clone()));
         info!(
             db = %self.settings.db.display(),
@@ -130,30 +145,36 @@ impl ActivityStore {
     }
 
     /// slotgate reported a WebSocket connect or disconnect (the control
-    /// API's `POST /v1/slots/{id}/activity`): keep `live_sessions` current.
+    /// API's `POST /v1/slots/{id}/activity`): queue it for `live_sessions`.
+    /// The report's answer never waits for SQLite; one task applies the
+    /// queue in order.
     pub async fn live(&self, slot: &str, a: &slotapi::Activity) {
-        let (slot, session, user) = (slot.to_string(), a.session.clone(), a.user.clone());
-        let res = match a.kind {
-            slotapi::ActivityKind::Connect => {
-                self.write(move |c| {
-                    c.execute(
-                        "INSERT OR IGNORE INTO live_sessions(session, slot, user, since_ms)
-                         VALUES (?1, ?2, ?3, ?4)",
-                        rusqlite::params![session, slot, user, now_ms() as i64],
-                    )
+        if a.kind == slotapi::ActivityKind::Active {
+            return;
+        }
+        let _ = self.live_tx.send((slot.to_string(), a.clone()));
+    }
+
+    async fn apply_live(self: Arc<Self>, mut rx: LiveRx) {
+        while let Some((slot, a)) = rx.recv().await {
+            let (session, user) = (a.session, a.user);
+            let connect = a.kind == slotapi::ActivityKind::Connect;
+            let res = self
+                .write(move |c| {
+                    if connect {
+                        c.execute(
+                            "INSERT OR IGNORE INTO live_sessions(session, slot, user, since_ms)
+                             VALUES (?1, ?2, ?3, ?4)",
+                            rusqlite::params![session, slot, user, now_ms() as i64],
+                        )
+                    } else {
+                        c.execute("DELETE FROM live_sessions WHERE session = ?1", [session])
+                    }
                 })
-                .await
+                .await;
+            if let Err(e) = res {
+                warn!(error = %e, "activity: cannot record a live session");
             }
-            slotapi::ActivityKind::Disconnect => {
-                self.write(move |c| {
-                    c.execute("DELETE FROM live_sessions WHERE session = ?1", [session])
-                })
-                .await
-            }
-            slotapi::ActivityKind::Active => return,
-        };
-        if let Err(e) = res {
-            warn!(error = %e, "activity: cannot record a live session");
         }
     }
 }
