@@ -306,3 +306,86 @@ fn bad_recording_config_is_refused_with_file_key_and_reason() {
     assert!(err.contains("slotgate.recording.redact"), "{err}");
     assert!(err.contains("redact[0]"), "{err}");
 }
+
+/// `slotctl replay <session-id>`: the daemon's activity store indexes the
+/// session slotgate recorded (from the access log), and replaying it by id
+/// prints the same screen as replaying the file and as tmux's pane. An
+/// unknown id is refused with a clear message and a failing exit status.
+#[tokio::test]
+async fn replay_by_session_id_goes_through_the_activity_store() {
+    let (env, gw) = stack(&[("alice", "shell")], "").await;
+    let mut tty = gw.tty("alice").await.unwrap();
+    tty.input("clear; echo by-id-$((6*7)); printf 'r\\303\\251play ok\\n'\r")
+        .await
+        .unwrap();
+    tty.expect("réplay ok", T).await.unwrap();
+    let mut live = String::new();
+    wait_for("the prompt after réplay ok in the pane", T, || {
+        live = tmux_screen(&env, "alice");
+        let ok = live.contains("réplay ok")
+            && live
+                .lines()
+                .last()
+                .is_some_and(|l| !l.contains("réplay ok"));
+        async move { ok }
+    })
+    .await;
+    tty.drain_for(Duration::from_millis(300)).await;
+    let live = tmux_screen(&env, "alice");
+    tty.close().await;
+
+    let line = ws_line(&gw, "alice").await;
+    let id = line["request_id"].as_str().unwrap().to_string();
+    let cast = recording_path(&line);
+
+    // The daemon tails the access log: wait (bounded) until it lists it.
+    let client = env.client();
+    let deadline = std::time::Instant::now() + T;
+    let listed = loop {
+        let page = client.get_json::<Value>("/v1/recordings").await;
+        let found = page.as_ref().ok().and_then(|v| {
+            v["items"]
+                .as_array()?
+                .iter()
+                .find(|i| i["id"] == id.as_str())
+                .cloned()
+        });
+        if let Some(item) = found {
+            break item;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} not in GET /v1/recordings after {T:?}: {page:?}\nlog line: {line}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(listed["slot"], "alice", "{listed}");
+    assert_eq!(listed["available"], true, "{listed}");
+    assert_eq!(
+        listed["size_bytes"].as_u64(),
+        Some(std::fs::metadata(&cast).unwrap().len()),
+        "{listed}"
+    );
+
+    let by_id = stdout_of(env.slotctl(&["replay", &id, "--dump"]));
+    let by_file = replay_dump(&env, &cast);
+    assert_eq!(by_id, by_file, "replay by id and by file differ");
+    assert_eq!(
+        normalise(&by_id),
+        live,
+        "replayed screen differs from the live pane"
+    );
+    assert!(by_id.contains("by-id-42"), "{by_id}");
+
+    // An id the store does not know.
+    let out = env.slotctl(&["replay", "00000000deadbeef", "--dump"]);
+    assert!(!out.status.success(), "an unknown id replayed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("00000000deadbeef"), "{err}");
+    assert!(err.contains("not found") || err.contains("404"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
