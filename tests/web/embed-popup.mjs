@@ -1,0 +1,107 @@
+// Popup sign-in for a framed terminal (docs/embedding.md): a host page on
+// another origin (a second loopback address) frames /slot/<id>/ WITHOUT an
+// embed token, third-party cookies blocked. The frame shows the sign-in
+// button and tells the host `slotgate:needs-auth`; the button opens a
+// top-level popup where the user signs in with the local form; the popup
+// hands the frame a token (to slotgate's own origin only) and closes; the
+// frame becomes the terminal and tells the host `slotgate:ready`. Revoking
+// the session closes the terminal with 4001 and the host hears
+// `slotgate:exited`.
+import http from "node:http";
+import { assert, env, expectTerminal, launch, newPage, run, screenshot, step, terminalOnline, typeInTerminal, waitFor } from "./lib.mjs";
+
+const base = env("SLOTGATE_URL");
+const hostOrigin = env("HOST_ORIGIN"); // http://127.0.0.2:<port>
+const adminToken = env("ADMIN_TOKEN"); // API token (scope api) of an admin
+const [user, password, slot] = [env("EMBED_USER"), env("EMBED_PASSWORD"), env("EMBED_SLOT")];
+
+// The host app: frames the terminal and keeps every message its frame
+// posts (only from that frame) in `window.slotgateMessages`.
+const server = http.createServer((req, res) => {
+  res.writeHead(200, { "content-type": "text/html; charset=utf-8" });
+  res.end(`<!doctype html><title>Host app</title>
+<style>body{margin:0;font:14px system-ui;background:#f4f4f5}header{padding:.5rem 1rem;background:#1e3a8a;color:#fff}iframe{border:0;width:100%;height:calc(100vh - 2.5rem)}</style>
+<header>Intranet tools — embedded terminal</header>
+<iframe id="term" src="${base}/slot/${slot}/"></iframe>
+<script>
+window.slotgateMessages = [];
+const frame = document.getElementById("term");
+window.addEventListener("message", (e) => {
+  if (e.source === frame.contentWindow) window.slotgateMessages.push({ origin: e.origin, data: e.data });
+});
+</script>`);
+});
+const { hostname, port } = new URL(hostOrigin);
+await new Promise((ok) => server.listen(Number(port), hostname, ok));
+
+/// The messages the host page received so far.
+const received = (page) => page.evaluate(() => window.slotgateMessages);
+/// Wait until the host received a message matching `pred`; returns it.
+async function heard(page, what, pred) {
+  return waitFor(`the host page to receive ${what}`, async () => (await received(page)).find((m) => pred(m.data)));
+}
+const slotFrame = (page) => page.frames().find((f) => f.url().startsWith(`${base}/slot/${slot}/`));
+
+async function api(method, path) {
+  const r = await fetch(`${base}${path}`, { method, headers: { authorization: `Bearer ${adminToken}` } });
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${await r.text()}`);
+  return r.json();
+}
+
+await run(async (keep) => {
+  const browser = keep(await launch({ blockThirdPartyCookies: true }));
+  const page = await newPage(browser);
+
+  await step("a framed terminal without a session shows the sign-in button and tells the host", async () => {
+    await page.goto(`${hostOrigin}/`);
+    const frame = await waitFor("the slotgate frame", () => slotFrame(page));
+    await frame.locator("#signin").waitFor();
+    const m = await heard(page, "slotgate:needs-auth", (d) => d?.type === "slotgate:needs-auth");
+    assert.deepEqual(m.data, { type: "slotgate:needs-auth", slot });
+    assert.equal(m.origin, new URL(base).origin);
+    await screenshot(page, "embed-popup-sign-in");
+  });
+
+  let popup;
+  await step("the sign-in button opens a top-level popup with the sign-in form", async () => {
+    const frame = slotFrame(page);
+    [popup] = await Promise.all([page.context().waitForEvent("page"), frame.click("#signin")]);
+    await popup.waitForURL((u) => u.pathname === "/auth/login");
+    assert.ok(popup.url().includes(encodeURIComponent(`/auth/popup?slot=${slot}`)), popup.url());
+    assert.equal(await popup.evaluate(() => window.opener !== null), true, "the popup lost its opener");
+  });
+
+  await step("signing in in the popup closes it and the frame becomes the terminal", async () => {
+    await popup.fill('input[name="user"]', user);
+    await popup.fill('input[name="password"]', password);
+    const closed = popup.waitForEvent("close");
+    await popup.click('button[type="submit"]');
+    await closed;
+    const frame = await waitFor("the frame back on /slot/<id>/ without a token", () => {
+      const f = slotFrame(page);
+      return f && !f.url().includes("embed=") ? f : null;
+    });
+    await terminalOnline(frame);
+    const m = await heard(page, "slotgate:ready", (d) => d?.type === "slotgate:ready");
+    assert.deepEqual(m.data, { type: "slotgate:ready", slot });
+  });
+
+  await step("typing in the framed terminal shows the command's output", async () => {
+    const frame = slotFrame(page);
+    await typeInTerminal(page, frame, "echo popup-$((6*7))\n");
+    await expectTerminal(frame, "popup-42");
+    await screenshot(page, "embed-popup-terminal");
+  });
+
+  await step("revoking the session closes the terminal and the host hears exited 4001", async () => {
+    const sessions = (await api("GET", `/api/sessions?user=${encodeURIComponent(user)}`)).items;
+    assert.ok(sessions.length >= 1, "no session of the user to revoke");
+    for (const s of sessions) await api("DELETE", `/api/sessions/${encodeURIComponent(s.id)}`);
+    const m = await heard(page, "slotgate:exited", (d) => d?.type === "slotgate:exited");
+    assert.equal(m.data.slot, slot);
+    assert.equal(m.data.code, 4001, JSON.stringify(m.data));
+    assert.equal(m.data.reason, "session revoked");
+  });
+
+  server.close();
+});
