@@ -379,7 +379,7 @@ async fn replay_by_session_id_goes_through_the_activity_store() {
 
     // An id the store does not know.
     let out = env.slotctl(&["replay", "00000000deadbeef", "--dump"]);
-    assert!(!out.status.success(), "an unknown id replayed");
+    assert_eq!(out.status.code(), Some(1), "an unknown id replayed");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("00000000deadbeef"), "{err}");
     assert!(err.contains("not found") || err.contains("404"), "{err}");

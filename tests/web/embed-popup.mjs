@@ -6,7 +6,8 @@
 // hands the frame a token (to slotgate's own origin only) and closes; the
 // frame becomes the terminal and tells the host `slotgate:ready`. Revoking
 // the session closes the terminal with 4001 and the host hears
-// `slotgate:exited`.
+// `slotgate:exited`; "Sign in again" in the frame goes through the popup
+// again and reconnects the same terminal.
 import http from "node:http";
 import { assert, env, expectTerminal, launch, newPage, run, screenshot, step, terminalOnline, typeInTerminal, waitFor } from "./lib.mjs";
 
@@ -101,6 +102,25 @@ await run(async (keep) => {
     assert.equal(m.data.slot, slot);
     assert.equal(m.data.code, 4001, JSON.stringify(m.data));
     assert.equal(m.data.reason, "session revoked");
+  });
+
+  await step("signing in again from the frame's overlay reconnects the same terminal", async () => {
+    // The frame's partitioned session is gone and a first-party sign-in
+    // cannot renew it: "Sign in again" goes through the embed popup.
+    const frame = slotFrame(page);
+    await frame.locator('[data-testid="reauth"]').waitFor();
+    const [again] = await Promise.all([page.context().waitForEvent("page"), frame.locator('[data-testid="reauth-popup"]').click()]);
+    await again.waitForURL((u) => u.pathname === "/auth/login");
+    await again.fill('input[name="user"]', user);
+    await again.fill('input[name="password"]', password);
+    const closed = again.waitForEvent("close");
+    await again.click('button[type="submit"]');
+    await closed;
+    await waitFor("a second slotgate:ready", async () => (await received(page)).filter((m) => m.data?.type === "slotgate:ready").length >= 2);
+    const back = slotFrame(page);
+    await terminalOnline(back);
+    // tmux kept the session: the earlier output is still there.
+    await expectTerminal(back, "popup-42");
   });
 
   server.close();
