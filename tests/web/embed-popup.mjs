@@ -23,12 +23,18 @@ const server = http.createServer((req, res) => {
   res.end(`<!doctype html><title>Host app</title>
 <style>body{margin:0;font:14px system-ui;background:#f4f4f5}header{padding:.5rem 1rem;background:#1e3a8a;color:#fff}iframe{border:0;width:100%;height:calc(100vh - 2.5rem)}</style>
 <header>Intranet tools — embedded terminal</header>
+<button id="steal" type="button">open slotgate's popup from here</button>
 <iframe id="term" src="${base}/slot/${slot}/"></iframe>
 <script>
 window.slotgateMessages = [];
+window.allMessages = [];
 const frame = document.getElementById("term");
 window.addEventListener("message", (e) => {
+  window.allMessages.push({ origin: e.origin, data: e.data });
   if (e.source === frame.contentWindow) window.slotgateMessages.push({ origin: e.origin, data: e.data });
+});
+document.getElementById("steal").addEventListener("click", () => {
+  window.open("${base}/auth/popup?slot=${slot}", "steal", "popup,width=480,height=640");
 });
 </script>`);
 });
@@ -121,6 +127,18 @@ await run(async (keep) => {
     await terminalOnline(back);
     // tmux kept the session: the earlier output is still there.
     await expectTerminal(back, "popup-42");
+  });
+
+  await step("a foreign page that opens the popup itself never receives the token", async () => {
+    // The user is signed in first-party now: the popup mints a token and
+    // posts it at once — to slotgate's origin only, which the host's
+    // window is not, so the browser drops it — and closes.
+    const [stolen] = await Promise.all([page.context().waitForEvent("page"), page.click("#steal")]);
+    await stolen.waitForEvent("close");
+    const all = await page.evaluate(() => window.allMessages);
+    const leaked = all.filter((m) => m.data?.type === "slotgate:signed-in" || (m.data && "token" in m.data));
+    assert.deepEqual(leaked, [], "the host page received the popup's token");
+    assert.ok(all.every((m) => m.origin === new URL(base).origin), JSON.stringify(all));
   });
 
   server.close();
