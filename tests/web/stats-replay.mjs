@@ -1,10 +1,12 @@
 // The admin console against the real activity, usage and recordings APIs:
 // a user types in their terminal and closes it; slotgate records the
 // session and slotctl ingests it from the access log. An admin then sees
-// the session in Stats (with the user's Claude Code tokens and cost), finds
+// the session in Stats (with the user's Claude Code tokens and cost), sets
+// and removes a quota override in Users, finds
 // the user's requests in Logs, replays the recording in the browser at
 // another speed, shares a link an anonymous browser can open, and revokes
-// it. Another user is refused the recording; its owner is not.
+// it. Another user is refused the recording (and setting a quota); its
+// owner is not.
 import {
   T, assert, env, expectTerminal, launch, newPage, row, run, screenshot, signIn, step,
   terminalOnline, typeInTerminal, waitFor,
@@ -17,17 +19,20 @@ const [admin, adminPassword] = [env("ADMIN_NAME"), env("ADMIN_PASSWORD")];
 const expectedTokens = env("USER_TOKENS");
 const expectedCost = env("USER_COST");
 
-/// GET `path` from inside `page` (its cookies): `{status, body}`.
-async function fetchIn(page, path) {
-  return page.evaluate(async (p) => {
-    const r = await fetch(p, { headers: { accept: "application/json" } });
+/// `method` `path` from inside `page` (its cookies, same origin):
+/// `{status, body, type, text}`.
+async function fetchIn(page, path, method = "GET", json = undefined) {
+  return page.evaluate(async ([p, method, json]) => {
+    const headers = { accept: "application/json" };
+    if (json !== undefined) headers["content-type"] = "application/json";
+    const r = await fetch(p, { method, headers, body: json === undefined ? undefined : JSON.stringify(json) });
     const text = await r.text();
     let body = null;
     try {
       body = JSON.parse(text);
     } catch {}
     return { status: r.status, body, type: r.headers.get("content-type"), text };
-  }, path);
+  }, [path, method, json]);
 }
 
 /// The text the asciinema player shows.
@@ -84,6 +89,42 @@ await run(async (keep) => {
     await apage.locator('[data-testid="chart-sessions"]').waitFor();
     assert.notEqual(await apage.locator('[data-testid="stat-cost"] .value').innerText(), "—");
     await screenshot(apage, "admin-stats");
+  });
+
+  await step("Users: the admin sets a daily token limit (the user is over it), then goes back to defaults", async () => {
+    await apage.goto(`${base}/admin/users`);
+    const r = row(apage, "users-table", user).first();
+    await r.waitFor();
+    await waitFor("the quota column", async () => (await r.locator('[data-testid="quota-text"]').innerText()) === "no limit");
+    await r.locator('[data-testid="action-quota"]').click();
+    const dlg = apage.locator('[data-testid="quota-dialog"]');
+    const daily = dlg.locator('[data-testid="quota-daily_tokens"]');
+    await daily.locator('[data-testid="quota-mode"]').click();
+    await apage.getByRole("option", { name: "limit", exact: true }).click();
+    await daily.locator('[data-testid="quota-value"] input').fill("1000");
+    await dlg.locator('[data-testid="quota-note"]').fill("spec limit");
+    await screenshot(apage, "admin-quota");
+    await dlg.locator('[data-testid="quota-save"]').click();
+    await dlg.waitFor({ state: "detached" });
+    // Today's transcript message alone is 5308 quota tokens.
+    await r.getByText("over quota", { exact: true }).waitFor();
+    assert.match(await r.locator('[data-testid="quota-text"]').innerText(), /\/1,?000 tok\/day/);
+    const q = await fetchIn(apage, `/api/quotas/${user}`);
+    assert.equal(q.status, 200, q.text);
+    assert.equal(q.body.daily_tokens, 1000, q.text);
+    assert.equal(q.body.over, true, q.text);
+    assert.deepEqual(q.body.override, { daily_tokens: 1000, note: "spec limit" }, q.text);
+    // Reopened, the dialog shows the override; "Back to defaults" removes it.
+    await r.locator('[data-testid="action-quota"]').click();
+    assert.equal(await daily.locator('[data-testid="quota-value"] input').inputValue(), "1000");
+    assert.equal(await dlg.locator('[data-testid="quota-note"]').inputValue(), "spec limit");
+    await dlg.locator('[data-testid="quota-reset"]').click();
+    await dlg.waitFor({ state: "detached" });
+    await waitFor("no limit again", async () => (await r.locator('[data-testid="quota-text"]').innerText()) === "no limit");
+    assert.equal(await r.getByText("over quota", { exact: true }).count(), 0);
+    const back = await fetchIn(apage, `/api/quotas/${user}`);
+    assert.equal(back.body.override, null, back.text);
+    assert.equal(back.body.over, false, back.text);
   });
 
   await step("Logs finds the user's requests with the user filter", async () => {
@@ -151,6 +192,10 @@ await run(async (keep) => {
       assert.ok(r.status === 403 || r.status === 404, `${p}: ${r.status} ${r.text}`);
       assert.ok(!r.text.includes(marker), `${p} leaked the recording`);
     }
+    const link = await fetchIn(opage, `/api/recordings/${recording.id}/links`, "POST", { ttl: "1h" });
+    assert.ok(link.status === 403 || link.status === 404, `links: ${link.status} ${link.text}`);
+    const quota = await fetchIn(opage, `/api/quotas/${other}`, "PUT", { daily_tokens: null });
+    assert.equal(quota.status, 403, `a user set their own quota: ${quota.text}`);
     const asked = await fetchIn(opage, `/api/recordings?user=${user}`);
     assert.equal(asked.status, 403, asked.text);
     const own = await fetchIn(opage, "/api/recordings");

@@ -149,6 +149,17 @@ export interface Quota {
   over: boolean;
   reason?: string | null;
   until_ms?: number | null;
+  /** The administrator's override: a limit key absent = the default, `null` = no limit. */
+  override?: QuotaOverride | null;
+}
+
+export interface QuotaOverride {
+  daily_tokens?: number | null;
+  monthly_tokens?: number | null;
+  daily_cost_usd?: number | null;
+  monthly_cost_usd?: number | null;
+  exempt_until_ms?: number | null;
+  note?: string | null;
 }
 
 export interface Recording {
