@@ -88,7 +88,15 @@ await run(async (keep) => {
     }
     await apage.locator('[data-testid="chart-sessions"]').waitFor();
     assert.notEqual(await apage.locator('[data-testid="stat-cost"] .value').innerText(), "—");
+    // The transcripts' tool calls (a Write among them) in most-used tools.
+    const tools = await apage.locator('[data-testid="chart-tools"]').getAttribute("data-labels");
+    assert.ok(tools.split("\n").includes("Write"), `chart-tools labels: ${tools}`);
     await screenshot(apage, "admin-stats");
+    // Per week: the same session, bucketed by ISO week.
+    const week = apage.waitForResponse((r) => r.url().includes("/api/activity/stats") && r.url().includes("period=week"));
+    await apage.locator('[data-testid="stats-period"]').getByText("Per week", { exact: true }).click();
+    assert.equal((await week).status(), 200);
+    await row(apage, "per-user-table", user).waitFor();
   });
 
   await step("Users: the admin sets a daily token limit (the user is over it), then goes back to defaults", async () => {
@@ -137,6 +145,14 @@ await run(async (keep) => {
       return rows.length > 0 && rows.every((t) => t.split("\t").includes(user)) && rows.some((t) => t.includes(`/slot/${user}/`));
     });
     await screenshot(apage, "admin-logs");
+    // Kind = WebSocket: only the terminal session's line.
+    await apage.locator('[data-testid="filter-kind"]').click();
+    await apage.getByRole("option", { name: "WebSocket", exact: true }).click();
+    await apage.click('[data-testid="filter-apply"]');
+    await waitFor("only WebSocket rows", async () => {
+      const rows = await apage.locator('[data-testid="log-row"]').allInnerTexts();
+      return rows.length > 0 && rows.every((t) => t.includes(`WS /slot/${user}/ws`));
+    });
   });
 
   let linkUrl;
