@@ -1,6 +1,7 @@
 // The admin console against the real activity, usage and recordings APIs:
-// a user types in their terminal and closes it; slotgate records the
-// session and slotctl ingests it from the access log. An admin then sees
+// a user types in their terminal (an admin's Stats shows it as active now)
+// and closes it; slotgate records the session and slotctl ingests it from
+// the access log. The admin then sees
 // the session in Stats (with the user's Claude Code tokens and cost), sets
 // and removes a quota override in Users, finds
 // the user's requests in Logs, replays the recording in the browser at
@@ -45,19 +46,26 @@ await run(async (keep) => {
   const marker = "replayed-42";
   let recording;
 
-  await step("the user types a command in their terminal and closes it", async () => {
-    const page = await newPage(browser);
-    await signIn(page, base, user, password, `/slot/${user}/`);
-    await waitFor("the terminal URL", () => new URL(page.url()).pathname === `/slot/${user}/`);
-    await terminalOnline(page);
-    await typeInTerminal(page, page, "echo replayed-$((6*7))\n");
-    await expectTerminal(page, marker);
-    await page.context().close();
+  const upage = await newPage(browser);
+  await step("the user types a command in their terminal", async () => {
+    await signIn(upage, base, user, password, `/slot/${user}/`);
+    await waitFor("the terminal URL", () => new URL(upage.url()).pathname === `/slot/${user}/`);
+    await terminalOnline(upage);
+    await typeInTerminal(upage, upage, "echo replayed-$((6*7))\n");
+    await expectTerminal(upage, marker);
   });
 
   const apage = await newPage(browser);
-  await step("the admin signs in; the recording is ingested (API, bounded poll)", async () => {
+  await step("Stats shows the user's open terminal as an active session", async () => {
     await signIn(apage, base, admin, adminPassword, "/admin/stats");
+    await row(apage, "online-table", user).waitFor();
+    assert.equal(await apage.locator('[data-testid="stat-online"] .value').innerText(), "1");
+  });
+
+  await step("the user closes the terminal; Stats drops it; the recording is ingested (API, bounded poll)", async () => {
+    await upage.context().close();
+    // The page polls who is online every 10 s.
+    await apage.locator('[data-testid="online-empty"]').waitFor({ timeout: 25_000 });
     recording = await waitFor(
       "the user's recording in /api/recordings",
       async () => {
