@@ -225,6 +225,9 @@ await run(async (keep) => {
     const own = await fetchIn(opage, "/api/recordings");
     assert.equal(own.status, 200, own.text);
     assert.ok(!own.body.items.some((x) => x.user === user), own.text);
+    await opage.goto(`${base}/admin/recordings`);
+    await opage.locator('[data-testid="forbidden"]').waitFor();
+    assert.equal(await opage.locator('[data-testid="recording-row"]').count(), 0);
     await opage.context().close();
 
     const upage = await newPage(browser);
