@@ -7,15 +7,16 @@
 //! rotation). No browser I/O here: the proxy stores the `Pending` half of a
 //! login between the redirect and the callback.
 
-use std::sync::RwLock;
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient, CoreProviderMetadata};
 use openidconnect::reqwest;
 use openidconnect::{
-    AccessTokenHash, AuthorizationCode, ClientId, ClientSecret, CsrfToken, IssuerUrl, Nonce,
-    OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
+    AccessTokenHash, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret, CsrfToken,
+    IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier, RedirectUrl, Scope,
+    SignatureVerificationError, TokenResponse,
 };
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -146,7 +147,9 @@ type Client = CoreClient<
 
 pub struct OidcProvider {
     pub cfg: OidcConfig,
-    metadata: RwLock<(CoreProviderMetadata, Instant)>,
+    metadata: RwLock<CoreProviderMetadata>,
+    /// When the keys were last re-fetched for an unknown signing key.
+    refreshed: Mutex<Option<Instant>>,
     /// RP-initiated logout endpoint (not part of the core metadata type).
     end_session: Option<String>,
     http: reqwest::Client,
@@ -273,7 +276,8 @@ impl OidcProvider {
         };
         Ok(OidcProvider {
             cfg,
-            metadata: RwLock::new((md, Instant::now())),
+            metadata: RwLock::new(md),
+            refreshed: Mutex::new(None),
             end_session,
             http,
         })
@@ -298,7 +302,6 @@ impl OidcProvider {
             .metadata
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .0
             .clone();
         let redirect = RedirectUrl::new(self.cfg.redirect_uri.clone())
             .map_err(|e| OidcError::Config(format!("redirect_uri: {e}")))?;
@@ -366,29 +369,23 @@ impl OidcProvider {
             reason: "the provider returned no ID token".into(),
         })?;
         let nonce = Nonce::new(pending.nonce.clone());
-        let verified = {
-            let verifier = client.id_token_verifier();
-            match id_token.claims(&verifier, &nonce) {
-                Ok(c) => Ok(c.clone()),
-                Err(e) => Err(e.to_string()),
-            }
+        let verify = |client: &Client| {
+            id_token
+                .claims(&client.id_token_verifier(), &nonce)
+                .cloned()
         };
-        let claims = match verified {
+        let refused = |e: ClaimsVerificationError| OidcError::IdToken {
+            provider: provider.clone(),
+            reason: error_chain(&e),
+        };
+        let claims = match verify(&client) {
             Ok(c) => c,
             // Unknown signing key: the provider may have rotated keys since
             // discovery. Fetch once more and retry.
-            Err(e) if e.contains("key") && self.refresh().await => {
-                let client = self.client()?;
-                let verifier = client.id_token_verifier();
-                id_token
-                    .claims(&verifier, &nonce)
-                    .cloned()
-                    .map_err(|e| OidcError::IdToken {
-                        provider: provider.clone(),
-                        reason: e.to_string(),
-                    })?
-            }
-            Err(reason) => return Err(OidcError::IdToken { provider, reason }),
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) if self.refresh().await => verify(&self.client()?).map_err(refused)?,
+            Err(e) => return Err(refused(e)),
         };
         if let Some(expected) = claims.access_token_hash() {
             let client = self.client()?;
@@ -448,7 +445,6 @@ impl OidcProvider {
             .metadata
             .read()
             .ok()?
-            .0
             .userinfo_endpoint()?
             .url()
             .clone();
@@ -466,19 +462,21 @@ impl OidcProvider {
         serde_json::from_slice(&bytes).ok()
     }
 
-    /// Re-fetch discovery (and so the JWKS), at most every 10 s.
+    /// Re-fetch discovery (and so the JWKS): the first time an unknown key
+    /// shows up, then at most every 10 s, whether or not a fetch worked (a
+    /// stream of tokens with made-up key ids must not become a stream of
+    /// requests to the provider).
     async fn refresh(&self) -> bool {
-        let recent = self
-            .metadata
-            .read()
-            .map(|m| m.1.elapsed() < Duration::from_secs(10))
-            .unwrap_or(true);
-        if recent {
-            return false;
+        {
+            let mut last = self.refreshed.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_some_and(|t| t.elapsed() < Duration::from_secs(10)) {
+                return false;
+            }
+            *last = Some(Instant::now());
         }
         match Self::fetch(&self.cfg, &self.http).await {
             Ok(md) => {
-                *self.metadata.write().unwrap_or_else(|e| e.into_inner()) = (md, Instant::now());
+                *self.metadata.write().unwrap_or_else(|e| e.into_inner()) = md;
                 true
             }
             Err(_) => false,
