@@ -112,7 +112,18 @@ pub async fn tty(
     .await
 }
 
+/// Status of a (refused) WebSocket upgrade to `slot`.
 pub async fn ws_status(gw: &Slotgate, slot: &str, headers: &[(&str, &str)]) -> u16 {
+    ws_status_from(gw, None, slot, headers).await
+}
+
+/// Like [`ws_status`], from a chosen loopback source address.
+pub async fn ws_status_from(
+    gw: &Slotgate,
+    source: Option<std::net::IpAddr>,
+    slot: &str,
+    headers: &[(&str, &str)],
+) -> u16 {
     let mut all = vec![
         ("Upgrade", "websocket"),
         ("Connection", "Upgrade"),
@@ -121,11 +132,25 @@ pub async fn ws_status(gw: &Slotgate, slot: &str, headers: &[(&str, &str)]) -> u
         ("Sec-WebSocket-Protocol", "tty"),
     ];
     all.extend_from_slice(headers);
-    let mut s = gw.connect().await.unwrap();
+    let mut s = match source {
+        Some(ip) => gw.connect_from(ip).await.unwrap(),
+        None => gw.connect().await.unwrap(),
+    };
     gateway::send_request(&mut s, "GET", &format!("/slot/{slot}/ws"), &all)
         .await
         .unwrap();
     gateway::read_response(&mut s, false).await.unwrap().status
+}
+
+/// The sign-in page's HTML as `c` gets it.
+pub async fn login_page(gw: &Slotgate, c: &reqwest::Client) -> String {
+    c.get(format!("{}/auth/login", gw.base_url()))
+        .send()
+        .await
+        .expect("sign-in page")
+        .text()
+        .await
+        .expect("sign-in page body")
 }
 
 pub fn one_time_password(gw: &Slotgate) -> String {

@@ -10,8 +10,8 @@ use identity::access::Role;
 use identity::session::{Claims, Keys};
 use serde_json::json;
 use slotgate_tests::accounts::{
-    browser, login, one_time_password, session_cookie, stack, store, tty, user_session, ws_status,
-    T,
+    browser, login, login_page, one_time_password, session_cookie, stack, store, tty, user_session,
+    ws_status, T,
 };
 use slotgate_tests::gateway::free_port;
 use slotgate_tests::oidc::{self, drive_login};
@@ -293,14 +293,7 @@ async fn oidc_sign_in_through_the_gateway() {
 
     // The sign-in page offers the provider.
     let (c, jar) = browser();
-    let page = c
-        .get(format!("{}/auth/login", gw.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = login_page(&gw, &c).await;
     assert!(page.contains("Sign in with Test IdP"), "{page}");
 
     let start = c

@@ -14,10 +14,11 @@ use identity::access::Role;
 use identity::session::{Claims, Keys};
 use serde_json::json;
 use slotgate_tests::accounts::{
-    browser, login, session_cookie, stack, store, tty, user_session, ws_status, T,
+    browser, login, login_page, session_cookie, stack, store, tty, user_session, ws_status,
+    ws_status_from, T,
 };
 use slotgate_tests::gateway::{self, free_port, Slotgate};
-use slotgate_tests::oidc::{drive_login, OpenIdProvider};
+use slotgate_tests::oidc::{self, drive_login, OpenIdProvider};
 use tokio_tungstenite::tungstenite::Message;
 
 /// The close code of a terminal the gateway ends, or `None` if it just
@@ -36,28 +37,6 @@ where
             Err(_) => panic!("the WebSocket stayed open for {within:?}"),
         }
     }
-}
-
-/// A WebSocket upgrade from `source` with `headers`; the response status.
-async fn ws_status_from(
-    gw: &Slotgate,
-    source: IpAddr,
-    slot: &str,
-    headers: &[(&str, &str)],
-) -> u16 {
-    let mut all = vec![
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ("Sec-WebSocket-Protocol", "tty"),
-    ];
-    all.extend_from_slice(headers);
-    let mut s = gw.connect_from(source).await.unwrap();
-    gateway::send_request(&mut s, "GET", &format!("/slot/{slot}/ws"), &all)
-        .await
-        .unwrap();
-    gateway::read_response(&mut s, false).await.unwrap().status
 }
 
 #[tokio::test]
@@ -89,7 +68,10 @@ async fn trusted_headers_count_only_from_trusted_sources() {
     assert_eq!(slot.owner.as_str(), "carol");
 
     // The same headers from any other address assert nothing.
-    assert_eq!(ws_status_from(&gw, elsewhere, "carol", &carol).await, 401);
+    assert_eq!(
+        ws_status_from(&gw, Some(elsewhere), "carol", &carol).await,
+        401
+    );
     assert_eq!(ws_status(&gw, "carol", &carol).await, 401);
     let mut s = gw.connect_from(elsewhere).await.unwrap();
     gateway::send_request(
@@ -114,9 +96,9 @@ async fn trusted_headers_count_only_from_trusted_sources() {
     // From the trusted address: a user outside the allowed groups is
     // refused, and a signed-in user still cannot open someone else's slot.
     let sam = [("X-Forwarded-User", "sam"), ("X-Forwarded-Groups", "sales")];
-    assert_eq!(ws_status_from(&gw, proxy, "sam", &sam).await, 403);
+    assert_eq!(ws_status_from(&gw, Some(proxy), "sam", &sam).await, 403);
     env.create_online("dave", "shell").await;
-    assert_eq!(ws_status_from(&gw, proxy, "dave", &carol).await, 403);
+    assert_eq!(ws_status_from(&gw, Some(proxy), "dave", &carol).await, 403);
 
     // The access log names the user the header asserted.
     drop(t);
@@ -154,14 +136,7 @@ async fn generic_oauth2_sign_in_with_userinfo_mapping() {
     let (_env, gw) = stack(&extra, Some(port)).await;
 
     let (c, jar) = browser();
-    let page = c
-        .get(format!("{}/auth/login", gw.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = login_page(&gw, &c).await;
     assert!(page.contains("Sign in with Team Git"), "{page}");
 
     let sign_in = |c: reqwest::Client, who: &'static str| {
@@ -241,18 +216,7 @@ async fn oidc_logout_hints_the_provider_with_the_id_token() {
     let port = free_port();
     let base = format!("https://127.0.0.1:{port}");
     let redirect = format!("{base}/auth/oidc/op/callback");
-    let op = OpenIdProvider::start(
-        json!([{ "client_id": "slotgate", "client_secret": "test-secret-0123456789",
-                 "redirect_uris": [redirect],
-                 "post_logout_redirect_uris": [format!("{base}/auth/login")] }]),
-        json!({ "alice": { "groups": ["eng"] } }),
-    );
-    let extra = format!(
-        "auth = [\"local\", \"oidc\"]\n[[slotgate.oidc]]\nname = \"op\"\nissuer = \"{}\"\n\
-         client_id = \"slotgate\"\nclient_secret = \"test-secret-0123456789\"\n\
-         redirect_uri = \"{redirect}\"\nscopes = [\"openid\", \"profile\", \"email\", \"groups\"]\n",
-        op.issuer
-    );
+    let (op, extra) = oidc::for_gateway(port, json!({ "alice": { "groups": ["eng"] } }));
     let (_env, gw) = stack(&extra, Some(port)).await;
     let (c, jar) = browser();
     let start = c
