@@ -84,9 +84,9 @@ export async function step(name, fn) {
 export async function run(fn) {
   let browser;
   const watchdog = setTimeout(() => {
-    console.error(`FAIL ${current}: the spec did not finish within 180 s`);
+    console.error(`FAIL ${current}: the spec did not finish within 300 s`);
     process.exit(1);
-  }, 180_000);
+  }, 300_000);
   try {
     await fn((b) => (browser = b));
     current = "no Content-Security-Policy violations";

@@ -132,7 +132,8 @@ fn ok<T: Serialize>(body: &T) -> Reply {
 }
 
 /// A control-API failure as the caller should see it: slotctl's own
-/// `{"code", "message"}` for 4xx, 502 when it does not answer.
+/// `{"code", "message"}` for 4xx and for a slot that failed or was slow to
+/// start (503 `start_failed`, 504 `timeout`), 502 when it does not answer.
 fn control_error(e: ClientError) -> Reply {
     match e {
         ClientError::Api {
@@ -148,6 +149,21 @@ fn control_error(e: ClientError) -> Reply {
             };
             err(status, code, &message)
         }
+        // Fixed wording: slotctl's reason may carry host paths.
+        ClientError::Api {
+            status: 503, code, ..
+        } if code == "start_failed" => err(
+            503,
+            "start_failed",
+            "The slot did not start; an administrator can see why with `slotctl status`.",
+        ),
+        ClientError::Api {
+            status: 504, code, ..
+        } if code == "timeout" => err(
+            504,
+            "start_timeout",
+            "The slot did not come online in time; try again in a moment.",
+        ),
         e => {
             tracing::warn!(error = %e, "control API call failed");
             err(
@@ -384,6 +400,29 @@ fn force_param(query: Option<&str>, key: &str, value: &str) -> Result<String, Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_failures_keep_their_meaning_but_not_slotctls_details() {
+        let api = |status: u16, code: &str| ClientError::Api {
+            status,
+            code: code.into(),
+            message: "spawning /srv/secret/ttyd: EACCES".into(),
+        };
+        let body = |r: &Reply| String::from_utf8_lossy(&r.body).into_owned();
+        let r = control_error(api(404, "not_found"));
+        assert_eq!(r.status, 404);
+        let r = control_error(api(503, "start_failed"));
+        assert_eq!(r.status, 503);
+        assert!(body(&r).contains("\"start_failed\"") && !body(&r).contains("/srv/secret"));
+        let r = control_error(api(504, "timeout"));
+        assert_eq!(r.status, 504);
+        assert!(body(&r).contains("\"start_timeout\""));
+        let r = control_error(ClientError::Timeout(std::time::Duration::from_secs(10)));
+        assert_eq!(r.status, 502);
+        assert!(body(&r).contains("control_unavailable"));
+        let r = control_error(api(500, "internal"));
+        assert_eq!(r.status, 502);
+    }
 
     #[test]
     fn forcing_the_user() {
