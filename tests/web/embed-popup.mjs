@@ -134,7 +134,8 @@ await run(async (keep) => {
     // posts it at once — to slotgate's origin only, which the host's
     // window is not, so the browser drops it — and closes.
     const [stolen] = await Promise.all([page.context().waitForEvent("page"), page.click("#steal")]);
-    await stolen.waitForEvent("close");
+    // It may be gone before a listener could be attached.
+    if (!stolen.isClosed()) await stolen.waitForEvent("close");
     const all = await page.evaluate(() => window.allMessages);
     const leaked = all.filter((m) => m.data?.type === "slotgate:signed-in" || (m.data && "token" in m.data));
     assert.deepEqual(leaked, [], "the host page received the popup's token");
