@@ -28,6 +28,9 @@ have_cmd kill || need+=(procps)
 # The portal's browser tests drive Debian's chromium (playwright-core, no
 # browser download).
 have_cmd chromium || need+=(chromium)
+# A text font for it (chromium only recommends one; installs here skip
+# recommends): the terminal's glyph metrics and the screenshots need it.
+dpkg -s fonts-liberation >/dev/null 2>&1 || need+=(fonts-liberation)
 
 if ((${#need[@]})); then
   log "installing ${need[*]}"
