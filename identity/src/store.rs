@@ -219,6 +219,27 @@ impl Store {
         })
     }
 
+    /// Open an existing database read-only, without creating or migrating
+    /// anything (for readers beside the gateway, such as slotctl reading an
+    /// account when a slot starts). `None` when there is no database.
+    pub fn open_existing_read_only(path: &Path) -> Result<Option<Store>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .and_then(|c| {
+                c.busy_timeout(std::time::Duration::from_secs(2))?;
+                Ok(c)
+            })
+            .map_err(|source| StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Some(Store {
+            conn: Mutex::new(conn),
+        }))
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -783,6 +804,23 @@ mod tests {
             s.session_id_token(&sid).unwrap().as_deref(),
             Some("eyJ.x.y")
         );
+    }
+
+    #[test]
+    fn read_only_opening_reads_and_never_writes() {
+        let (d, s) = store();
+        let path = d.path().join("identity.db");
+        assert!(Store::open_existing_read_only(&d.path().join("none.db"))
+            .unwrap()
+            .is_none());
+        assert!(!d.path().join("none.db").exists());
+        s.add_user("ro", Role::User, None, Some("ro@x")).unwrap();
+        let r = Store::open_existing_read_only(&path).unwrap().unwrap();
+        assert_eq!(
+            r.user("ro").unwrap().unwrap().email.as_deref(),
+            Some("ro@x")
+        );
+        assert!(r.set_disabled("ro", true).is_err());
     }
 
     #[test]

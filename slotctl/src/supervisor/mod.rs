@@ -1156,14 +1156,14 @@ async fn sampler(sup: std::sync::Weak<Supervisor>) {
 
 /// The owner's account in `identity.db`, if the gateway keeps one there
 /// (no database, no account, or an unreadable one: `None`, and the slot gets
-/// only `SLOTGATE_USER`).
+/// only `SLOTGATE_USER`). Read-only: a slot start never writes the gateway's
+/// database.
 fn owner_account(data_dir: &std::path::Path, owner: &str) -> Option<identity::store::User> {
     let path = data_dir.join("identity.db");
-    if !path.exists() {
-        return None;
-    }
-    match identity::store::Store::open(&path).and_then(|s| s.user(owner)) {
-        Ok(u) => u,
+    let read = identity::store::Store::open_existing_read_only(&path)
+        .and_then(|s| s.map(|s| s.user(owner)).transpose());
+    match read {
+        Ok(u) => u.flatten(),
         Err(e) => {
             warn!(owner, error = %e, "cannot read the owner's account for the slot environment");
             None
