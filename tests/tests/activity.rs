@@ -538,10 +538,17 @@ async fn lifecycle_events_from_a_real_slot() {
     assert_eq!(items.len(), 2);
     assert_eq!(items[0]["owner"], "evt");
     assert!(items[0]["detail"].as_str().unwrap().starts_with("pid "));
-    // A restart of the daemon does not invent events.
+    // A restart of the daemon does not invent events. `created` comes
+    // from the periodic slot-list comparison, so once a slot made after the
+    // restart has its `created`, that comparison has run at least once.
     env.kill_daemon();
     env.start_daemon().await;
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    env.create_online("evt2", "shell").await;
+    until("a comparison pass after the restart", || async {
+        let v = get(&env, "/v1/activity/events?slot=evt2&kind=created").await;
+        (!v["items"].as_array().unwrap().is_empty()).then_some(())
+    })
+    .await;
     let v = get(&env, "/v1/activity/events?slot=evt").await;
     assert_eq!(v["items"].as_array().unwrap().len(), want.len());
     let out = env.slotctl(&["activity", "events", "--slot", "evt"]);
