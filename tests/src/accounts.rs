@@ -3,7 +3,10 @@
 //! the real sign-in form.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
 
 use identity::access::Role;
 use identity::store::Store;
@@ -163,4 +166,22 @@ pub fn one_time_password(gw: &Slotgate) -> String {
         .next()
         .unwrap()
         .to_string()
+}
+
+/// The close code of a terminal the gateway ends, or `None` if it just
+/// dropped; panics if it stays open for `within`.
+pub async fn close_code<S>(ws: &mut S, within: Duration) -> Option<u16>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => return Some(u16::from(f.code)),
+            Ok(Some(Ok(Message::Close(None)))) | Ok(None) | Ok(Some(Err(_))) => return None,
+            Ok(Some(Ok(_))) => continue,
+            Err(_) => panic!("the WebSocket stayed open for {within:?}"),
+        }
+    }
 }

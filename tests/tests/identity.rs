@@ -2,20 +2,18 @@
 //! a real slotctl daemon, real ttyd and tmux, and a real OpenID Provider
 //! (oidc-provider) on loopback. Every refusal asserts its exact status.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use futures_util::StreamExt;
 use identity::access::Role;
 use identity::session::{Claims, Keys};
 use serde_json::json;
 use slotgate_tests::accounts::{
-    browser, login, login_page, one_time_password, session_cookie, stack, store, tty, user_session,
-    ws_status, T,
+    browser, close_code, login, login_page, one_time_password, session_cookie, stack, store, tty,
+    user_session, ws_status, T,
 };
 use slotgate_tests::gateway::free_port;
 use slotgate_tests::oidc::{self, drive_login};
-use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
 async fn bootstrap_admin_changes_password_then_uses_a_terminal() {
@@ -249,18 +247,11 @@ async fn open_redirects_fall_back_and_revocation_closes_websockets() {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let started = Instant::now();
     let mut ws = t.into_inner();
-    let code = loop {
-        match tokio::time::timeout(Duration::from_secs(3), ws.next()).await {
-            Ok(Some(Ok(Message::Close(Some(f))))) => break Some(u16::from(f.code)),
-            Ok(Some(Ok(Message::Close(None)))) | Ok(None) | Ok(Some(Err(_))) => break None,
-            Ok(Some(Ok(_))) => continue,
-            Err(_) => panic!("the WebSocket stayed open after logout"),
-        }
-    };
-    assert!(started.elapsed() < Duration::from_secs(3));
-    assert_eq!(code, Some(4001));
+    assert_eq!(
+        close_code(&mut ws, Duration::from_secs(3)).await,
+        Some(4001)
+    );
     // The revoked cookie no longer opens anything.
     assert_eq!(ws_status(&gw, "alice", &[("Cookie", &cookie)]).await, 401);
 

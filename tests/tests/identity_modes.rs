@@ -6,38 +6,18 @@
 //! renewal of session cookies.
 
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
-use futures_util::StreamExt;
 use identity::access::Role;
 use identity::session::{Claims, Keys};
 use serde_json::json;
 use slotgate_tests::accounts::{
-    browser, login, login_page, session_cookie, stack, store, tty, user_session, ws_status,
-    ws_status_from, T,
+    browser, close_code, login, login_page, session_cookie, stack, store, tty, user_session,
+    ws_status, ws_status_from, T,
 };
 use slotgate_tests::gateway::{self, free_port, Slotgate};
 use slotgate_tests::oidc::{self, drive_login, OpenIdProvider};
-use tokio_tungstenite::tungstenite::Message;
-
-/// The close code of a terminal the gateway ends, or `None` if it just
-/// dropped; panics if it stays open for `within`.
-async fn close_code<S>(ws: &mut S, within: Duration) -> Option<u16>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Ok(Some(Ok(Message::Close(Some(f))))) => return Some(u16::from(f.code)),
-            Ok(Some(Ok(Message::Close(None)))) | Ok(None) | Ok(Some(Err(_))) => return None,
-            Ok(Some(Ok(_))) => continue,
-            Err(_) => panic!("the WebSocket stayed open for {within:?}"),
-        }
-    }
-}
 
 #[tokio::test]
 async fn trusted_headers_count_only_from_trusted_sources() {
