@@ -125,6 +125,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             .merge(crate::activity::api::router(store.clone()))
             .layer(axum::Extension(store));
     }
+    // Every call may allocate (a `restart all` is one connection per app);
+    // give the memory back once the burst is over.
+    let trimmer = crate::memory::Trimmer::spawn();
+    let app = app.layer(axum::middleware::from_fn_with_state(trimmer, trim_after));
     let server = axum::serve(listener, app).with_graceful_shutdown(async {
         let _ = stop_rx.await;
     });
@@ -138,4 +142,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     let _ = fs::remove_file(&sock);
     Ok(())
+}
+
+async fn trim_after(
+    axum::extract::State(trimmer): axum::extract::State<crate::memory::Trimmer>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    trimmer.poke();
+    let resp = next.run(req).await;
+    trimmer.poke();
+    resp
 }

@@ -20,6 +20,7 @@ pub mod doctor;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;
+pub mod memory;
 pub mod process;
 pub mod sandbox;
 pub mod store;

@@ -309,6 +309,9 @@ pub fn main() -> ExitCode {
         cli.quiet,
         matches!(cli.cmd, Cmd::Daemon { .. }),
     );
+    if matches!(cli.cmd, Cmd::Daemon { .. }) {
+        crate::memory::limit_arenas();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         // Blocking work (spawning, /proc and cgroupfs reads) is short; a small

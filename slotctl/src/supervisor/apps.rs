@@ -54,17 +54,32 @@ const CGROUP_SHIM: &str = r#"n=$1; shift; while [ "$n" -gt 0 ]; do echo $$ > "$1
 /// Environment marker naming the app instance (besides the cgroup).
 pub const APP_ENV: &str = "SLOTGATE_APP";
 
+/// What an app's actor is asked to do. Kept to two words: every unit's
+/// channel allocates room for 32 of these up front, so at a thousand units
+/// each word is 256 KiB of the daemon's memory.
 pub(super) enum AppCmd {
     Start(oneshot::Sender<()>),
     Stop(oneshot::Sender<()>),
     /// Manual (`pm2 restart`), cron, watch or memory restart.
-    Restart {
-        reason: String,
-        manual: bool,
-        reply: Option<oneshot::Sender<()>>,
-    },
+    Restart(Box<Restart>),
     Reset(oneshot::Sender<()>),
     Delete(oneshot::Sender<()>),
+}
+
+pub(super) struct Restart {
+    reason: String,
+    manual: bool,
+    reply: Option<oneshot::Sender<()>>,
+}
+
+impl AppCmd {
+    fn restart(reason: String, manual: bool, reply: Option<oneshot::Sender<()>>) -> AppCmd {
+        AppCmd::Restart(Box::new(Restart {
+            reason,
+            manual,
+            reply,
+        }))
+    }
 }
 
 pub(super) struct UnitState {
@@ -461,10 +476,8 @@ impl Supervisor {
             "start" => self.send(&unit, AppCmd::Start).await,
             "stop" => self.send(&unit, AppCmd::Stop).await,
             "restart" | "reload" => {
-                self.send(&unit, |tx| AppCmd::Restart {
-                    reason: format!("{action} requested"),
-                    manual: true,
-                    reply: Some(tx),
+                self.send(&unit, |tx| {
+                    AppCmd::restart(format!("{action} requested"), true, Some(tx))
                 })
                 .await
             }
@@ -841,11 +854,12 @@ impl AppActor {
                 let _ = reply.send(());
                 Some(Phase::Idle)
             }
-            AppCmd::Restart {
-                reason,
-                manual,
-                reply,
-            } => {
+            AppCmd::Restart(r) => {
+                let Restart {
+                    reason,
+                    manual,
+                    reply,
+                } = *r;
                 let phase = self.restart(proc_, reason, manual).await;
                 if let Some(r) = reply {
                     let _ = r.send(());
@@ -1470,11 +1484,7 @@ async fn app_sampler(sup: std::sync::Weak<Supervisor>) {
                         "memory {} bytes over max_memory_restart {} bytes (whole tree)",
                         u.rss_bytes, limit
                     );
-                    let _ = unit.tx.send(AppCmd::Restart {
-                        reason,
-                        manual: false,
-                        reply: None,
-                    });
+                    let _ = unit.tx.send(AppCmd::restart(reason, false, None));
                 }
             }
         }
