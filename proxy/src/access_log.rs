@@ -11,9 +11,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -108,9 +108,6 @@ const SECRET_PARAMS: &[&str] = &[
 ];
 
 const MAX_QUERY: usize = 512;
-
-/// How long the writer lets lines accumulate between batches under load.
-const BATCH_PAUSE: Duration = Duration::from_millis(20);
 
 /// Path prefixes whose next segment is a secret (a replay link's token).
 const SECRET_SEGMENT_PREFIXES: &[&str] = &["/replay/", "/api/replay-links/"];
@@ -236,36 +233,25 @@ impl Writer {
     }
 
     fn run(mut self, rx: Receiver<Vec<u8>>) {
-        loop {
-            // Block only while idle. After a batch, sleep briefly instead of
-            // blocking: a sleeping writer is not a registered waiter, so
-            // under load requests enqueue without waking this thread once
-            // per line (a futex wake per request costs more than the write).
-            let line = match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) => line,
-                Err(RecvTimeoutError::Timeout) => continue,
-                Err(RecvTimeoutError::Disconnected) => break,
-            };
-            self.put(&line);
-            loop {
-                let mut n = 0;
-                while let Ok(line) = rx.try_recv() {
-                    self.put(&line);
-                    n += 1;
-                }
-                if self.out.flush().is_err() {
-                    self.metrics.access_log_write_errors.fetch_add(1, Relaxed);
-                }
-                if n == 0 {
-                    break;
-                }
-                std::thread::sleep(BATCH_PAUSE);
-            }
-        }
+        crate::batch::run(&rx, &mut self);
         let _ = self.out.flush();
     }
+}
 
-    fn put(&mut self, line: &[u8]) {
+impl crate::batch::Sink<Vec<u8>> for Writer {
+    fn put(&mut self, line: Vec<u8>) {
+        self.write_line(&line);
+    }
+
+    fn batch_done(&mut self, _rx: &Receiver<Vec<u8>>) {
+        if self.out.flush().is_err() {
+            self.metrics.access_log_write_errors.fetch_add(1, Relaxed);
+        }
+    }
+}
+
+impl Writer {
+    fn write_line(&mut self, line: &[u8]) {
         if self.size > 0 && self.size + line.len() as u64 > self.max_size {
             if let Err(e) = self.rotate() {
                 tracing::error!(path = %self.path.display(), error = %e, "access log rotation failed");
@@ -385,15 +371,20 @@ mod tests {
             queue: 1024,
         };
         let metrics = Arc::new(Metrics::default());
-        let log = AccessLog::start(&cfg, Arc::clone(&metrics)).unwrap();
+        // `start` without the detached thread: joined below, so every line
+        // is written and flushed when the assertions run.
+        let writer = Writer::open(&cfg, Arc::clone(&metrics)).unwrap();
+        let (tx, rx) = sync_channel(cfg.queue);
+        let thread = std::thread::spawn(move || writer.run(rx));
+        let log = AccessLog {
+            tx: Some(tx),
+            metrics: Arc::clone(&metrics),
+        };
         for _ in 0..100 {
             log.write(&entry("/slot/alice/token"));
         }
-        let deadline = std::time::Instant::now() + Duration::from_secs(5);
-        while metrics.access_log_lines.load(Relaxed) < 100 && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        std::thread::sleep(Duration::from_millis(150));
+        drop(log);
+        thread.join().unwrap();
         assert_eq!(metrics.access_log_lines.load(Relaxed), 100);
         assert!(metrics.access_log_rotations.load(Relaxed) >= 1);
         let mut total = 0;

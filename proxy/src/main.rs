@@ -4,6 +4,7 @@
 
 mod access_log;
 mod api;
+mod batch;
 mod config;
 mod gateway;
 mod headers;

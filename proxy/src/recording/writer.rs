@@ -11,7 +11,7 @@ use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::mpsc::Receiver;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -22,8 +22,6 @@ use crate::metrics::Metrics;
 
 /// Room kept for the truncation marker line under `max_size`.
 const MARKER_ROOM: u64 = 96;
-/// How long the writer lets events accumulate between batches under load.
-const BATCH_PAUSE: Duration = Duration::from_millis(20);
 /// How often retention and the total cap are checked while idle.
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// Size used until the client says how large its terminal is.
@@ -60,6 +58,16 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
+impl crate::batch::Sink<Msg> for Writer {
+    fn put(&mut self, m: Msg) {
+        self.handle(m);
+    }
+
+    fn batch_done(&mut self, rx: &Receiver<Msg>) {
+        self.housekeeping(rx);
+    }
+}
+
 impl Writer {
     pub(super) fn new(cfg: Arc<RecordingConfig>, metrics: Arc<Metrics>) -> std::io::Result<Writer> {
         private_dir(&cfg.dir)?;
@@ -75,29 +83,7 @@ impl Writer {
     }
 
     pub(super) fn run(mut self, rx: Receiver<Msg>) {
-        loop {
-            // Block only while idle. After a batch, sleep briefly instead
-            // of blocking: a sleeping writer is not a registered waiter, so
-            // a busy terminal's frames are queued without waking this
-            // thread once per frame (as the access log's writer does).
-            match rx.recv_timeout(Duration::from_millis(100)) {
-                Ok(m) => self.handle(m),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-            loop {
-                let mut n = 0;
-                while let Ok(m) = rx.try_recv() {
-                    self.handle(m);
-                    n += 1;
-                }
-                self.housekeeping(&rx);
-                if n == 0 {
-                    break;
-                }
-                std::thread::sleep(BATCH_PAUSE);
-            }
-        }
+        crate::batch::run(&rx, &mut self);
         let ids: Vec<u64> = self.open.keys().copied().collect();
         for id in ids {
             self.close(id);
