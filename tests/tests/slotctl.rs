@@ -188,6 +188,37 @@ async fn crash_looping_slot_ends_errored_with_a_reason() {
 }
 
 #[tokio::test]
+async fn a_crash_loop_ends_errored_however_often_it_is_asked_for() {
+    // The gateway asks slotctl to `ensure` a slot on every request while it
+    // is not online. Asking during a backoff starts the next attempt early
+    // but must not forget the failures so far: the slot still ends
+    // `errored` after `max_failures` (4 here) instead of looping forever.
+    let crash = "command = [\"bash\"]\nttyd_args = [\"--ssl\", \"--ssl-cert\", \"/nonexistent.pem\", \"--ssl-key\", \"/nonexistent.key\"]\n";
+    let mut env = TestEnv::new(&[("crashy", crash)], "");
+    env.start_daemon().await;
+    let out = env.slotctl(&["create", "ivy", "--template", "crashy", "--no-start"]);
+    assert!(out.status.success());
+    let client = env.client();
+    let mut asked = 0;
+    let status = loop {
+        let info = client.get(&sid("ivy")).await.unwrap();
+        if info.status == SlotStatus::Errored || asked == 30 {
+            break info;
+        }
+        // Returns when the slot is errored, or after 100 ms still trying.
+        // Four failures take at least the 50 + 100 ms of backoff, so the
+        // second call arrives while the slot backs off.
+        let _ = client.ensure(&sid("ivy"), Duration::from_millis(100)).await;
+        asked += 1;
+    };
+    assert_eq!(status.status, SlotStatus::Errored, "asked {asked} times");
+    let reason = status.reason.unwrap();
+    assert!(reason.contains("gave up after 4 failures"), "{reason}");
+    assert!(asked >= 2, "the loop asked during a backoff ({asked})");
+    assert_eq!(status.restarts, 3, "four attempts, three of them restarts");
+}
+
+#[tokio::test]
 async fn stop_ends_the_whole_tree_and_start_gives_a_fresh_session() {
     let mut env = TestEnv::new(&[], "");
     env.start_daemon().await;

@@ -623,6 +623,16 @@ impl Actor {
                     }
                     cmd = rx.recv() => match cmd {
                         None => return,
+                        // Asked for while backing off (the gateway's lazy
+                        // start, `slotctl start`, the `ensure` after a
+                        // create): the next attempt happens now, but the
+                        // failures so far still count, so a crash loop ends
+                        // in `errored` however often someone asks for it.
+                        Some(Cmd::Start(reply)) => {
+                            self.slot.lock().rec.restarts += 1;
+                            let _ = reply.send(());
+                            self.spawn_door()
+                        }
                         Some(cmd) => match self.command(cmd, None).await {
                             Some(p) => p,
                             None => return,
