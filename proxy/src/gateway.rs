@@ -46,6 +46,9 @@ pub struct Ctx {
     /// The client: the TCP peer, or for a peer in `trusted_proxies` the
     /// address its `X-Forwarded-For` names.
     client_ip: Option<IpAddr>,
+    /// `client_ip` as text, formatted once: the slot's `X-Forwarded-For`
+    /// and the access log both carry it.
+    client_ip_text: Option<String>,
     /// The TCP peer.
     peer_ip: Option<IpAddr>,
     /// Whether the client reached us over HTTPS (our listener, or a trusted
@@ -102,8 +105,9 @@ pub struct Gateway {
     portal: Option<Portal>,
     /// Origins listed in `frame_ancestors` (allowed WebSocket origins).
     frame_origins: Vec<String>,
-    /// Identity headers a client may not pass to a slot.
-    strip_headers: Vec<String>,
+    /// How the request a slot receives is rewritten (identity headers a
+    /// client may not pass on among what is dropped).
+    upstream_headers: headers::UpstreamPolicy,
     limits: Arc<Limits>,
     slots: Arc<Slots>,
     /// Claude quotas checked before a new terminal session starts.
@@ -173,7 +177,7 @@ impl Gateway {
         Ok(Gateway {
             recorder,
             frame_origins,
-            strip_headers,
+            upstream_headers: headers::UpstreamPolicy::new(&strip_headers),
             auth,
             signin,
             acls,
@@ -629,6 +633,7 @@ impl ProxyHttp for Gateway {
             started: Instant::now(),
             started_at: SystemTime::now(),
             client_ip: None,
+            client_ip_text: None,
             peer_ip: None,
             secure: self.tls,
             route: "rejected",
@@ -672,6 +677,7 @@ impl ProxyHttp for Gateway {
                 ctx.secure = fwd.https.unwrap_or(self.tls);
             }
         }
+        ctx.client_ip_text = ctx.client_ip.map(|ip| ip.to_string());
         let req = session.req_header();
         let method = req.method.as_str().to_string();
         ctx.html = routing::is_navigation(
@@ -990,11 +996,12 @@ impl ProxyHttp for Gateway {
         upstream: &mut pingora::http::RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        headers::upstream(upstream, &ctx.request_id, ctx.client_ip, ctx.secure)?;
-        for name in &self.strip_headers {
-            upstream.remove_header(name.as_str());
-        }
-        Ok(())
+        self.upstream_headers.apply(
+            upstream,
+            &ctx.request_id,
+            ctx.client_ip_text.as_deref(),
+            ctx.secure,
+        )
     }
 
     async fn connected_to_upstream(
@@ -1307,7 +1314,7 @@ impl ProxyHttp for Gateway {
             start: access_log::timestamp(ctx.started_at),
             kind,
             request_id: &ctx.request_id,
-            client_ip: ctx.client_ip.map(|ip| ip.to_string()),
+            client_ip: ctx.client_ip_text.as_deref(),
             user,
             method: req.method.as_str(),
             path: truncate(&path, 1024),

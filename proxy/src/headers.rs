@@ -87,37 +87,71 @@ impl HeaderPolicy {
     }
 }
 
-/// Rewrite the request a slot receives.
-pub fn upstream(
-    req: &mut RequestHeader,
-    request_id: &str,
-    client: Option<IpAddr>,
-    tls: bool,
-) -> Result<()> {
-    // ttyd -H: any non-empty value under 30 bytes is accepted; a
-    // client-supplied value is replaced, never passed on.
-    let auth: &str = &request_id[..request_id.len().min(16)];
-    req.insert_header(slotapi::TTYD_AUTH_HEADER, auth)?;
-    req.insert_header(REQUEST_ID, request_id)?;
-    for name in [
-        "cookie",
-        "authorization",
-        "proxy-authorization",
-        "forwarded",
-        "x-real-ip",
-    ] {
-        req.remove_header(name);
-    }
-    // Keep WebSocket frames uncompressed so the gateway can inspect them.
-    req.remove_header("sec-websocket-extensions");
-    match client {
-        Some(ip) => req.insert_header("x-forwarded-for", ip.to_string())?,
-        None => {
-            req.remove_header("x-forwarded-for");
+/// What a slot must never receive from the client: credentials meant for
+/// the gateway, forwarding claims the gateway makes itself, WebSocket
+/// compression (the gateway inspects frames).
+const NEVER_UPSTREAM: &[&str] = &[
+    "cookie",
+    "authorization",
+    "proxy-authorization",
+    "forwarded",
+    "x-real-ip",
+    "x-forwarded-for",
+    "sec-websocket-extensions",
+    slotapi::TTYD_AUTH_HEADER,
+    REQUEST_ID,
+];
+
+/// How the request a slot receives is rewritten. The names to drop are
+/// parsed once; per request the client's headers are scanned once against
+/// them (a typical request carries none), instead of a lookup per name.
+pub struct UpstreamPolicy {
+    drop: http::HeaderMap<()>,
+}
+
+impl UpstreamPolicy {
+    /// `extra`: more header names no client may pass on (identity headers
+    /// of the trusted-header mode and of common auth proxies). Names that
+    /// are not valid header names cannot arrive and are skipped.
+    pub fn new<S: AsRef<str>>(extra: &[S]) -> UpstreamPolicy {
+        let mut drop = http::HeaderMap::with_capacity(NEVER_UPSTREAM.len() + extra.len());
+        let extra = extra.iter().map(|s| s.as_ref());
+        for name in NEVER_UPSTREAM.iter().copied().chain(extra) {
+            if let Ok(n) = http::HeaderName::from_bytes(name.as_bytes()) {
+                drop.insert(n, ());
+            }
         }
+        UpstreamPolicy { drop }
     }
-    req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-    Ok(())
+
+    /// Rewrite the request a slot receives.
+    pub fn apply(
+        &self,
+        req: &mut RequestHeader,
+        request_id: &str,
+        client: Option<&str>,
+        tls: bool,
+    ) -> Result<()> {
+        let doomed: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|k| self.drop.contains_key(*k))
+            .cloned()
+            .collect();
+        for name in &doomed {
+            req.remove_header(name);
+        }
+        // ttyd -H: any non-empty value under 30 bytes is accepted; a
+        // client-supplied value was dropped above, never passed on.
+        let auth: &str = &request_id[..request_id.len().min(16)];
+        req.insert_header(slotapi::TTYD_AUTH_HEADER, auth)?;
+        req.insert_header(REQUEST_ID, request_id)?;
+        if let Some(ip) = client {
+            req.insert_header("x-forwarded-for", ip)?;
+        }
+        req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        Ok(())
+    }
 }
 
 /// What a trusted reverse proxy says about the client.
@@ -284,17 +318,48 @@ mod tests {
         req.insert_header("sec-websocket-extensions", "permessage-deflate")
             .unwrap();
         req.insert_header("x-forwarded-for", "1.2.3.4").unwrap();
+        req.insert_header("x-remote-user", "mallory").unwrap();
+        req.insert_header("X-Forwarded-Email", "m@example.com")
+            .unwrap();
+        req.insert_header("user-agent", "test").unwrap();
         let rid = new_request_id();
-        upstream(&mut req, &rid, Some("127.0.0.1".parse().unwrap()), true).unwrap();
+        let policy = UpstreamPolicy::new(&["x-remote-user", "x-forwarded-email", "bad name"]);
+        policy
+            .apply(&mut req, &rid, Some("127.0.0.1"), true)
+            .unwrap();
         let h = |n: &str| req.headers.get(n).map(|v| v.to_str().unwrap().to_string());
         assert_eq!(h("cookie"), None);
         assert_eq!(h("authorization"), None);
         assert_eq!(h("sec-websocket-extensions"), None);
+        assert_eq!(h("x-remote-user"), None);
+        assert_eq!(h("x-forwarded-email"), None);
+        assert_eq!(h("user-agent").unwrap(), "test", "other headers pass");
         let auth = h(slotapi::TTYD_AUTH_HEADER).unwrap();
         assert!(!auth.is_empty() && auth.len() < 30 && auth != "forged");
         assert_eq!(h("x-forwarded-for").unwrap(), "127.0.0.1");
         assert_eq!(h("x-forwarded-proto").unwrap(), "https");
         assert_eq!(h("x-request-id").unwrap(), rid);
         assert_eq!(rid.len(), 16);
+        // What goes on the wire agrees with the map (the case map too).
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap().to_ascii_lowercase();
+        assert!(
+            !wire.contains("cookie") && !wire.contains("mallory"),
+            "{wire}"
+        );
+        assert_eq!(wire.matches("x-forwarded-for").count(), 1, "{wire}");
+    }
+
+    #[test]
+    fn without_a_client_address_a_forwarded_for_claim_is_dropped() {
+        let mut req = RequestHeader::build("GET", b"/slot/a/", None).unwrap();
+        req.insert_header("x-forwarded-for", "6.6.6.6").unwrap();
+        let no_extra: &[&str] = &[];
+        UpstreamPolicy::new(no_extra)
+            .apply(&mut req, "0123456789abcdef", None, false)
+            .unwrap();
+        assert!(req.headers.get("x-forwarded-for").is_none());
+        assert_eq!(req.headers.get("x-forwarded-proto").unwrap(), "http");
     }
 }

@@ -14,7 +14,8 @@
 //! Keystroke round trip: send one character as ttyd INPUT, wait for its echo
 //! in OUTPUT. Rounds alternate between the ways to spread noise.
 //! Throughput: wrk on `GET /slot/<id>/token` through each proxy, runs
-//! alternating, median reported.
+//! alternating, median reported, with the CPU time per request of the
+//! proxy's processes (nginx: its workers) and of ttyd during the run.
 //!
 //! Environment: BENCH_KEYS (keystrokes per round, default 400), BENCH_ROUNDS
 //! (default 3), BENCH_WRK_SECS (default 5), BENCH_WRK_RUNS (default 3),
@@ -27,7 +28,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bench::{echo_latencies, env_num, median, ttyd_in_tempdir, wait_until, Killed};
+use bench::{cpu_secs, echo_latencies, env_num, median, ttyd_in_tempdir, wait_until, Killed};
 use slotgate_tests::gateway::{free_port, tty_over, Options, Slotgate, Stream};
 use slotgate_tests::ttyd::TtydClient;
 
@@ -115,7 +116,17 @@ fn load_average() -> String {
         .unwrap_or_default()
 }
 
-fn wrk(port: u16, secs: u64) -> anyhow::Result<f64> {
+/// One wrk run: requests per second, and the CPU time per request spent
+/// by the proxy's processes (`proxy`) and by ttyd, in µs.
+struct WrkRun {
+    rps: f64,
+    proxy_us: f64,
+    ttyd_us: f64,
+}
+
+fn wrk(port: u16, secs: u64, proxy: &[u32], ttyd: u32) -> anyhow::Result<WrkRun> {
+    let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let (proxy0, ttyd0) = (cpu(proxy), cpu_secs(ttyd));
     let url = format!("http://127.0.0.1:{port}/slot/{SLOT}/token");
     let out = Command::new("wrk")
         .args(["-t1", "-c16", &format!("-d{secs}s"), &url])
@@ -125,10 +136,24 @@ fn wrk(port: u16, secs: u64) -> anyhow::Result<f64> {
     if text.contains("Non-2xx") {
         bail!("wrk saw non-2xx answers from port {port}:\n{text}");
     }
-    text.lines()
+    let (proxy_s, ttyd_s) = (cpu(proxy) - proxy0, cpu_secs(ttyd) - ttyd0);
+    let rps: f64 = text
+        .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
         .and_then(|v| v.trim().parse().ok())
-        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))
+        .with_context(|| format!("no Requests/sec in wrk output:\n{text}"))?;
+    // "  123456 requests in 5.00s, …"
+    let requests: f64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in ").map(|x| x.0))
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no request count in wrk output:\n{text}"))?;
+    let per_request = |s: f64| s * 1e6 / requests.max(1.0);
+    Ok(WrkRun {
+        rps,
+        proxy_us: per_request(proxy_s),
+        ttyd_us: per_request(ttyd_s),
+    })
 }
 
 fn ms(d: Duration) -> String {
@@ -142,7 +167,7 @@ async fn run() -> anyhow::Result<()> {
     let wrk_runs = env_num("BENCH_WRK_RUNS", 3) as usize;
     let workers = env_num("BENCH_WORKERS", 2);
 
-    let (tmp, socket, _ttyd) = ttyd_in_tempdir(SLOT).await?;
+    let (tmp, socket, ttyd) = ttyd_in_tempdir(SLOT).await?;
     let dir = tmp.path();
 
     let nginx_port = free_port();
@@ -160,7 +185,7 @@ async fn run() -> anyhow::Result<()> {
         .replace("@WORKERS@", &workers.to_string())
         .replace("@USER@", &user);
     std::fs::write(prefix.join("nginx.conf"), conf)?;
-    let _nginx = Killed(
+    let nginx = Killed(
         Command::new("nginx")
             .arg("-p")
             .arg(&prefix)
@@ -192,6 +217,14 @@ async fn run() -> anyhow::Result<()> {
         },
     )
     .await?;
+    // CPU accounting: nginx's workers (children of its master), slotgate's
+    // one process, ttyd.
+    let nginx_workers = bench::children(nginx.0.id());
+    if nginx_workers.is_empty() {
+        bail!("nginx has no worker processes");
+    }
+    let gateway_pids = [bench::gateway_pid(&config)?];
+    let ttyd_pid = ttyd.0.id();
     let setup = Setup {
         socket,
         nginx_port,
@@ -214,13 +247,25 @@ async fn run() -> anyhow::Result<()> {
             samples[i].extend(keystrokes(&setup, ways[i], keys).await?);
         }
     }
-    let mut runs: Vec<Vec<f64>> = vec![Vec::new(); ways.len()];
+    let mut runs: Vec<Vec<WrkRun>> = (0..ways.len()).map(|_| Vec::new()).collect();
     for _ in 0..wrk_runs {
         for (i, way) in ways.iter().enumerate().skip(1) {
-            runs[i].push(wrk(setup.port(*way), wrk_secs)?);
+            let proxy: &[u32] = if *way == Way::Slotgate {
+                &gateway_pids
+            } else {
+                &nginx_workers
+            };
+            runs[i].push(wrk(setup.port(*way), wrk_secs, proxy, ttyd_pid)?);
         }
     }
-    let rps: Vec<f64> = runs.into_iter().map(median).collect();
+    let col = |f: fn(&WrkRun) -> f64| -> Vec<f64> {
+        runs.iter()
+            .map(|r| median(r.iter().map(f).collect()))
+            .collect()
+    };
+    let rps = col(|r| r.rps);
+    let proxy_us = col(|r| r.proxy_us);
+    let ttyd_us = col(|r| r.ttyd_us);
 
     for s in &mut samples {
         s.sort();
@@ -236,29 +281,34 @@ async fn run() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| way      | echo p50 ms | echo p99 ms | added p50 ms | added p99 ms | /token req/s |"
+        "| way      | echo p50 ms | echo p99 ms | added p50 ms | added p99 ms | /token req/s | proxy CPU µs/req | ttyd CPU µs/req |"
     );
     println!(
-        "|----------|-------------|-------------|--------------|--------------|--------------|"
+        "|----------|-------------|-------------|--------------|--------------|--------------|------------------|-----------------|"
     );
     for (i, way) in ways.iter().enumerate() {
-        let (a50, a99, r) = if i == 0 {
-            ("-".to_string(), "-".to_string(), "-".to_string())
+        let (a50, a99, r, pc, tc) = if i == 0 {
+            let dash = || "-".to_string();
+            (dash(), dash(), dash(), dash(), dash())
         } else {
             (
                 ms(added(i, &p50)),
                 ms(added(i, &p99)),
                 format!("{:.0}", rps[i]),
+                format!("{:.1}", proxy_us[i]),
+                format!("{:.1}", ttyd_us[i]),
             )
         };
         println!(
-            "| {:<8} | {:>11} | {:>11} | {:>12} | {:>12} | {:>12} |",
+            "| {:<8} | {:>11} | {:>11} | {:>12} | {:>12} | {:>12} | {:>16} | {:>15} |",
             way.name(),
             ms(p50[i]),
             ms(p99[i]),
             a50,
             a99,
-            r
+            r,
+            pc,
+            tc
         );
     }
     println!();

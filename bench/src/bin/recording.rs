@@ -21,50 +21,12 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bench::{echo_latencies, env_num, median, ttyd_in_tempdir};
+use bench::{cpu_secs, echo_latencies, env_num, gateway_pid, median, ttyd_in_tempdir};
 use futures_util::StreamExt;
 use slotgate_tests::gateway::{Options, Slotgate};
 use tokio_tungstenite::tungstenite::Message;
 
 const SLOT: &str = "bench";
-
-/// utime + stime of `pid` in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |x| x.1);
-    // After the name: state, ppid, …; utime and stime are the 12th and
-    // 13th fields.
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let num = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-    let tick = clock_ticks();
-    (num(11) + num(12)) as f64 / tick
-}
-
-/// `getconf CLK_TCK` (100 on Linux).
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// The slotgate process started with `config`.
-fn gateway_pid(config: &Path) -> anyhow::Result<u32> {
-    let needle = config.as_os_str().as_encoded_bytes();
-    for e in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let mut args = cmd.split(|b| *b == 0);
-        if args.next().is_some_and(|a| a.ends_with(b"slotgate")) && args.any(|a| a == needle) {
-            return Ok(pid);
-        }
-    }
-    bail!("no slotgate process for {}", config.display())
-}
 
 /// Seconds and bytes for `lines` lines of output through `gw`, and the
 /// gateway's CPU seconds meanwhile.
