@@ -62,22 +62,6 @@ pub fn children(pid: u32) -> Vec<u32> {
     out
 }
 
-/// The slotgate process started with `config`.
-pub fn gateway_pid(config: &Path) -> anyhow::Result<u32> {
-    let needle = config.as_os_str().as_encoded_bytes();
-    for e in std::fs::read_dir("/proc")?.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let mut args = cmd.split(|b| *b == 0);
-        if args.next().is_some_and(|a| a.ends_with(b"slotgate")) && args.any(|a| a == needle) {
-            return Ok(pid);
-        }
-    }
-    bail!("no slotgate process for {}", config.display())
-}
-
 /// The `p` quantile (0..=1) of sorted values, nearest rank.
 pub fn quantile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {

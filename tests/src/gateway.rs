@@ -140,6 +140,11 @@ impl Slotgate {
         Ok(gw)
     }
 
+    /// The slotgate process's id (None once it was stopped).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {

@@ -223,7 +223,7 @@ async fn run() -> anyhow::Result<()> {
     if nginx_workers.is_empty() {
         bail!("nginx has no worker processes");
     }
-    let gateway_pids = [bench::gateway_pid(&config)?];
+    let gateway_pids = [gateway.pid().context("slotgate is not running")?];
     let ttyd_pid = ttyd.0.id();
     let setup = Setup {
         socket,

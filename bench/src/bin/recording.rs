@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use bench::{cpu_secs, echo_latencies, env_num, gateway_pid, median, ttyd_in_tempdir};
+use bench::{cpu_secs, echo_latencies, env_num, median, ttyd_in_tempdir};
 use futures_util::StreamExt;
 use slotgate_tests::gateway::{Options, Slotgate};
 use tokio_tungstenite::tungstenite::Message;
@@ -131,9 +131,9 @@ async fn run() -> anyhow::Result<()> {
     };
     let on = Slotgate::start(&on_cfg, opts("")).await?;
     let off = Slotgate::start(&off_cfg, opts("[slotgate.recording]\nenabled = false\n")).await?;
-    let gws = [("on", &on, on_cfg.clone()), ("off", &off, off_cfg.clone())];
+    let gws = [("on", &on), ("off", &off)];
 
-    for (_, gw, _) in &gws {
+    for (_, gw) in &gws {
         echo_latencies(gw.tty(SLOT).await?, 50).await?;
     }
     let mut echo: Vec<Vec<Duration>> = vec![Vec::new(), Vec::new()];
@@ -143,13 +143,14 @@ async fn run() -> anyhow::Result<()> {
     for round in 0..rounds {
         for k in 0..2 {
             let i = (k + round) % 2;
-            let (name, gw, cfg) = &gws[i];
+            let (name, gw) = &gws[i];
             echo[i].extend(
                 echo_latencies(gw.tty(SLOT).await?, keys)
                     .await
                     .with_context(|| name.to_string())?,
             );
-            let (secs, bytes, cpu_s) = burst(gw, gateway_pid(cfg)?, lines).await?;
+            let (secs, bytes, cpu_s) =
+                burst(gw, gw.pid().context("slotgate is not running")?, lines).await?;
             rate[i].push(bytes as f64 / 1e6 / secs);
             // CPU time is counted in 10 ms ticks: sum over the bursts.
             cpu[i].push(cpu_s * 1e3);
@@ -164,7 +165,7 @@ async fn run() -> anyhow::Result<()> {
     println!();
     println!("| recording | echo p50 ms | echo p99 ms | output MB/s | slotgate CPU ms/MB |");
     println!("|-----------|-------------|-------------|-------------|--------------------|");
-    for (i, (name, _, _)) in gws.iter().enumerate() {
+    for (i, (name, _)) in gws.iter().enumerate() {
         let mut s: Vec<f64> = echo[i].iter().map(|d| d.as_secs_f64() * 1e3).collect();
         s.sort_by(|a, b| a.total_cmp(b));
         println!(

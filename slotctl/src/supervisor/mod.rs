@@ -617,10 +617,7 @@ impl Actor {
                     },
                 },
                 Phase::Backoff(until) => tokio::select! {
-                    _ = sleep_until(until) => {
-                        self.slot.lock().rec.restarts += 1;
-                        self.spawn_door()
-                    }
+                    _ = sleep_until(until) => self.restart_now(),
                     cmd = rx.recv() => match cmd {
                         None => return,
                         // Asked for while backing off (the gateway's lazy
@@ -629,9 +626,8 @@ impl Actor {
                         // failures so far still count, so a crash loop ends
                         // in `errored` however often someone asks for it.
                         Some(Cmd::Start(reply)) => {
-                            self.slot.lock().rec.restarts += 1;
                             let _ = reply.send(());
-                            self.spawn_door()
+                            self.restart_now()
                         }
                         Some(cmd) => match self.command(cmd, None).await {
                             Some(p) => p,
@@ -739,6 +735,12 @@ impl Actor {
 
     /// Spawn ttyd for the slot. Failure to spawn is a failure like any
     /// other: it goes through backoff and, if it persists, `errored`.
+    /// The next attempt after a failure (counted in `restarts`).
+    fn restart_now(&mut self) -> Phase {
+        self.slot.lock().rec.restarts += 1;
+        self.spawn_door()
+    }
+
     fn spawn_door(&mut self) -> Phase {
         match self.try_spawn() {
             Ok(door) => Phase::Running(door),
