@@ -20,7 +20,8 @@
 //! Environment: BENCH_KEYS (keystrokes per round, default 2000: p99 then rests on 60 samples per way), BENCH_ROUNDS
 //! (default 3), BENCH_WRK_SECS (default 5), BENCH_WRK_RUNS (default 3),
 //! BENCH_WORKERS (nginx workers, default 2), BENCH_THREADS (slotgate
-//! threads; default: slotgate's own default),
+//! threads; default: slotgate's own default), BENCH_EXTRA (more lines for
+//! slotgate's config, after its `[slotgate]` section's own keys),
 //! SLOTGATE_TTYD (ttyd binary).
 
 use std::path::PathBuf;
@@ -212,7 +213,7 @@ async fn run() -> anyhow::Result<()> {
             extra: match std::env::var("BENCH_THREADS") {
                 Ok(t) => format!("threads = {t}\n"),
                 Err(_) => String::new(),
-            },
+            } + &std::env::var("BENCH_EXTRA").unwrap_or_default(),
             ..Options::default()
         },
     )
@@ -241,21 +242,28 @@ async fn run() -> anyhow::Result<()> {
     for way in ways {
         keystrokes(&setup, way, 50).await?;
     }
+    // CPU the proxy spends per keystroke (both frames of the round trip).
+    let proxy_pids = |way: Way| -> &[u32] {
+        match way {
+            Way::Direct => &[],
+            Way::Slotgate => &gateway_pids,
+            Way::Nginx | Way::NginxKa => &nginx_workers,
+        }
+    };
+    let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
+    let mut key_cpu = vec![0.0f64; ways.len()];
     for round in 0..rounds {
         for k in 0..ways.len() {
             let i = (k + round) % ways.len();
+            let before = cpu(proxy_pids(ways[i]));
             samples[i].extend(keystrokes(&setup, ways[i], keys).await?);
+            key_cpu[i] += cpu(proxy_pids(ways[i])) - before;
         }
     }
     let mut runs: Vec<Vec<WrkRun>> = (0..ways.len()).map(|_| Vec::new()).collect();
     for _ in 0..wrk_runs {
         for (i, way) in ways.iter().enumerate().skip(1) {
-            let proxy: &[u32] = if *way == Way::Slotgate {
-                &gateway_pids
-            } else {
-                &nginx_workers
-            };
-            runs[i].push(wrk(setup.port(*way), wrk_secs, proxy, ttyd_pid)?);
+            runs[i].push(wrk(setup.port(*way), wrk_secs, proxy_pids(*way), ttyd_pid)?);
         }
     }
     let col = |f: fn(&WrkRun) -> f64| -> Vec<f64> {
@@ -281,31 +289,33 @@ async fn run() -> anyhow::Result<()> {
     );
     println!();
     println!(
-        "| way      | echo p50 ms | echo p99 ms | added p50 ms | added p99 ms | /token req/s | proxy CPU µs/req | ttyd CPU µs/req |"
+        "| way      | echo p50 ms | echo p99 ms | added p50 ms | added p99 ms | proxy CPU µs/key | /token req/s | proxy CPU µs/req | ttyd CPU µs/req |"
     );
     println!(
-        "|----------|-------------|-------------|--------------|--------------|--------------|------------------|-----------------|"
+        "|----------|-------------|-------------|--------------|--------------|------------------|--------------|------------------|-----------------|"
     );
     for (i, way) in ways.iter().enumerate() {
-        let (a50, a99, r, pc, tc) = if i == 0 {
+        let (a50, a99, kc, r, pc, tc) = if i == 0 {
             let dash = || "-".to_string();
-            (dash(), dash(), dash(), dash(), dash())
+            (dash(), dash(), dash(), dash(), dash(), dash())
         } else {
             (
                 ms(added(i, &p50)),
                 ms(added(i, &p99)),
+                format!("{:.1}", key_cpu[i] * 1e6 / samples[i].len().max(1) as f64),
                 format!("{:.0}", rps[i]),
                 format!("{:.1}", proxy_us[i]),
                 format!("{:.1}", ttyd_us[i]),
             )
         };
         println!(
-            "| {:<8} | {:>11} | {:>11} | {:>12} | {:>12} | {:>12} | {:>16} | {:>15} |",
+            "| {:<8} | {:>11} | {:>11} | {:>12} | {:>12} | {:>16} | {:>12} | {:>16} | {:>15} |",
             way.name(),
             ms(p50[i]),
             ms(p99[i]),
             a50,
             a99,
+            kc,
             r,
             pc,
             tc
