@@ -121,9 +121,22 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
 }
 
 /// A child process killed when dropped.
+/// A child stopped when dropped: SIGTERM first, so a parent can take its
+/// own children along (nginx's master stops its workers; SIGKILL would
+/// leave them running, still bound to the benchmark's ports), then SIGKILL
+/// after 5 s.
 pub struct Killed(pub Child);
 impl Drop for Killed {
     fn drop(&mut self) {
+        let pid = rustix::process::Pid::from_child(&self.0);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }

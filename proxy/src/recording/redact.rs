@@ -5,6 +5,12 @@
 //! (or the stream ends), and a match that reaches the end of the held text
 //! is held whole, because it may still grow. Held text keeps the time it
 //! arrived at: redaction delays writing, never the recorded timing.
+//!
+//! A scan costs the length of the held text, so text is scanned and
+//! released once another [`WINDOW`] bytes have come (or the oldest held
+//! text is [`HOLD_TIME`] old), not on every frame: a keystroke's echo is
+//! one byte, and scanning the whole window for each cost ~10 000
+//! instructions per echoed keystroke.
 
 use regex::Regex;
 
@@ -116,7 +122,10 @@ impl Redactor {
             self.pieces.push((self.text.len(), t));
             self.text.push_str(s);
         }
-        self.release(false, t, out);
+        let due = self.held_since().is_some_and(|h| h < t - HOLD_TIME);
+        if self.text.len() >= 2 * WINDOW || due {
+            self.release(false, t, out);
+        }
     }
 
     /// Time moved on to `now` (another event of the session): release text
@@ -346,5 +355,29 @@ mod tests {
         );
         let err = Patterns::new(true, &["(".into()]).unwrap_err();
         assert!(err.contains("redact[0]"), "{err}");
+    }
+
+    #[test]
+    fn small_pieces_are_scanned_in_steps_of_a_window_and_old_text_still_goes() {
+        let p = defaults();
+        let mut r = Redactor::new(p.clone());
+        let mut out = vec![];
+        // Keystroke echo: one byte at a time, well within a second.
+        for i in 0..2 * WINDOW - 1 {
+            r.push(i as f64 * 1e-4, "x", &mut out);
+        }
+        assert!(out.is_empty(), "released before a window's worth came");
+        r.push(0.06, "x", &mut out);
+        assert_eq!(out.iter().map(|x| x.1.len()).sum::<usize>(), WINDOW);
+        assert_eq!(out[0].0, 0.0, "released text keeps its own time");
+
+        // Held past HOLD_TIME: the next piece releases the old text.
+        let mut r = Redactor::new(p);
+        let mut out = vec![];
+        r.push(0.0, "old ", &mut out);
+        r.push(0.5, "newer ", &mut out);
+        assert!(out.is_empty());
+        r.push(1.2, "newest", &mut out);
+        assert_eq!(out, vec![(0.0, "old ".to_string())]);
     }
 }
