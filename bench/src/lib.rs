@@ -120,7 +120,6 @@ pub fn exit_code(result: anyhow::Result<()>) -> std::process::ExitCode {
     }
 }
 
-/// A child process killed when dropped.
 /// A child stopped when dropped: SIGTERM first, so a parent can take its
 /// own children along (nginx's master stops its workers; SIGKILL would
 /// leave them running, still bound to the benchmark's ports), then SIGKILL

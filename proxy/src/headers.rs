@@ -32,10 +32,12 @@ const REQUEST_ID_NAME: HeaderName = HeaderName::from_static(REQUEST_ID);
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// An error for a header map that cannot grow (more than `http`'s 32 768
-/// entries; Pingora's parser refuses far fewer long before).
-fn too_many(_: http::header::MaxSizeReached) -> Box<pingora::Error> {
-    pingora::Error::explain(pingora::ErrorType::InvalidHTTPHeader, "too many headers")
+/// Room for `n` more headers in `h`: the inserts that follow cannot grow
+/// the map (nor panic at `http`'s 32 768-entry limit; Pingora's parser
+/// refuses far fewer headers long before).
+fn reserve(h: &mut HeaderMap, n: usize) -> Result<()> {
+    h.try_reserve(n)
+        .or_err(InvalidHTTPHeader, "too many headers")
 }
 
 /// Edit a response's headers as one [`HeaderMap`] (see the module docs).
@@ -137,22 +139,17 @@ impl HeaderPolicy {
         let request_id = HeaderValue::from_str(request_id)
             .or_err(InvalidHTTPHeader, "request id is not a header value")?;
         edit_response(resp, |h| {
-            h.try_reserve(6).map_err(too_many)?;
-            h.try_insert(CONTENT_SECURITY_POLICY, self.csp.clone())
-                .map_err(too_many)?;
+            reserve(h, 6)?;
+            h.insert(CONTENT_SECURITY_POLICY, self.csp.clone());
             if let Some(v) = &self.frame_options {
-                h.try_insert(X_FRAME_OPTIONS, v.clone()).map_err(too_many)?;
+                h.insert(X_FRAME_OPTIONS, v.clone());
             }
-            h.try_insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"))
-                .map_err(too_many)?;
-            h.try_insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"))
-                .map_err(too_many)?;
+            h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+            h.insert(REFERRER_POLICY, HeaderValue::from_static("same-origin"));
             if let Some(v) = &self.hsts {
-                h.try_insert(STRICT_TRANSPORT_SECURITY, v.clone())
-                    .map_err(too_many)?;
+                h.insert(STRICT_TRANSPORT_SECURITY, v.clone());
             }
-            h.try_insert(REQUEST_ID_NAME, request_id)
-                .map_err(too_many)?;
+            h.insert(REQUEST_ID_NAME, request_id);
             h.remove(SERVER);
             Ok(())
         })
@@ -224,16 +221,14 @@ impl UpstreamPolicy {
             for name in &doomed {
                 h.remove(name);
             }
-            h.try_reserve(4).map_err(too_many)?;
-            h.try_insert(self.ttyd_auth.clone(), auth)
-                .map_err(too_many)?;
-            h.try_insert(REQUEST_ID_NAME, request_id)
-                .map_err(too_many)?;
+            reserve(h, 4)?;
+            h.insert(self.ttyd_auth.clone(), auth);
+            h.insert(REQUEST_ID_NAME, request_id);
             if let Some(ip) = client {
-                h.try_insert(X_FORWARDED_FOR, ip).map_err(too_many)?;
+                h.insert(X_FORWARDED_FOR, ip);
             }
             let proto = HeaderValue::from_static(if tls { "https" } else { "http" });
-            h.try_insert(X_FORWARDED_PROTO, proto).map_err(too_many)?;
+            h.insert(X_FORWARDED_PROTO, proto);
             Ok(())
         })
     }

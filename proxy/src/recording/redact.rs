@@ -122,8 +122,7 @@ impl Redactor {
             self.pieces.push((self.text.len(), t));
             self.text.push_str(s);
         }
-        let due = self.held_since().is_some_and(|h| h < t - HOLD_TIME);
-        if self.text.len() >= 2 * WINDOW || due {
+        if self.text.len() >= 2 * WINDOW || self.held_too_long(t) {
             self.release(false, t, out);
         }
     }
@@ -131,9 +130,14 @@ impl Redactor {
     /// Time moved on to `now` (another event of the session): release text
     /// held longer than [`HOLD_TIME`].
     pub fn tick(&mut self, now: f64, out: &mut Vec<(f64, String)>) {
-        if self.held_since().is_some_and(|t| t < now - HOLD_TIME) {
+        if self.held_too_long(now) {
             self.release(false, now, out);
         }
+    }
+
+    /// Some text has been held longer than [`HOLD_TIME`] at `now`.
+    fn held_too_long(&self, now: f64) -> bool {
+        self.held_since().is_some_and(|t| t < now - HOLD_TIME)
     }
 
     /// Time of the oldest text still held.
