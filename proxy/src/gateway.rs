@@ -1,8 +1,10 @@
 //! The Pingora `ProxyHttp` implementation. It stays thin: each phase asks
 //! one module for a decision (routing, identity, limits, slots, headers,
 //! access log, metrics) and maps the answer to HTTP at the phase edge. All
-//! per-request state lives in one [`Ctx`]. Bodies are never buffered:
-//! proxied bytes only pass through the body filters to be counted.
+//! per-request state lives in one [`Ctx`]. Bodies are never buffered.
+//! WebSocket upgrades leave Pingora's proxy loop for [`upgrade`]'s relay;
+//! what their frames mean (revocation, the viewer filter, counts, the
+//! recording, activity) is [`WsFrames`], here.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -35,8 +37,12 @@ use crate::sessions::{self, WsTicket};
 use crate::signin::{self, AuthRequest, SignIn};
 use crate::slot_acl::SlotAcls;
 use crate::slots::{SlotError, Slots};
+use crate::upgrade::{self, Verdict};
 use ::identity::frames::ViewerFilter;
 use http_body_util::BodyExt;
+use std::os::unix::io::AsRawFd;
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
 
 /// Everything one request carries between phases.
 pub struct Ctx {
@@ -484,6 +490,247 @@ impl Gateway {
 
     fn socket(&self, ctx: &Ctx) -> Option<PathBuf> {
         ctx.slot.as_ref().map(|id| self.slots.socket(id))
+    }
+
+    /// A slot's answer on its way to the client: the security headers, a
+    /// refreshed cookie, and for a `101` the start of a WebSocket session
+    /// (metrics, slotctl's activity, the recording).
+    fn slot_response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        self.headers.downstream(resp, &ctx.request_id)?;
+        if let Some(c) = ctx.set_cookie.take() {
+            resp.append_header("set-cookie", c)?;
+        }
+        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
+            ctx.ws_open = true;
+            ctx.last_active = Instant::now();
+            self.metrics.ws_open.fetch_add(1, Relaxed);
+            if let Some(id) = &ctx.slot {
+                let user = ctx
+                    .identity
+                    .as_ref()
+                    .and_then(|i| i.user.as_ref())
+                    .map(|u| u.as_str());
+                self.slots
+                    .report(id, ActivityKind::Connect, &ctx.request_id, user);
+                if let Some(rec) = &self.recorder {
+                    let r = rec.open(&ctx.request_id, user, id.as_str(), ctx.started_at);
+                    // Whether the template records keystrokes: asked beside
+                    // the stream, never waited for.
+                    let (switch, slots, id) =
+                        (r.input_switch(), Arc::clone(&self.slots), id.clone());
+                    tokio::spawn(async move { switch.set(slots.records_input(&id).await) });
+                    ctx.recording = Some(r);
+                }
+            }
+            tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, "websocket open");
+        }
+        Ok(())
+    }
+
+    /// An upgrade request to a slot (its terminal's WebSocket): connected,
+    /// handed over and relayed by [`upgrade`], not Pingora's proxy loop
+    /// (that module says why). Always answers the request itself.
+    async fn relay_upgrade(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let mut slot = match self.connect_slot(ctx).await {
+            Ok(slot) => slot,
+            Err(reply) => return self.reply(session, ctx, reply).await,
+        };
+        let mut req = session.req_header().clone();
+        self.upstream_headers.apply(
+            &mut req,
+            &ctx.request_id,
+            ctx.client_ip_text.as_deref(),
+            ctx.secure,
+        )?;
+        let (mut resp, first) = match upgrade::handshake(&mut slot, &req, UPGRADE_ANSWER).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, error = %e, "slot failed the WebSocket handshake");
+                return self.reply(session, ctx, unreachable_page(ctx.html)).await;
+            }
+        };
+        if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            // The slot's own words stay with the slot (its log has them).
+            let status = resp.status.as_u16();
+            tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, status, "slot refused the WebSocket upgrade");
+            let status = if (400..600).contains(&status) {
+                status
+            } else {
+                502
+            };
+            let reply = pages::error(
+                status,
+                "slot_refused",
+                "The terminal refused the connection",
+                "The terminal did not accept this connection. Reload the page; if it keeps happening, tell an administrator.",
+                ctx.html,
+            );
+            return self.reply(session, ctx, reply).await;
+        }
+        self.slot_response(&mut resp, ctx)?;
+        self.register_ws(ctx, slot.as_raw_fd());
+        let mut client = upgrade::take_client(session, &resp).await?;
+        let head = upgrade::response_to_wire(&resp);
+        let sent = async {
+            client.write_all(&head).await?;
+            client.flush().await
+        };
+        let ended = match sent.await {
+            Ok(()) => {
+                let mut frames = WsFrames { gw: self, ctx };
+                upgrade::relay(&mut client, &mut slot, &first, &mut frames).await
+            }
+            Err(_) => upgrade::Ended::ClientError,
+        };
+        ctx.error = ctx.error.or(ended.error());
+        Ok(true)
+    }
+
+    /// Connect to the slot's socket. A refusal (usually: the slot is
+    /// stopped and its socket gone) starts the slot and connects once
+    /// more. `Err` carries the response to send instead.
+    async fn connect_slot(&self, ctx: &mut Ctx) -> Result<UnixStream, Reply> {
+        let (Some(id), Some(path)) = (ctx.slot.clone(), self.socket(ctx)) else {
+            return Err(pages::error(
+                500,
+                "gateway_error",
+                "Something went wrong",
+                "The gateway could not complete this request.",
+                ctx.html,
+            ));
+        };
+        if let Ok(slot) = upgrade::connect(&path, self.connect_timeout).await {
+            return Ok(slot);
+        }
+        self.metrics.upstream_connect_failures.fetch_add(1, Relaxed);
+        self.start_slot(ctx, &id).await?;
+        upgrade::connect(&path, self.connect_timeout)
+            .await
+            .map_err(|e| {
+                self.metrics.upstream_connect_failures.fetch_add(1, Relaxed);
+                tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, slot = %id, error = %e, "slot is running but its socket refused the connection");
+                let reply = unreachable_page(ctx.html);
+                ctx.error = reply.error;
+                reply
+            })
+    }
+
+    /// Register an open WebSocket with its sign-in session, so that
+    /// revoking the session (or the access) closes it: `fd` is the socket
+    /// to the slot.
+    fn register_ws(&self, ctx: &mut Ctx, fd: std::os::unix::io::RawFd) {
+        let (Some(auth), Some(sid)) = (
+            &self.auth,
+            ctx.identity.as_ref().and_then(|i| i.sid.as_deref()),
+        ) else {
+            return;
+        };
+        if let Some(old) = ctx.ws_ticket.take() {
+            auth.sessions.unregister_ws(&old);
+        }
+        let slot = ctx.slot.as_ref().map(|s| s.as_str()).unwrap_or_default();
+        let user = ctx
+            .identity
+            .as_ref()
+            .and_then(|i| i.user.as_ref())
+            .map(|u| u.as_str())
+            .unwrap_or_default();
+        ctx.ws_ticket = Some(auth.sessions.register_ws(sid, slot, user, Some(fd)));
+    }
+}
+
+/// How long a slot may take to answer a WebSocket upgrade.
+const UPGRADE_ANSWER: Duration = Duration::from_secs(30);
+
+/// The page for a slot that did not answer.
+fn unreachable_page(html: bool) -> Reply {
+    pages::error(
+        502,
+        "slot_unreachable",
+        "The terminal is not answering",
+        "The terminal did not answer. Reload the page in a moment; if it keeps happening, tell an administrator.",
+        html,
+    )
+}
+
+/// The gateway's side of a relayed WebSocket session: revocation, the
+/// read-only viewer's filter, byte counts, the recording and slotctl's
+/// activity reports.
+struct WsFrames<'a> {
+    gw: &'a Gateway,
+    ctx: &'a mut Ctx,
+}
+
+impl upgrade::Frames for WsFrames<'_> {
+    fn client_sent(&mut self, bytes: &[u8]) -> Verdict {
+        let ctx = &mut *self.ctx;
+        if ctx.ws_ticket.as_ref().is_some_and(|t| t.kill.load(Acquire)) {
+            // The session ended: nothing more reaches the slot.
+            return Verdict::Replace(Vec::new());
+        }
+        let mut filtered = None;
+        if let Some(filter) = ctx.viewer.as_mut() {
+            let mut out = Vec::with_capacity(bytes.len());
+            if let Err(e) = filter.feed(bytes, &mut out) {
+                tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, error = %e, "viewer sent frames that cannot be filtered; closing");
+                return Verdict::Close("viewer_frame");
+            }
+            filtered = Some(out);
+        }
+        let sent = filtered.as_deref().unwrap_or(bytes);
+        ctx.ws_bytes_in += sent.len() as u64;
+        if let Some(r) = ctx.recording.as_mut() {
+            r.client_bytes(sent);
+        }
+        if ctx.last_active.elapsed() >= self.gw.activity_interval {
+            ctx.last_active = Instant::now();
+            if let Some(id) = &ctx.slot {
+                let user = ctx
+                    .identity
+                    .as_ref()
+                    .and_then(|i| i.user.as_ref())
+                    .map(|u| u.as_str());
+                self.gw
+                    .slots
+                    .report(id, ActivityKind::Active, &ctx.request_id, user);
+            }
+        }
+        filtered.map_or(Verdict::Pass, Verdict::Replace)
+    }
+
+    fn slot_sent(&mut self, bytes: Option<&[u8]>) -> Verdict {
+        let ctx = &mut *self.ctx;
+        if let Some(t) = ctx.ws_ticket.as_ref().filter(|t| t.kill.load(Acquire)) {
+            // Revoked (or the access was removed): whatever the slot says is
+            // replaced by one close frame.
+            if ctx.close_sent {
+                return Verdict::Replace(Vec::new());
+            }
+            ctx.close_sent = true;
+            let (code, reason, error) = if t.access_removed.load(Acquire) {
+                (
+                    sessions::CLOSE_ACCESS_REMOVED,
+                    sessions::CLOSE_ACCESS_REMOVED_REASON,
+                    "access_removed",
+                )
+            } else {
+                (
+                    sessions::CLOSE_REVOKED,
+                    sessions::CLOSE_REVOKED_REASON,
+                    "session_revoked",
+                )
+            };
+            ctx.error = Some(error);
+            tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, reason, "closing the WebSocket");
+            return Verdict::Replace(sessions::close_frame(code, reason));
+        }
+        if let Some(b) = bytes {
+            ctx.ws_bytes_out += b.len() as u64;
+            if let Some(r) = ctx.recording.as_mut() {
+                r.server_bytes(b);
+            }
+        }
+        Verdict::Pass
     }
 }
 
@@ -942,6 +1189,7 @@ impl ProxyHttp for Gateway {
             }
             _ => match self.admit_slot_request(session, ctx) {
                 Some(reply) => self.reply(session, ctx, reply).await,
+                None if session.is_upgrade_req() => self.relay_upgrade(session, ctx).await,
                 None => Ok(false),
             },
         }
@@ -1004,170 +1252,13 @@ impl ProxyHttp for Gateway {
         )
     }
 
-    async fn connected_to_upstream(
-        &self,
-        session: &mut Session,
-        _reused: bool,
-        _peer: &HttpPeer,
-        #[cfg(unix)] fd: std::os::unix::io::RawFd,
-        #[cfg(windows)] _sock: std::os::windows::io::RawSocket,
-        _digest: Option<&pingora::protocols::Digest>,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if !session.is_upgrade_req() {
-            return Ok(());
-        }
-        let (Some(auth), Some(sid)) = (
-            &self.auth,
-            ctx.identity.as_ref().and_then(|i| i.sid.as_deref()),
-        ) else {
-            return Ok(());
-        };
-        if let Some(old) = ctx.ws_ticket.take() {
-            auth.sessions.unregister_ws(&old);
-        }
-        let slot = ctx.slot.as_ref().map(|s| s.as_str()).unwrap_or_default();
-        let user = ctx
-            .identity
-            .as_ref()
-            .and_then(|i| i.user.as_ref())
-            .map(|u| u.as_str())
-            .unwrap_or_default();
-        ctx.ws_ticket = Some(auth.sessions.register_ws(sid, slot, user, Some(fd)));
-        Ok(())
-    }
-
     async fn response_filter(
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        self.headers.downstream(resp, &ctx.request_id)?;
-        if let Some(c) = ctx.set_cookie.take() {
-            resp.append_header("set-cookie", c)?;
-        }
-        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            ctx.ws_open = true;
-            ctx.last_active = Instant::now();
-            self.metrics.ws_open.fetch_add(1, Relaxed);
-            if let Some(id) = &ctx.slot {
-                let user = ctx
-                    .identity
-                    .as_ref()
-                    .and_then(|i| i.user.as_ref())
-                    .map(|u| u.as_str());
-                self.slots
-                    .report(id, ActivityKind::Connect, &ctx.request_id, user);
-                if let Some(rec) = &self.recorder {
-                    let r = rec.open(&ctx.request_id, user, id.as_str(), ctx.started_at);
-                    // Whether the template records keystrokes: asked beside
-                    // the stream, never waited for.
-                    let (switch, slots, id) =
-                        (r.input_switch(), Arc::clone(&self.slots), id.clone());
-                    tokio::spawn(async move { switch.set(slots.records_input(&id).await) });
-                    ctx.recording = Some(r);
-                }
-            }
-            tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, "websocket open");
-        }
-        Ok(())
-    }
-
-    async fn request_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if ctx.ws_ticket.as_ref().is_some_and(|t| t.kill.load(Acquire)) {
-            // The session ended: nothing more reaches the slot.
-            if body.is_some() {
-                *body = Some(Bytes::new());
-            }
-            return Ok(());
-        }
-        if let (Some(filter), Some(b)) = (ctx.viewer.as_mut(), body.as_mut()) {
-            let mut out = Vec::with_capacity(b.len());
-            if let Err(e) = filter.feed(b, &mut out) {
-                tracing::warn!(parent: &ctx.span, request_id = %ctx.request_id, error = %e, "viewer sent frames that cannot be filtered; closing");
-                ctx.error = Some("viewer_frame");
-                return Error::e_explain(ErrorType::InternalError, "viewer frame filter");
-            }
-            *b = Bytes::from(out);
-        }
-        if !ctx.ws_open {
-            return Ok(());
-        }
-        if let Some(b) = body {
-            ctx.ws_bytes_in += b.len() as u64;
-            if let Some(r) = ctx.recording.as_mut() {
-                r.client_bytes(b);
-            }
-        }
-        if ctx.last_active.elapsed() >= self.activity_interval {
-            ctx.last_active = Instant::now();
-            if let Some(id) = &ctx.slot {
-                let user = ctx
-                    .identity
-                    .as_ref()
-                    .and_then(|i| i.user.as_ref())
-                    .map(|u| u.as_str());
-                self.slots
-                    .report(id, ActivityKind::Active, &ctx.request_id, user);
-            }
-        }
-        Ok(())
-    }
-
-    fn response_body_filter(
-        &self,
-        _session: &mut Session,
-        body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut Ctx,
-    ) -> Result<Option<Duration>> {
-        if let Some(t) = ctx
-            .ws_ticket
-            .as_ref()
-            .filter(|t| ctx.ws_open && t.kill.load(Acquire))
-        {
-            // Revoked (or the access was removed): replace whatever the slot
-            // says by one close frame.
-            let removed = t.access_removed.load(Acquire);
-            *body = if ctx.close_sent {
-                body.as_ref().map(|_| Bytes::new())
-            } else {
-                ctx.close_sent = true;
-                let (code, reason, error) = if removed {
-                    (
-                        sessions::CLOSE_ACCESS_REMOVED,
-                        sessions::CLOSE_ACCESS_REMOVED_REASON,
-                        "access_removed",
-                    )
-                } else {
-                    (
-                        sessions::CLOSE_REVOKED,
-                        sessions::CLOSE_REVOKED_REASON,
-                        "session_revoked",
-                    )
-                };
-                ctx.error = Some(error);
-                tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, reason, "closing the WebSocket");
-                Some(Bytes::from(sessions::close_frame(code, reason)))
-            };
-            return Ok(None);
-        }
-        if ctx.ws_open {
-            if let Some(b) = body {
-                ctx.ws_bytes_out += b.len() as u64;
-                if let Some(r) = ctx.recording.as_mut() {
-                    r.server_bytes(b);
-                }
-            }
-        }
-        Ok(None)
+        self.slot_response(resp, ctx)
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
@@ -1186,14 +1277,14 @@ impl ProxyHttp for Gateway {
             let reply = match (ctx.pending.take(), &ctx.slot_error) {
                 (Some(reply), _) => reply,
                 (None, Some(se)) => pages::slot_error(se, ctx.html),
-                (None, None) if code == 502 => pages::error(
-                    502,
-                    "slot_unreachable",
-                    "The terminal is not answering",
-                    "The terminal did not answer. Reload the page in a moment; if it keeps happening, tell an administrator.",
+                (None, None) if code == 502 => unreachable_page(ctx.html),
+                (None, None) => pages::error(
+                    code,
+                    "gateway_error",
+                    "Something went wrong",
+                    "The gateway could not complete this request.",
                     ctx.html,
                 ),
-                (None, None) => pages::error(code, "gateway_error", "Something went wrong", "The gateway could not complete this request.", ctx.html),
             };
             ctx.error = Some(reply.error.unwrap_or("gateway_error"));
             if let Err(write_err) = self.reply(session, ctx, reply).await {

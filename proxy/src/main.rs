@@ -24,6 +24,7 @@ mod signin;
 mod slot_acl;
 mod slots;
 mod tls;
+mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;

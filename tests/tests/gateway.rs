@@ -205,6 +205,99 @@ async fn stopped_slot_starts_on_demand() {
     assert_eq!(r.status, 404);
 }
 
+/// A WebSocket upgrade, as a browser sends it, with `protocol`.
+fn upgrade_headers(protocol: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Protocol", protocol),
+    ]
+}
+
+#[tokio::test]
+async fn a_websocket_the_slot_refuses_gets_the_gateways_answer_and_others_go_on() {
+    let (_env, gw) = stack(Options::default()).await;
+    let mut open = gw.tty("alice").await.unwrap();
+
+    // ttyd hangs up on an upgrade for a protocol it does not speak.
+    let mut s = gw.connect().await.unwrap();
+    gateway::send_request(&mut s, "GET", "/slot/alice/ws", &upgrade_headers("nope"))
+        .await
+        .unwrap();
+    let r = gateway::read_response(&mut s, false).await.unwrap();
+    assert_eq!(r.status, 502, "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["error"], "slot_unreachable");
+    let line = gw
+        .wait_for_log_line(T, |l| l["path"] == "/slot/alice/ws" && l["status"] == 502)
+        .await
+        .unwrap();
+    assert_eq!(line["served_by"], "gateway");
+    assert_eq!(line["error"], "slot_unreachable");
+
+    // The session already open is untouched, and a new one opens.
+    let from = open.screen.len();
+    open.input("echo still-$((20+1))\r").await.unwrap();
+    open.expect_from(from, "still-21", T).await.unwrap();
+    let mut again = gw.tty("alice").await.unwrap();
+    let from = again.screen.len();
+    again.input("echo again-$((20+2))\r").await.unwrap();
+    again.expect_from(from, "again-22", T).await.unwrap();
+}
+
+#[tokio::test]
+async fn stand_in_slot_answering_an_upgrade_with_403_gets_the_gateways_page_not_its_words() {
+    // ttyd never answers an upgrade with an HTTP error (it hangs up, see
+    // above), so a stand-in listens on the slot's socket: the daemon is
+    // gone and the slot stopped, so nothing else answers there.
+    let (mut env, gw) = stack(Options::default()).await;
+    let out = env.slotctl(&["stop", "alice"]);
+    assert!(out.status.success());
+    env.wait_status("alice", SlotStatus::Stopped, T).await;
+    env.kill_daemon();
+    let path = env.slot_socket("alice");
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let stand_in = tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut c, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            c.read_exact(&mut byte).await.unwrap();
+            head.push(byte[0]);
+        }
+        c.write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 17\r\n\r\nSTAND-IN-SECRET\r\n")
+            .await
+            .unwrap();
+        String::from_utf8(head).unwrap()
+    });
+
+    let mut s = gw.connect().await.unwrap();
+    gateway::send_request(&mut s, "GET", "/slot/alice/ws", &upgrade_headers("tty"))
+        .await
+        .unwrap();
+    let r = gateway::read_response(&mut s, false).await.unwrap();
+    assert_eq!(r.status, 403, "the slot's status is kept: {}", r.text());
+    assert!(!r.text().contains("STAND-IN-SECRET"), "{}", r.text());
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["error"], "slot_refused");
+    assert!(r.header("content-security-policy").is_some());
+
+    // What the slot was sent: the upgrade, with the gateway's headers.
+    let head = tokio::time::timeout(T, stand_in).await.unwrap().unwrap();
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        head.starts_with("GET /slot/alice/ws HTTP/1.1\r\n"),
+        "{head}"
+    );
+    assert!(lower.contains("\r\nupgrade: websocket\r\n"), "{head}");
+    assert!(lower.contains("\r\nx-slotgate-auth: "), "{head}");
+    assert!(lower.contains("\r\nx-request-id: "), "{head}");
+}
+
 #[tokio::test]
 async fn supervisor_down_is_explained() {
     let (mut env, gw) = stack(Options::default()).await;

@@ -3,7 +3,7 @@
 //! mode 0600 in 0700 directories). See `docs/recording.md`.
 //!
 //! The proxy side ([`Recording`], one per session) runs beside the stream
-//! in the body filters: it parses the raw upgraded bytes with the shared
+//! in the WebSocket relay's hooks: it parses the raw upgraded bytes with the shared
 //! WebSocket parser ([`identity::frames::MessageReader`]) and hands ttyd's
 //! OUTPUT payloads, RESIZE sizes (and INPUT when the slot's template asks
 //! for it) to the writer thread through a bounded queue. Nothing is
