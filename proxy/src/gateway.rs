@@ -99,6 +99,22 @@ pub struct Ctx {
     span: tracing::Span,
 }
 
+impl Ctx {
+    /// The signed-in user's name, if any.
+    fn user(&self) -> Option<&str> {
+        user_name(&self.identity)
+    }
+}
+
+/// The user an identity names (borrowing only the identity, for code that
+/// also changes other fields of the [`Ctx`]).
+fn user_name(identity: &Option<Identity>) -> Option<&str> {
+    identity
+        .as_ref()
+        .and_then(|i| i.user.as_ref())
+        .map(|u| u.as_str())
+}
+
 /// Largest request body the gateway reads itself (sign-in forms, API).
 const MAX_FORM: usize = 16 * 1024;
 
@@ -238,11 +254,7 @@ impl Gateway {
     }
 
     fn limit(&self, ctx: &Ctx, cat: Category) -> Result<(), Limited> {
-        let user = ctx
-            .identity
-            .as_ref()
-            .and_then(|i| i.user.as_ref())
-            .map(|u| u.as_str());
+        let user = ctx.user();
         self.limits.check(cat, ctx.client_ip, user).inspect_err(|l| {
             self.metrics.rate_limited(l.category, l.scope);
             tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, category = l.category, scope = l.scope, "rate limited");
@@ -505,11 +517,7 @@ impl Gateway {
             ctx.last_active = Instant::now();
             self.metrics.ws_open.fetch_add(1, Relaxed);
             if let Some(id) = &ctx.slot {
-                let user = ctx
-                    .identity
-                    .as_ref()
-                    .and_then(|i| i.user.as_ref())
-                    .map(|u| u.as_str());
+                let user = ctx.user();
                 self.slots
                     .report(id, ActivityKind::Connect, &ctx.request_id, user);
                 if let Some(rec) = &self.recorder {
@@ -629,12 +637,7 @@ impl Gateway {
             auth.sessions.unregister_ws(&old);
         }
         let slot = ctx.slot.as_ref().map(|s| s.as_str()).unwrap_or_default();
-        let user = ctx
-            .identity
-            .as_ref()
-            .and_then(|i| i.user.as_ref())
-            .map(|u| u.as_str())
-            .unwrap_or_default();
+        let user = ctx.user().unwrap_or_default();
         ctx.ws_ticket = Some(auth.sessions.register_ws(sid, slot, user, Some(fd)));
     }
 }
@@ -685,11 +688,7 @@ impl upgrade::Frames for WsFrames<'_> {
         if ctx.last_active.elapsed() >= self.gw.activity_interval {
             ctx.last_active = Instant::now();
             if let Some(id) = &ctx.slot {
-                let user = ctx
-                    .identity
-                    .as_ref()
-                    .and_then(|i| i.user.as_ref())
-                    .map(|u| u.as_str());
+                let user = ctx.user();
                 self.gw
                     .slots
                     .report(id, ActivityKind::Active, &ctx.request_id, user);
@@ -1350,11 +1349,7 @@ impl ProxyHttp for Gateway {
         if e.is_some() && ctx.error.is_none() && !ctx.answered {
             ctx.error = Some("proxy_error");
         }
-        let user = ctx
-            .identity
-            .as_ref()
-            .and_then(|i| i.user.as_ref())
-            .map(|u| u.as_str());
+        let user = user_name(&ctx.identity);
         let recording = match ctx.recording.take() {
             Some(r) => {
                 let input = r.records_input();

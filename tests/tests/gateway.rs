@@ -21,6 +21,17 @@ async fn stack(opts: Options) -> (TestEnv, Slotgate) {
     (env, gw)
 }
 
+/// [`stack`], then `alice` stopped and the daemon killed: nothing answers
+/// on alice's socket and slotctl cannot start her.
+async fn stack_with_alice_stopped_and_no_daemon() -> (TestEnv, Slotgate) {
+    let (mut env, gw) = stack(Options::default()).await;
+    let out = env.slotctl(&["stop", "alice"]);
+    assert!(out.status.success());
+    env.wait_status("alice", SlotStatus::Stopped, T).await;
+    env.kill_daemon();
+    (env, gw)
+}
+
 fn html() -> [(&'static str, &'static str); 1] {
     [("Accept", "text/html,application/xhtml+xml,*/*;q=0.8")]
 }
@@ -252,11 +263,7 @@ async fn stand_in_slot_answering_an_upgrade_with_403_gets_the_gateways_page_not_
     // ttyd never answers an upgrade with an HTTP error (it hangs up, see
     // above), so a stand-in listens on the slot's socket: the daemon is
     // gone and the slot stopped, so nothing else answers there.
-    let (mut env, gw) = stack(Options::default()).await;
-    let out = env.slotctl(&["stop", "alice"]);
-    assert!(out.status.success());
-    env.wait_status("alice", SlotStatus::Stopped, T).await;
-    env.kill_daemon();
+    let (env, gw) = stack_with_alice_stopped_and_no_daemon().await;
     let path = env.slot_socket("alice");
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
@@ -300,11 +307,7 @@ async fn stand_in_slot_answering_an_upgrade_with_403_gets_the_gateways_page_not_
 
 #[tokio::test]
 async fn supervisor_down_is_explained() {
-    let (mut env, gw) = stack(Options::default()).await;
-    let out = env.slotctl(&["stop", "alice"]);
-    assert!(out.status.success());
-    env.wait_status("alice", SlotStatus::Stopped, T).await;
-    env.kill_daemon();
+    let (_env, gw) = stack_with_alice_stopped_and_no_daemon().await;
     let r = gw.request("GET", "/slot/alice/", &html()).await.unwrap();
     assert_eq!(r.status, 503);
     assert!(r.text().contains("slotctl"), "{}", r.text());

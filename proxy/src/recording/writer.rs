@@ -421,7 +421,12 @@ fn event_line(line: &mut Vec<u8>, t: f64, code: &str, text: &str) {
         0
     };
     line.clear();
-    let _ = write!(line, "[{}.{:06}, \"{code}\", ", micros / 1_000_000, micros % 1_000_000);
+    let _ = write!(
+        line,
+        "[{}.{:06}, \"{code}\", ",
+        micros / 1_000_000,
+        micros % 1_000_000
+    );
     let _ = serde_json::to_writer(&mut *line, text);
     line.extend_from_slice(b"]\n");
 }
