@@ -115,6 +115,9 @@ fn user_name(identity: &Option<Identity>) -> Option<&str> {
         .map(|u| u.as_str())
 }
 
+/// Header names parsed once, not per lookup.
+const SEC_FETCH_MODE: http::HeaderName = http::HeaderName::from_static("sec-fetch-mode");
+
 /// Largest request body the gateway reads itself (sign-in forms, API).
 const MAX_FORM: usize = 16 * 1024;
 
@@ -856,7 +859,7 @@ fn query_param(req: &pingora::http::RequestHeader, key: &str) -> Option<String> 
         .map(|(_, v)| v.into_owned())
 }
 
-fn header_str<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
+fn header_str<'a>(session: &'a Session, name: impl http::header::AsHeaderName) -> Option<&'a str> {
     session
         .req_header()
         .headers
@@ -923,13 +926,13 @@ impl ProxyHttp for Gateway {
                 ctx.secure = fwd.https.unwrap_or(self.tls);
             }
         }
-        ctx.client_ip_text = ctx.client_ip.map(|ip| ip.to_string());
+        ctx.client_ip_text = ctx.client_ip.map(headers::ip_text);
         let req = session.req_header();
         let method = req.method.as_str().to_string();
         ctx.html = routing::is_navigation(
             &method,
-            header_str(session, "accept"),
-            header_str(session, "sec-fetch-mode"),
+            header_str(session, http::header::ACCEPT),
+            header_str(session, SEC_FETCH_MODE),
             session.is_upgrade_req(),
         );
 
@@ -1391,7 +1394,7 @@ impl ProxyHttp for Gateway {
         let (path, query) = access_log::redact_target(&raw);
         let user_agent = req
             .headers
-            .get("user-agent")
+            .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .map(|s| &s[..s.len().min(256)]);
         self.log.write(&Entry {

@@ -282,6 +282,31 @@ pub fn forwarded(req: &RequestHeader, peer: IpAddr, trusted: &[IpNet]) -> Option
     })
 }
 
+/// An address as text, as `Display` writes it; IPv4 (every request's
+/// `X-Forwarded-For` and access-log line) without the formatting
+/// machinery, which cost ~1 300 instructions per request.
+pub fn ip_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut s = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                if octet >= 100 {
+                    s.push(char::from(b'0' + octet / 100));
+                }
+                if octet >= 10 {
+                    s.push(char::from(b'0' + octet / 10 % 10));
+                }
+                s.push(char::from(b'0' + octet % 10));
+            }
+            s
+        }
+        IpAddr::V6(v6) => v6.to_string(),
+    }
+}
+
 /// A fresh request id: 16 lowercase hex characters.
 pub fn new_request_id() -> String {
     format!("{:016x}", rand::random::<u64>())
@@ -291,6 +316,28 @@ pub fn new_request_id() -> String {
 mod tests {
     use super::*;
     use slotapi::config::ConfigFile;
+
+    #[test]
+    fn ip_text_writes_what_display_writes() {
+        for octet in 0..=255u8 {
+            for ip in [
+                IpAddr::from([octet, 0, 10, 255]),
+                IpAddr::from([1, octet, 100, 9]),
+                IpAddr::from([127, 0, 0, octet]),
+            ] {
+                assert_eq!(ip_text(ip), ip.to_string());
+            }
+        }
+        for v6 in [
+            "::1",
+            "fe80::1",
+            "2001:db8::8a2e:370:7334",
+            "::ffff:10.0.0.1",
+        ] {
+            let ip: IpAddr = v6.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 
     #[test]
     fn forwarded_for_is_believed_only_from_trusted_proxies() {

@@ -67,8 +67,16 @@ impl Paths {
     pub fn slots_dir(&self) -> PathBuf {
         self.run_dir.join("slots")
     }
+    /// `<run_dir>/slots/<id>.sock`, built in one allocation (the gateway
+    /// asks for it on every proxied request).
     pub fn slot_socket(&self, id: &crate::SlotId) -> PathBuf {
-        self.slots_dir().join(format!("{id}.sock"))
+        let id = id.as_str();
+        let mut p = PathBuf::with_capacity(self.run_dir.as_os_str().len() + id.len() + 13);
+        p.push(&self.run_dir);
+        p.push("slots");
+        p.push(id);
+        p.as_mut_os_string().push(".sock");
+        p
     }
 }
 
@@ -277,6 +285,24 @@ pub mod human {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slot_sockets_live_in_the_run_dirs_slots_directory() {
+        for run in ["/run/slotgate", "/run/slotgate/", "relative/run"] {
+            let paths = Paths {
+                data_dir: PathBuf::from("/d"),
+                run_dir: PathBuf::from(run),
+                templates_dir: PathBuf::from("/t"),
+            };
+            let id = crate::SlotId::new("team-a_1").unwrap();
+            let want = Path::new(run).join("slots").join("team-a_1.sock");
+            assert_eq!(paths.slot_socket(&id), want);
+            assert_eq!(
+                paths.slot_socket(&id).parent(),
+                Some(paths.slots_dir().as_path())
+            );
+        }
+    }
 
     #[test]
     fn unknown_section_names_file_and_key() {
