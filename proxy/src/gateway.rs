@@ -859,7 +859,7 @@ fn query_param(req: &pingora::http::RequestHeader, key: &str) -> Option<String> 
         .map(|(_, v)| v.into_owned())
 }
 
-fn header_str<'a>(session: &'a Session, name: impl http::header::AsHeaderName) -> Option<&'a str> {
+fn header_str(session: &Session, name: impl http::header::AsHeaderName) -> Option<&str> {
     session
         .req_header()
         .headers
