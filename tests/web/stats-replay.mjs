@@ -82,7 +82,16 @@ await run(async (keep) => {
     await apage.goto(`${base}/admin/stats`);
     const r = row(apage, "per-user-table", user);
     await r.waitFor();
-    const cells = await r.locator("td").allInnerTexts();
+    // The activity columns arrive first; usage (tokens, cost) is a second
+    // request, so wait for its columns rather than reading them at once.
+    const cells = await waitFor(
+      "the per-user row's usage columns",
+      async () => {
+        const c = await r.locator("td").allInnerTexts();
+        return c[4] === `${expectedTokens} out` ? c : undefined;
+      },
+      15_000,
+    ).catch(async () => r.locator("td").allInnerTexts());
     // User, Sessions, Time, Requests, Tokens, Cost.
     assert.ok(Number(cells[1]) >= 1, `sessions cell: ${cells}`);
     assert.ok(Number(cells[3]) >= 1, `requests cell: ${cells}`);
