@@ -41,7 +41,6 @@ use crate::upgrade::{self, Verdict};
 use ::identity::frames::ViewerFilter;
 use http_body_util::BodyExt;
 use std::os::unix::io::AsRawFd;
-use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 
 /// Everything one request carries between phases.
@@ -507,35 +506,45 @@ impl Gateway {
         ctx.slot.as_ref().map(|id| self.slots.socket(id))
     }
 
-    /// A slot's answer on its way to the client: the security headers, a
-    /// refreshed cookie, and for a `101` the start of a WebSocket session
-    /// (metrics, slotctl's activity, the recording).
+    /// A slot's answer on its way to the client: the security headers and
+    /// a refreshed cookie.
     fn slot_response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
         self.headers.downstream(resp, &ctx.request_id)?;
         if let Some(c) = ctx.set_cookie.take() {
             resp.append_header("set-cookie", c)?;
         }
-        if resp.status == http::StatusCode::SWITCHING_PROTOCOLS {
-            ctx.ws_open = true;
-            ctx.last_active = Instant::now();
-            self.metrics.ws_open.fetch_add(1, Relaxed);
-            if let Some(id) = &ctx.slot {
-                let user = ctx.user();
-                self.slots
-                    .report(id, ActivityKind::Connect, &ctx.request_id, user);
-                if let Some(rec) = &self.recorder {
-                    let r = rec.open(&ctx.request_id, user, id.as_str(), ctx.started_at);
-                    // Whether the template records keystrokes: asked beside
-                    // the stream, never waited for.
-                    let (switch, slots, id) =
-                        (r.input_switch(), Arc::clone(&self.slots), id.clone());
-                    tokio::spawn(async move { switch.set(slots.records_input(&id).await) });
-                    ctx.recording = Some(r);
-                }
-            }
-            tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, "websocket open");
-        }
         Ok(())
+    }
+
+    /// The slot accepted the upgrade: a WebSocket session starts (metrics,
+    /// slotctl's activity, the recording, revocation's registry; `fd` is the
+    /// socket to the slot).
+    fn ws_opened(&self, ctx: &mut Ctx, fd: std::os::unix::io::RawFd) {
+        ctx.ws_open = true;
+        ctx.last_active = Instant::now();
+        self.metrics.ws_open.fetch_add(1, Relaxed);
+        if let Some(id) = &ctx.slot {
+            let user = ctx.user();
+            self.slots
+                .report(id, ActivityKind::Connect, &ctx.request_id, user);
+            if let Some(rec) = &self.recorder {
+                let r = rec.open(&ctx.request_id, user, id.as_str(), ctx.started_at);
+                // Whether the template records keystrokes: asked beside
+                // the stream, never waited for.
+                let (switch, slots, id) = (r.input_switch(), Arc::clone(&self.slots), id.clone());
+                tokio::spawn(async move { switch.set(slots.records_input(&id).await) });
+                ctx.recording = Some(r);
+            }
+        }
+        if let (Some(auth), Some(sid)) = (
+            &self.auth,
+            ctx.identity.as_ref().and_then(|i| i.sid.as_deref()),
+        ) {
+            let slot = ctx.slot.as_ref().map(|s| s.as_str()).unwrap_or_default();
+            let user = ctx.user().unwrap_or_default();
+            ctx.ws_ticket = Some(auth.sessions.register_ws(sid, slot, user, Some(fd)));
+        }
+        tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, "websocket open");
     }
 
     /// An upgrade request to a slot (its terminal's WebSocket): connected,
@@ -579,14 +588,10 @@ impl Gateway {
             return self.reply(session, ctx, reply).await;
         }
         self.slot_response(&mut resp, ctx)?;
-        self.register_ws(ctx, slot.as_raw_fd());
+        self.ws_opened(ctx, slot.as_raw_fd());
         let mut client = upgrade::take_client(session, &resp).await?;
         let head = upgrade::response_to_wire(&resp);
-        let sent = async {
-            client.write_all(&head).await?;
-            client.flush().await
-        };
-        let ended = match sent.await {
+        let ended = match upgrade::write_flush(&mut client, &head).await {
             Ok(()) => {
                 let mut frames = WsFrames { gw: self, ctx };
                 upgrade::relay(&mut client, &mut slot, &first, &mut frames).await
@@ -602,13 +607,7 @@ impl Gateway {
     /// more. `Err` carries the response to send instead.
     async fn connect_slot(&self, ctx: &mut Ctx) -> Result<UnixStream, Reply> {
         let (Some(id), Some(path)) = (ctx.slot.clone(), self.socket(ctx)) else {
-            return Err(pages::error(
-                500,
-                "gateway_error",
-                "Something went wrong",
-                "The gateway could not complete this request.",
-                ctx.html,
-            ));
+            return Err(gateway_error_page(500, ctx.html));
         };
         if let Ok(slot) = upgrade::connect(&path, self.connect_timeout).await {
             return Ok(slot);
@@ -625,28 +624,21 @@ impl Gateway {
                 reply
             })
     }
-
-    /// Register an open WebSocket with its sign-in session, so that
-    /// revoking the session (or the access) closes it: `fd` is the socket
-    /// to the slot.
-    fn register_ws(&self, ctx: &mut Ctx, fd: std::os::unix::io::RawFd) {
-        let (Some(auth), Some(sid)) = (
-            &self.auth,
-            ctx.identity.as_ref().and_then(|i| i.sid.as_deref()),
-        ) else {
-            return;
-        };
-        if let Some(old) = ctx.ws_ticket.take() {
-            auth.sessions.unregister_ws(&old);
-        }
-        let slot = ctx.slot.as_ref().map(|s| s.as_str()).unwrap_or_default();
-        let user = ctx.user().unwrap_or_default();
-        ctx.ws_ticket = Some(auth.sessions.register_ws(sid, slot, user, Some(fd)));
-    }
 }
 
 /// How long a slot may take to answer a WebSocket upgrade.
 const UPGRADE_ANSWER: Duration = Duration::from_secs(30);
+
+/// The page for a failure the gateway has no better words for.
+fn gateway_error_page(status: u16, html: bool) -> Reply {
+    pages::error(
+        status,
+        "gateway_error",
+        "Something went wrong",
+        "The gateway could not complete this request.",
+        html,
+    )
+}
 
 /// The page for a slot that did not answer.
 fn unreachable_page(html: bool) -> Reply {
@@ -1280,13 +1272,7 @@ impl ProxyHttp for Gateway {
                 (Some(reply), _) => reply,
                 (None, Some(se)) => pages::slot_error(se, ctx.html),
                 (None, None) if code == 502 => unreachable_page(ctx.html),
-                (None, None) => pages::error(
-                    code,
-                    "gateway_error",
-                    "Something went wrong",
-                    "The gateway could not complete this request.",
-                    ctx.html,
-                ),
+                (None, None) => gateway_error_page(code, ctx.html),
             };
             ctx.error = Some(reply.error.unwrap_or("gateway_error"));
             if let Err(write_err) = self.reply(session, ctx, reply).await {

@@ -296,7 +296,9 @@ async fn slot_closed(client: &mut Stream, frames: &mut impl Frames) -> Ended {
     end
 }
 
-async fn write_flush(client: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
+/// Write `bytes` to the client and flush them (a TLS stream holds them
+/// back otherwise).
+pub async fn write_flush(client: &mut Stream, bytes: &[u8]) -> std::io::Result<()> {
     client.write_all(bytes).await?;
     client.flush().await
 }

@@ -127,13 +127,7 @@ pub async fn ws_status_from(
     slot: &str,
     headers: &[(&str, &str)],
 ) -> u16 {
-    let mut all = vec![
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ("Sec-WebSocket-Protocol", "tty"),
-    ];
+    let mut all = gateway::upgrade_headers("tty");
     all.extend_from_slice(headers);
     let mut s = match source {
         Some(ip) => gw.connect_from(ip).await.unwrap(),

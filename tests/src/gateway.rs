@@ -379,6 +379,18 @@ pub async fn plain_request(
     read_response(&mut s, method == "HEAD").await
 }
 
+/// A WebSocket upgrade's headers, as a browser sends them, for subprotocol
+/// `protocol` (ttyd speaks `tty`).
+pub fn upgrade_headers(protocol: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ("Sec-WebSocket-Protocol", protocol),
+    ]
+}
+
 pub async fn send_request<S: AsyncWrite + Unpin + ?Sized>(
     s: &mut S,
     method: &str,

@@ -216,15 +216,14 @@ async fn stopped_slot_starts_on_demand() {
     assert_eq!(r.status, 404);
 }
 
-/// A WebSocket upgrade, as a browser sends it, with `protocol`.
-fn upgrade_headers(protocol: &str) -> Vec<(&str, &str)> {
-    vec![
-        ("Upgrade", "websocket"),
-        ("Connection", "Upgrade"),
-        ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-        ("Sec-WebSocket-Protocol", protocol),
-    ]
+/// The answer to a WebSocket upgrade to alice's terminal for `protocol`.
+async fn upgrade_answer(gw: &Slotgate, protocol: &str) -> gateway::HttpResponse {
+    let mut s = gw.connect().await.unwrap();
+    let headers = gateway::upgrade_headers(protocol);
+    gateway::send_request(&mut s, "GET", "/slot/alice/ws", &headers)
+        .await
+        .unwrap();
+    gateway::read_response(&mut s, false).await.unwrap()
 }
 
 #[tokio::test]
@@ -233,11 +232,7 @@ async fn a_websocket_the_slot_refuses_gets_the_gateways_answer_and_others_go_on(
     let mut open = gw.tty("alice").await.unwrap();
 
     // ttyd hangs up on an upgrade for a protocol it does not speak.
-    let mut s = gw.connect().await.unwrap();
-    gateway::send_request(&mut s, "GET", "/slot/alice/ws", &upgrade_headers("nope"))
-        .await
-        .unwrap();
-    let r = gateway::read_response(&mut s, false).await.unwrap();
+    let r = upgrade_answer(&gw, "nope").await;
     assert_eq!(r.status, 502, "{}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["error"], "slot_unreachable");
@@ -282,11 +277,7 @@ async fn stand_in_slot_answering_an_upgrade_with_403_gets_the_gateways_page_not_
         String::from_utf8(head).unwrap()
     });
 
-    let mut s = gw.connect().await.unwrap();
-    gateway::send_request(&mut s, "GET", "/slot/alice/ws", &upgrade_headers("tty"))
-        .await
-        .unwrap();
-    let r = gateway::read_response(&mut s, false).await.unwrap();
+    let r = upgrade_answer(&gw, "tty").await;
     assert_eq!(r.status, 403, "the slot's status is kept: {}", r.text());
     assert!(!r.text().contains("STAND-IN-SECRET"), "{}", r.text());
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
