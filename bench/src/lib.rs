@@ -209,32 +209,61 @@ pub async fn spawn_ttyd(dir: &Path, socket: &Path, slot: &str) -> anyhow::Result
     Ok(child)
 }
 
+/// A ttyd session typing one character at a time and timing each echo:
+/// the character goes out as ttyd INPUT, the clock stops when it comes
+/// back in OUTPUT. Several can be open at once, so a benchmark can take
+/// turns between ways in short blocks.
+pub struct Typist {
+    tty: TtydClient<Stream>,
+    typed: usize,
+}
+
+impl Typist {
+    /// Waits for the shell's prompt and lets the first screen settle.
+    pub async fn start(mut tty: TtydClient<Stream>) -> anyhow::Result<Self> {
+        tty.expect("$ ", Duration::from_secs(10)).await?;
+        tty.drain_for(Duration::from_millis(300)).await;
+        Ok(Self { tty, typed: 0 })
+    }
+
+    /// Types `n` characters and appends each one's round trip to `samples`.
+    pub async fn keys(&mut self, n: usize, samples: &mut Vec<Duration>) -> anyhow::Result<()> {
+        let letters = b"abcdefghijklmnopqrstuvwxyz";
+        for _ in 0..n {
+            let i = self.typed;
+            self.typed += 1;
+            if i % 40 == 39 {
+                // Ctrl-U: keep the line short so readline never redraws it.
+                self.tty.input("\u{15}").await?;
+                self.tty.drain_for(Duration::from_millis(30)).await;
+            }
+            let c = std::str::from_utf8(&letters[i % letters.len()..][..1])?;
+            let from = self.tty.screen.len();
+            let t0 = Instant::now();
+            self.tty.input(c).await?;
+            self.tty
+                .expect_from(from, c, Duration::from_secs(5))
+                .await
+                .with_context(|| format!("echo of {c:?}"))?;
+            samples.push(t0.elapsed());
+        }
+        Ok(())
+    }
+
+    /// Exits the shell and closes the session.
+    pub async fn finish(mut self) -> anyhow::Result<()> {
+        self.tty.input("\u{15}exit\r").await?;
+        self.tty.close().await;
+        Ok(())
+    }
+}
+
 /// Keystroke round trips: send one character as ttyd INPUT, wait for its
 /// echo in OUTPUT, `n` times; then exit the shell.
-pub async fn echo_latencies(
-    mut tty: TtydClient<Stream>,
-    n: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    tty.expect("$ ", Duration::from_secs(10)).await?;
-    tty.drain_for(Duration::from_millis(300)).await;
-    let letters = b"abcdefghijklmnopqrstuvwxyz";
+pub async fn echo_latencies(tty: TtydClient<Stream>, n: usize) -> anyhow::Result<Vec<Duration>> {
+    let mut typist = Typist::start(tty).await?;
     let mut samples = Vec::with_capacity(n);
-    for i in 0..n {
-        if i % 40 == 39 {
-            // Ctrl-U: keep the line short so readline never redraws it.
-            tty.input("\u{15}").await?;
-            tty.drain_for(Duration::from_millis(30)).await;
-        }
-        let c = std::str::from_utf8(&letters[i % letters.len()..][..1])?;
-        let from = tty.screen.len();
-        let t0 = Instant::now();
-        tty.input(c).await?;
-        tty.expect_from(from, c, Duration::from_secs(5))
-            .await
-            .with_context(|| format!("echo of {c:?}"))?;
-        samples.push(t0.elapsed());
-    }
-    tty.input("\u{15}exit\r").await?;
-    tty.close().await;
+    typist.keys(n, &mut samples).await?;
+    typist.finish().await?;
     Ok(samples)
 }

@@ -12,13 +12,16 @@
 //!   slotgate  slotgate (plain HTTP on loopback, default settings: access
 //!             log on, rate limits on, session recording on) → unix socket
 //! Keystroke round trip: send one character as ttyd INPUT, wait for its echo
-//! in OUTPUT. Rounds alternate between the ways to spread noise.
+//! in OUTPUT. One session per way stays open; the ways take turns in
+//! blocks of 40 keystrokes, so noise over time falls on all of them alike,
+//! and a paired bootstrap over the turns puts a 95 % interval on
+//! slotgate's difference from each nginx.
 //! Throughput: wrk on `GET /slot/<id>/token` through each proxy, runs
 //! alternating, median reported, with the CPU time per request of the
 //! proxy's processes (nginx: its workers) and of ttyd during the run.
 //!
-//! Environment: BENCH_KEYS (keystrokes per round, default 2000: p99 then rests on 60 samples per way), BENCH_ROUNDS
-//! (default 3), BENCH_WRK_SECS (default 5), BENCH_WRK_RUNS (default 3),
+//! Environment: BENCH_KEYS (keystrokes per way, default 6000: p99 then
+//! rests on 60 samples per way), BENCH_WRK_SECS (default 5), BENCH_WRK_RUNS (default 3),
 //! BENCH_WORKERS (nginx workers, default 2), BENCH_THREADS (slotgate
 //! threads; default: slotgate's own default), BENCH_EXTRA (more lines for
 //! slotgate's config, after its `[slotgate]` section's own keys),
@@ -29,7 +32,7 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use bench::{cpu_secs, echo_latencies, env_num, median, ttyd_in_tempdir, wait_until, Killed};
+use bench::{cpu_secs, env_num, median, quantile, ttyd_in_tempdir, wait_until, Killed, Typist};
 use slotgate_tests::gateway::{free_port, tty_over, Options, Slotgate, Stream};
 use slotgate_tests::ttyd::TtydClient;
 
@@ -97,13 +100,6 @@ async fn connect(setup: &Setup, way: Way) -> anyhow::Result<Tty> {
     }
 }
 
-async fn keystrokes(setup: &Setup, way: Way, n: usize) -> anyhow::Result<Vec<Duration>> {
-    let tty = connect(setup, way).await?;
-    echo_latencies(tty, n)
-        .await
-        .with_context(|| way.name().to_string())
-}
-
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -157,13 +153,21 @@ fn wrk(port: u16, secs: u64, proxy: &[u32], ttyd: u32) -> anyhow::Result<WrkRun>
     })
 }
 
+/// A wrk column's value, or a dash when wrk did not run (`BENCH_WRK_RUNS=0`).
+fn wrk_col(v: f64, decimals: usize) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else {
+        format!("{v:.decimals$}")
+    }
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
 
 async fn run() -> anyhow::Result<()> {
-    let keys = env_num("BENCH_KEYS", 2000) as usize;
-    let rounds = env_num("BENCH_ROUNDS", 3) as usize;
+    let keys = env_num("BENCH_KEYS", 6000) as usize;
     let wrk_secs = env_num("BENCH_WRK_SECS", 5);
     let wrk_runs = env_num("BENCH_WRK_RUNS", 3) as usize;
     let workers = env_num("BENCH_WORKERS", 2);
@@ -236,11 +240,19 @@ async fn run() -> anyhow::Result<()> {
     let threads = std::env::var("BENCH_THREADS").unwrap_or_else(|_| "default".into());
 
     let ways = [Way::Direct, Way::Nginx, Way::NginxKa, Way::Slotgate];
-    let mut samples: Vec<Vec<Duration>> = vec![Vec::new(); ways.len()];
-    // Warm every path once (connection set-up, page cache, JIT-free but
-    // allocator warm-up) before measuring.
+    // One session per way, open for the whole run. The ways take turns in
+    // blocks of BLOCK keystrokes, each turn in a rotated order, so whatever
+    // the machine does over time (another process waking, the CPU's clock
+    // moving) falls on every way alike rather than on whichever way's
+    // round it happened in.
+    let mut typists = Vec::with_capacity(ways.len());
     for way in ways {
-        keystrokes(&setup, way, 50).await?;
+        let tty = connect(&setup, way).await?;
+        typists.push(Typist::start(tty).await.context(way.name())?);
+    }
+    // Warm every path once (allocator, caches) before measuring.
+    for t in &mut typists {
+        t.keys(50, &mut Vec::new()).await?;
     }
     // CPU the proxy spends per keystroke (both frames of the round trip).
     let proxy_pids = |way: Way| -> &[u32] {
@@ -252,13 +264,24 @@ async fn run() -> anyhow::Result<()> {
     };
     let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
     let mut key_cpu = vec![0.0f64; ways.len()];
-    for round in 0..rounds {
+    // blocks[way][turn]: the round trips of one block.
+    let turns = keys.div_ceil(BLOCK);
+    let mut blocks: Vec<Vec<Vec<Duration>>> = vec![Vec::with_capacity(turns); ways.len()];
+    for turn in 0..turns {
         for k in 0..ways.len() {
-            let i = (k + round) % ways.len();
+            let i = (k + turn) % ways.len();
             let before = cpu(proxy_pids(ways[i]));
-            samples[i].extend(keystrokes(&setup, ways[i], keys).await?);
+            let mut block = Vec::with_capacity(BLOCK);
+            typists[i]
+                .keys(BLOCK, &mut block)
+                .await
+                .context(ways[i].name())?;
             key_cpu[i] += cpu(proxy_pids(ways[i])) - before;
+            blocks[i].push(block);
         }
+    }
+    for t in typists {
+        t.finish().await?;
     }
     let mut runs: Vec<Vec<WrkRun>> = (0..ways.len()).map(|_| Vec::new()).collect();
     for _ in 0..wrk_runs {
@@ -275,6 +298,7 @@ async fn run() -> anyhow::Result<()> {
     let proxy_us = col(|r| r.proxy_us);
     let ttyd_us = col(|r| r.ttyd_us);
 
+    let mut samples: Vec<Vec<Duration>> = blocks.iter().map(|b| b.concat()).collect();
     for s in &mut samples {
         s.sort();
     }
@@ -283,7 +307,7 @@ async fn run() -> anyhow::Result<()> {
     let added = |i: usize, p: &[Duration]| p[i].saturating_sub(p[0]);
 
     println!(
-        "Gateway benchmark: {} keystrokes per way ({rounds} rounds of {keys}), wrk -t1 -c16 -d{wrk_secs}s x{wrk_runs} (median), \
+        "Gateway benchmark: {} keystrokes per way (in turns of {BLOCK}), wrk -t1 -c16 -d{wrk_secs}s x{wrk_runs} (median), \
          {workers} nginx workers, slotgate threads: {threads}, load average before: {load_before}",
         samples[0].len(),
     );
@@ -303,9 +327,9 @@ async fn run() -> anyhow::Result<()> {
                 ms(added(i, &p50)),
                 ms(added(i, &p99)),
                 format!("{:.1}", key_cpu[i] * 1e6 / samples[i].len().max(1) as f64),
-                format!("{:.0}", rps[i]),
-                format!("{:.1}", proxy_us[i]),
-                format!("{:.1}", ttyd_us[i]),
+                wrk_col(rps[i], 0),
+                wrk_col(proxy_us[i], 1),
+                wrk_col(ttyd_us[i], 1),
             )
         };
         println!(
@@ -325,18 +349,85 @@ async fn run() -> anyhow::Result<()> {
     let sg = ways.len() - 1;
     for (i, way) in ways.iter().enumerate().take(sg).skip(1) {
         let pass = |ok: bool| if ok { "met" } else { "MISSED" };
+        let throughput = if rps[i].is_nan() {
+            "not run".to_string()
+        } else {
+            format!(
+                "{} ({:.2}x)",
+                pass(rps[sg] >= 0.95 * rps[i]),
+                rps[sg] / rps[i].max(1.0)
+            )
+        };
         println!(
-            "targets vs {:<8}: added p50 <= {:.3} ms: {} | p99 <= 1.1x {:.3} ms: {} | req/s >= 0.95x: {} ({:.2}x)",
+            "targets vs {:<8}: added p50 <= {:.3} ms: {} | p99 <= 1.1x {:.3} ms: {} | req/s >= 0.95x: {throughput}",
             way.name(),
             added(i, &p50).as_secs_f64() * 1e3,
             pass(added(sg, &p50) <= added(i, &p50)),
             p99[i].as_secs_f64() * 1e3,
             pass(p99[sg].as_secs_f64() <= 1.1 * p99[i].as_secs_f64()),
-            pass(rps[sg] >= 0.95 * rps[i]),
-            rps[sg] / rps[i].max(1.0)
+        );
+    }
+    println!();
+    println!(
+        "slotgate against each nginx, with 95 % intervals from a paired block bootstrap \
+         ({RESAMPLES} resamples of the turns; an interval that spans the target means this run cannot tell):"
+    );
+    for (i, way) in ways.iter().enumerate().take(sg).skip(1) {
+        let mut rng = rand::rng();
+        let p50 = bootstrap(&blocks[sg], &blocks[i], 50, |a, b| a - b, &mut rng);
+        let p99 = bootstrap(&blocks[sg], &blocks[i], 99, |a, b| a / b, &mut rng);
+        println!(
+            "  vs {:<8}: p50 slotgate - {0}: {:+.3} ms ({:+.3} .. {:+.3}) | p99 slotgate / {0}: {:.2}x ({:.2} .. {:.2})",
+            way.name(),
+            p50.0 * 1e3,
+            p50.1 * 1e3,
+            p50.2 * 1e3,
+            p99.0,
+            p99.1,
+            p99.2,
         );
     }
     Ok(())
+}
+
+/// Keystrokes per turn: one readline line (the typist clears it every 40).
+const BLOCK: usize = 40;
+const RESAMPLES: usize = 1000;
+
+/// `f(percentile p of a, percentile p of b)` with a 95 % interval, in
+/// seconds: the turns are resampled with replacement, the same turns for
+/// both ways (block `t` of `a` ran next to block `t` of `b`), so the
+/// interval keeps the pairing and the correlation within a block.
+fn bootstrap(
+    a: &[Vec<Duration>],
+    b: &[Vec<Duration>],
+    p: usize,
+    f: fn(f64, f64) -> f64,
+    rng: &mut impl rand::Rng,
+) -> (f64, f64, f64) {
+    let stat = |pick: &[usize], blocks: &[Vec<Duration>], buf: &mut Vec<f64>| {
+        buf.clear();
+        for &t in pick {
+            buf.extend(blocks[t].iter().map(Duration::as_secs_f64));
+        }
+        let k = (buf.len() * p / 100).min(buf.len().saturating_sub(1));
+        *buf.select_nth_unstable_by(k, f64::total_cmp).1
+    };
+    let turns = a.len().min(b.len());
+    let all: Vec<usize> = (0..turns).collect();
+    let (mut buf_a, mut buf_b) = (Vec::new(), Vec::new());
+    let point = f(stat(&all, a, &mut buf_a), stat(&all, b, &mut buf_b));
+    let mut pick = vec![0; turns];
+    let mut draws: Vec<f64> = (0..RESAMPLES)
+        .map(|_| {
+            for x in &mut pick {
+                *x = rng.random_range(0..turns);
+            }
+            f(stat(&pick, a, &mut buf_a), stat(&pick, b, &mut buf_b))
+        })
+        .collect();
+    draws.sort_by(f64::total_cmp);
+    (point, quantile(&draws, 0.025), quantile(&draws, 0.975))
 }
 
 #[tokio::main(flavor = "current_thread")]
