@@ -414,6 +414,9 @@ fn bootstrap(
         *buf.select_nth_unstable_by(k, f64::total_cmp).1
     };
     let turns = a.len().min(b.len());
+    if turns == 0 {
+        return (f64::NAN, f64::NAN, f64::NAN);
+    }
     let all: Vec<usize> = (0..turns).collect();
     let (mut buf_a, mut buf_b) = (Vec::new(), Vec::new());
     let point = f(stat(&all, a, &mut buf_a), stat(&all, b, &mut buf_b));
