@@ -1,21 +1,25 @@
 //! Gateway benchmark: what slotgate adds on the way to a slot, next to what
 //! nginx adds on the same way. Not a test; prints a table.
 //!
-//!   cargo build --release -p proxy && cargo run --release -p bench --bin gateway
+//!   cargo build --release -p proxy -p bench && ./target/release/gateway
 //!
 //! One ttyd (running bash) listens on a unix socket with the base path and
-//! auth header slotctl would give it. Four ways in:
+//! auth header slotctl would give it. Five ways in:
 //!   direct    WebSocket straight to the unix socket
 //!   nginx     nginx 1.22 with the configuration ttyd's documentation gives
 //!             (bench/nginx/nginx.conf, first server) → unix socket
 //!   nginx-ka  the same nginx tuned with upstream keepalive (second server)
+//!   tokio     bench's bare-relay: a byte copy both ways on a tokio runtime
+//!             shaped like slotgate's, nothing else (the floor for a tokio
+//!             proxy; the client sends ttyd's auth header itself)
 //!   slotgate  slotgate (plain HTTP on loopback, default settings: access
 //!             log on, rate limits on, session recording on) → unix socket
 //! Keystroke round trip: send one character as ttyd INPUT, wait for its echo
 //! in OUTPUT. One session per way stays open; the ways take turns in
 //! blocks of 40 keystrokes, so noise over time falls on all of them alike,
 //! and a paired bootstrap over the turns puts a 95 % interval on
-//! slotgate's difference from each nginx.
+//! slotgate's difference from each nginx, tokio's from nginx, and
+//! slotgate's from tokio.
 //! Throughput: wrk on `GET /slot/<id>/token` through each proxy, runs
 //! alternating, median reported, with the CPU time per request of the
 //! proxy's processes (nginx: its workers) and of ttyd during the run.
@@ -45,6 +49,7 @@ enum Way {
     Direct,
     Nginx,
     NginxKa,
+    Tokio,
     Slotgate,
 }
 
@@ -54,6 +59,7 @@ impl Way {
             Way::Direct => "direct",
             Way::Nginx => "nginx",
             Way::NginxKa => "nginx-ka",
+            Way::Tokio => "tokio",
             Way::Slotgate => "slotgate",
         }
     }
@@ -63,6 +69,7 @@ struct Setup {
     socket: PathBuf,
     nginx_port: u16,
     nginx_ka_port: u16,
+    tokio_port: u16,
     gateway: Slotgate,
 }
 
@@ -72,6 +79,7 @@ impl Setup {
             Way::Direct => 0,
             Way::Nginx => self.nginx_port,
             Way::NginxKa => self.nginx_ka_port,
+            Way::Tokio => self.tokio_port,
             Way::Slotgate => self.gateway.addr.port(),
         }
     }
@@ -95,6 +103,18 @@ async fn connect(setup: &Setup, way: Way) -> anyhow::Result<Tty> {
             let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
             tcp.set_nodelay(true)?;
             tty_over(Box::new(tcp), &format!("127.0.0.1:{port}"), &path, &[]).await
+        }
+        Way::Tokio => {
+            let port = setup.port(way);
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            tcp.set_nodelay(true)?;
+            tty_over(
+                Box::new(tcp),
+                &format!("127.0.0.1:{port}"),
+                &path,
+                &[(slotapi::TTYD_AUTH_HEADER, "bench")],
+            )
+            .await
         }
         Way::Slotgate => setup.gateway.tty(SLOT).await,
     }
@@ -121,12 +141,20 @@ struct WrkRun {
     ttyd_us: f64,
 }
 
-fn wrk(port: u16, secs: u64, proxy: &[u32], ttyd: u32) -> anyhow::Result<WrkRun> {
+/// `header`: one more request header (`Name: value`), if any.
+fn wrk(
+    port: u16,
+    secs: u64,
+    proxy: &[u32],
+    ttyd: u32,
+    header: Option<&str>,
+) -> anyhow::Result<WrkRun> {
     let cpu = |pids: &[u32]| pids.iter().map(|p| cpu_secs(*p)).sum::<f64>();
     let (proxy0, ttyd0) = (cpu(proxy), cpu_secs(ttyd));
     let url = format!("http://127.0.0.1:{port}/slot/{SLOT}/token");
     let out = Command::new("wrk")
         .args(["-t1", "-c16", &format!("-d{secs}s"), &url])
+        .args(header.map(|h| ["-H", h]).into_iter().flatten())
         .output()
         .context("running wrk (apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);
@@ -208,6 +236,22 @@ async fn run() -> anyhow::Result<()> {
     })
     .await?;
 
+    let tokio_port = free_port();
+    let relay = Killed(
+        Command::new(slotgate_tests::bin("bare-relay"))
+            .arg(format!("127.0.0.1:{tokio_port}"))
+            .arg(&socket)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting bench's bare-relay (cargo build --release -p bench)")?,
+    );
+    wait_until("bare-relay", Duration::from_secs(10), async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", tokio_port))
+            .await
+            .is_ok()
+    })
+    .await?;
+
     let config = dir.join("slotgate.toml");
     std::fs::write(&config, "[paths]\ndata_dir = \"data\"\nrun_dir = \"run\"\n")?;
     let gateway = Slotgate::start(
@@ -229,17 +273,25 @@ async fn run() -> anyhow::Result<()> {
         bail!("nginx has no worker processes");
     }
     let gateway_pids = [gateway.pid().context("slotgate is not running")?];
+    let relay_pids = [relay.0.id()];
     let ttyd_pid = ttyd.0.id();
     let setup = Setup {
         socket,
         nginx_port,
         nginx_ka_port,
+        tokio_port,
         gateway,
     };
     let load_before = load_average();
     let threads = std::env::var("BENCH_THREADS").unwrap_or_else(|_| "default".into());
 
-    let ways = [Way::Direct, Way::Nginx, Way::NginxKa, Way::Slotgate];
+    let ways = [
+        Way::Direct,
+        Way::Nginx,
+        Way::NginxKa,
+        Way::Tokio,
+        Way::Slotgate,
+    ];
     // One session per way, open for the whole run. The ways take turns in
     // blocks of BLOCK keystrokes, each turn in a rotated order, so whatever
     // the machine does over time (another process waking, the CPU's clock
@@ -259,6 +311,7 @@ async fn run() -> anyhow::Result<()> {
         match way {
             Way::Direct => &[],
             Way::Slotgate => &gateway_pids,
+            Way::Tokio => &relay_pids,
             Way::Nginx | Way::NginxKa => &nginx_workers,
         }
     };
@@ -286,7 +339,14 @@ async fn run() -> anyhow::Result<()> {
     let mut runs: Vec<Vec<WrkRun>> = (0..ways.len()).map(|_| Vec::new()).collect();
     for _ in 0..wrk_runs {
         for (i, way) in ways.iter().enumerate().skip(1) {
-            runs[i].push(wrk(setup.port(*way), wrk_secs, proxy_pids(*way), ttyd_pid)?);
+            let header = (*way == Way::Tokio).then_some("X-Slotgate-Auth: bench");
+            runs[i].push(wrk(
+                setup.port(*way),
+                wrk_secs,
+                proxy_pids(*way),
+                ttyd_pid,
+                header,
+            )?);
         }
     }
     let col = |f: fn(&WrkRun) -> f64| -> Vec<f64> {
@@ -346,8 +406,10 @@ async fn run() -> anyhow::Result<()> {
         );
     }
     println!();
-    let sg = ways.len() - 1;
-    for (i, way) in ways.iter().enumerate().take(sg).skip(1) {
+    let at = |w: Way| ways.iter().position(|x| *x == w).unwrap_or(0);
+    let sg = at(Way::Slotgate);
+    for way in [Way::Nginx, Way::NginxKa] {
+        let i = at(way);
         let pass = |ok: bool| if ok { "met" } else { "MISSED" };
         let throughput = if rps[i].is_nan() {
             "not run".to_string()
@@ -369,16 +431,23 @@ async fn run() -> anyhow::Result<()> {
     }
     println!();
     println!(
-        "slotgate against each nginx, with 95 % intervals from a paired block bootstrap \
-         ({RESAMPLES} resamples of the turns; an interval that spans the target means this run cannot tell):"
+        "Differences with 95 % intervals from a paired block bootstrap ({RESAMPLES} resamples of the turns; \
+         an interval that spans the target means this run cannot tell):"
     );
-    for (i, way) in ways.iter().enumerate().take(sg).skip(1) {
-        let mut rng = rand::rng();
-        let p50 = bootstrap(&blocks[sg], &blocks[i], 50, |a, b| a - b, &mut rng);
-        let p99 = bootstrap(&blocks[sg], &blocks[i], 99, |a, b| a / b, &mut rng);
+    let pairs = [
+        (Way::Slotgate, Way::Nginx),
+        (Way::Slotgate, Way::NginxKa),
+        (Way::Tokio, Way::Nginx),
+        (Way::Slotgate, Way::Tokio),
+    ];
+    let mut rng = rand::rng();
+    for (x, y) in pairs {
+        let (a, b) = (&blocks[at(x)], &blocks[at(y)]);
+        let p50 = bootstrap(a, b, 50, |a, b| a - b, &mut rng);
+        let p99 = bootstrap(a, b, 99, |a, b| a / b, &mut rng);
         println!(
-            "  vs {:<8}: p50 slotgate - {0}: {:+.3} ms ({:+.3} .. {:+.3}) | p99 slotgate / {0}: {:.2}x ({:.2} .. {:.2})",
-            way.name(),
+            "  {:<20} p50 {:+.3} ms ({:+.3} .. {:+.3}) | p99 {:.2}x ({:.2} .. {:.2})",
+            format!("{} - {}:", x.name(), y.name()),
             p50.0 * 1e3,
             p50.1 * 1e3,
             p50.2 * 1e3,
