@@ -159,8 +159,11 @@ fn init_tracing(verbose: u8, quiet: bool) {
     };
     let filter =
         EnvFilter::try_from_env("SLOTGATE_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    // Colours only on a terminal: a file or the journal would keep the
+    // escape codes.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }

@@ -66,7 +66,20 @@ fn check_bindable(addrs: &[SocketAddr]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Below this many open files the gateway warns at start: each open
+/// terminal holds two sockets (the browser's and the slot's).
+const FEW_OPEN_FILES: u64 = 4096;
+
 pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let files = slotapi::rlimit::raise_open_files();
+    if files.after < FEW_OPEN_FILES {
+        tracing::warn!(
+            limit = files.after,
+            "the open-files limit is low: each open terminal holds two; raise the hard limit (systemd: LimitNOFILE=)"
+        );
+    } else {
+        tracing::info!(limit = files.after, was = files.before, "open-files limit");
+    }
     preflight(&cfg)?;
     check_bindable(&cfg.listen)?;
     check_bindable(&cfg.redirect_listen)?;

@@ -3,13 +3,15 @@
 //! bodies of the `/v1` control API, and a small client over the daemon's unix
 //! socket. This crate owns no behaviour: it must not spawn processes, touch
 //! SQLite or know about Pingora, so the proxy can link it without linking the
-//! supervisor.
+//! supervisor. The one piece of process set-up both programs share, lifting
+//! the open-files limit, lives here too ([`rlimit`]).
 
 pub mod activity;
 mod app;
 mod client;
 pub mod config;
 mod id;
+pub mod rlimit;
 mod types;
 
 pub use app::*;

@@ -50,24 +50,14 @@ fn lock(run_dir: &Path) -> anyhow::Result<fs::File> {
     Ok(f)
 }
 
-/// Each running slot holds a pidfd and, while probed, a socket: lift the
-/// soft open-files limit to the hard one so a thousand slots fit.
-fn raise_nofile() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    if lim.current < lim.maximum {
-        let _ = setrlimit(
-            Resource::Nofile,
-            Rlimit {
-                current: lim.maximum,
-                maximum: lim.maximum,
-            },
-        );
-    }
-}
-
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    raise_nofile();
+    // Each running slot holds a pidfd and, while probed, a socket.
+    let files = slotapi::rlimit::raise_open_files();
+    tracing::debug!(
+        before = files.before,
+        after = files.after,
+        "open-files limit"
+    );
     let cfg = Arc::new(cfg);
     let paths = &cfg.paths;
     private_dir(&paths.data_dir)?;

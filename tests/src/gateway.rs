@@ -46,6 +46,9 @@ pub struct Options {
     /// Listen on this port (e.g. one already named in an OIDC redirect
     /// URI); `None` picks a free one.
     pub port: Option<u16>,
+    /// Start slotgate with this soft open-files limit (through util-linux's
+    /// `prlimit`, which then runs it in place), as a systemd unit's 1024.
+    pub open_files: Option<u64>,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             cert: None,
             extra: String::new(),
             port: None,
+            open_files: None,
         }
     }
 }
@@ -111,7 +115,15 @@ impl Slotgate {
         let stderr_path = config.with_file_name(format!("slotgate-{port}.log"));
         let stderr = std::fs::File::create(&stderr_path)?;
         let bin = crate::bin("slotgate");
-        let child = Command::new(&bin)
+        let mut cmd = match opts.open_files {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:")).arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let child = cmd
             .arg("--config")
             .arg(config)
             .stdin(Stdio::null())

@@ -580,6 +580,68 @@ async fn certificate_files_are_reloaded_without_dropping_connections() {
     assert_eq!(leaf.as_deref(), Some(second.as_slice()));
 }
 
+/// systemd starts services with a soft open-files limit of 1024, and each
+/// open terminal holds two sockets in the gateway. slotgate lifts the soft
+/// limit to the hard one at start: started with a soft limit of 256 it
+/// still answers 400 connections held open at once (without the lift it
+/// stops accepting at about 230).
+#[tokio::test]
+async fn a_low_open_files_limit_is_lifted_at_start() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SOFT: u64 = 256;
+    const CONNS: usize = 400;
+    let env = TestEnv::new(&[], "");
+    let gw = Slotgate::start(
+        &env.config,
+        Options {
+            tls: false,
+            open_files: Some(SOFT),
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("slotgate starts");
+    let pid = gw.pid().expect("running");
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .expect("an open-files line");
+    let n: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (soft, hard) = (n[0], n[1]);
+    assert!(
+        hard >= 1024,
+        "this test needs a hard open-files limit of at least 1024; this machine's is {hard}"
+    );
+    assert_eq!(soft, hard, "{line}");
+    // It started from the low limit (the log says what it was; a log that
+    // is not a terminal has no colour codes).
+    let log = gw.stderr();
+    assert!(log.contains(&format!("was={SOFT}")), "{log}");
+    assert!(!log.contains('\x1b'), "{log:?}");
+
+    let mut conns = Vec::with_capacity(CONNS);
+    for _ in 0..CONNS {
+        conns.push(tokio::net::TcpStream::connect(gw.addr).await.unwrap());
+    }
+    let answers = conns.iter_mut().map(|c| async move {
+        c.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
+        let mut head = [0u8; 12];
+        c.read_exact(&mut head).await?;
+        Ok::<_, std::io::Error>(head)
+    });
+    let answers = tokio::time::timeout(T, futures_util::future::join_all(answers))
+        .await
+        .expect("every connection answered");
+    for a in answers {
+        assert_eq!(&a.expect("an answer"), b"HTTP/1.1 200");
+    }
+}
+
 #[test]
 fn check_config_validates_like_nginx_t() {
     let dir = tempfile::tempdir().unwrap();

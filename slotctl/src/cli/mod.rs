@@ -277,9 +277,12 @@ fn init_tracing(verbose: u8, quiet: bool, daemon: bool) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLOTCTL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Colours only on a terminal: a file or the journal would keep the
+    // escape codes.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
 }
 
