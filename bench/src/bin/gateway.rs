@@ -190,6 +190,16 @@ fn wrk_col(v: f64, decimals: usize) -> String {
     }
 }
 
+/// Waits (10 s at most) until something accepts on loopback `port`.
+async fn listening(what: &str, port: u16) -> anyhow::Result<()> {
+    wait_until(what, Duration::from_secs(10), async || {
+        tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+    })
+    .await
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.3}", d.as_secs_f64() * 1e3)
 }
@@ -229,12 +239,7 @@ async fn run() -> anyhow::Result<()> {
             .spawn()
             .context("starting nginx (apt-get install nginx-light)")?,
     );
-    wait_until("nginx", Duration::from_secs(10), async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", nginx_port))
-            .await
-            .is_ok()
-    })
-    .await?;
+    listening("nginx", nginx_port).await?;
 
     let tokio_port = free_port();
     let relay = Killed(
@@ -245,12 +250,7 @@ async fn run() -> anyhow::Result<()> {
             .spawn()
             .context("starting bench's bare-relay (cargo build --release -p bench)")?,
     );
-    wait_until("bare-relay", Duration::from_secs(10), async || {
-        tokio::net::TcpStream::connect(("127.0.0.1", tokio_port))
-            .await
-            .is_ok()
-    })
-    .await?;
+    listening("bare-relay", tokio_port).await?;
 
     let config = dir.join("slotgate.toml");
     std::fs::write(&config, "[paths]\ndata_dir = \"data\"\nrun_dir = \"run\"\n")?;
