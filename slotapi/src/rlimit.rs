@@ -9,10 +9,11 @@ pub struct OpenFiles {
     pub after: u64,
 }
 
-/// Lift the soft open-files limit to the hard one (never lowers it). systemd starts services
-/// with a soft limit of 1024 (hard 524288); the supervisor holds a pidfd
-/// and a probe socket per slot, the gateway two sockets per open terminal,
-/// so the soft limit would be reached long before the machine's.
+/// Lift the soft open-files limit to the hard one (never lowers it).
+/// systemd starts services with a soft limit of 1024 (hard 524288); the
+/// supervisor holds a pidfd and a probe socket per slot, the gateway two
+/// sockets per open terminal, so the soft limit would be reached long
+/// before the machine's.
 pub fn raise_open_files() -> OpenFiles {
     let soft = || getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
     let before = soft();
