@@ -6,7 +6,7 @@
 //! slotgate adds to a keystroke into what the runtime costs and what
 //! slotgate's own layers cost. Not part of the product.
 //!
-//!   bare-relay <listen address> <unix socket>
+//! Usage: `bare-relay <listen address> <unix socket>`
 //!
 //! `BARE_RELAY_RUNTIME=current_thread` runs it on tokio's single-threaded
 //! scheduler instead (what Pingora's no-steal runtime uses per thread).
