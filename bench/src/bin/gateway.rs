@@ -20,12 +20,14 @@
 //! and a paired bootstrap over the turns puts a 95 % interval on
 //! slotgate's difference from each nginx, tokio's from nginx, and
 //! slotgate's from tokio.
-//! Throughput: wrk on `GET /slot/<id>/token` through each proxy, runs
-//! alternating, median reported, with the CPU time per request of the
-//! proxy's processes (nginx: its workers) and of ttyd during the run.
+//! Throughput: wrk on `GET /slot/<id>/token` through each proxy, in turns
+//! (rotated order), median reported, with the CPU time per request of the
+//! proxy's processes (nginx: its workers) and of ttyd during the run, and
+//! slotgate's req/s over each nginx's with a 95 % interval over the turns.
 //!
 //! Environment: BENCH_KEYS (keystrokes per way, default 6000: p99 then
-//! rests on 60 samples per way), BENCH_WRK_SECS (default 5), BENCH_WRK_RUNS (default 3),
+//! rests on 60 samples per way), BENCH_WRK_SECS (default 2), BENCH_WRK_RUNS
+//! (default 10: wrk turns per proxy, in a rotated order),
 //! BENCH_WORKERS (nginx workers, default 2), BENCH_THREADS (slotgate
 //! threads; default: slotgate's own default), BENCH_EXTRA (more lines for
 //! slotgate's config, after its `[slotgate]` section's own keys),
@@ -206,8 +208,8 @@ fn ms(d: Duration) -> String {
 
 async fn run() -> anyhow::Result<()> {
     let keys = env_num("BENCH_KEYS", 6000) as usize;
-    let wrk_secs = env_num("BENCH_WRK_SECS", 5);
-    let wrk_runs = env_num("BENCH_WRK_RUNS", 3) as usize;
+    let wrk_secs = env_num("BENCH_WRK_SECS", 2);
+    let wrk_runs = env_num("BENCH_WRK_RUNS", 10) as usize;
     let workers = env_num("BENCH_WORKERS", 2);
 
     let (tmp, socket, ttyd) = ttyd_in_tempdir(SLOT).await?;
@@ -337,8 +339,11 @@ async fn run() -> anyhow::Result<()> {
         t.finish().await?;
     }
     let mut runs: Vec<Vec<WrkRun>> = (0..ways.len()).map(|_| Vec::new()).collect();
-    for _ in 0..wrk_runs {
-        for (i, way) in ways.iter().enumerate().skip(1) {
+    // The proxies take turns too, in a rotated order.
+    for turn in 0..wrk_runs {
+        for k in 0..ways.len() - 1 {
+            let i = 1 + (k + turn) % (ways.len() - 1);
+            let way = &ways[i];
             let header = (*way == Way::Tokio).then_some("X-Slotgate-Auth: bench");
             runs[i].push(wrk(
                 setup.port(*way),
@@ -443,8 +448,8 @@ async fn run() -> anyhow::Result<()> {
     let mut rng = rand::rng();
     for (x, y) in pairs {
         let (a, b) = (&blocks[at(x)], &blocks[at(y)]);
-        let p50 = bootstrap(a, b, 50, |a, b| a - b, &mut rng);
-        let p99 = bootstrap(a, b, 99, |a, b| a / b, &mut rng);
+        let p50 = echo_bootstrap(a, b, 50, |a, b| a - b, &mut rng);
+        let p99 = echo_bootstrap(a, b, 99, |a, b| a / b, &mut rng);
         println!(
             "  {:<20} p50 {:+.3} ms ({:+.3} .. {:+.3}) | p99 {:.2}x ({:.2} .. {:.2})",
             format!("{} - {}:", x.name(), y.name()),
@@ -456,6 +461,18 @@ async fn run() -> anyhow::Result<()> {
             p99.2,
         );
     }
+    if wrk_runs > 0 {
+        for y in [Way::Nginx, Way::NginxKa] {
+            let r = rps_bootstrap(&runs[sg], &runs[at(y)], &mut rng);
+            println!(
+                "  {:<20} req/s {:.2}x ({:.2} .. {:.2}) over {wrk_runs} paired wrk turns",
+                format!("slotgate / {}:", y.name()),
+                r.0,
+                r.1,
+                r.2,
+            );
+        }
+    }
     Ok(())
 }
 
@@ -463,43 +480,77 @@ async fn run() -> anyhow::Result<()> {
 const BLOCK: usize = 40;
 const RESAMPLES: usize = 1000;
 
-/// `f(percentile p of a, percentile p of b)` with a 95 % interval, in
-/// seconds: the turns are resampled with replacement, the same turns for
-/// both ways (block `t` of `a` ran next to block `t` of `b`), so the
-/// interval keeps the pairing and the correlation within a block.
+/// `stat` over every turn, with a 95 % interval: the turns are resampled
+/// with replacement and `stat` sees the picked turns' indices, the same for
+/// both ways it compares (turn `t` of one way ran next to turn `t` of the
+/// other), so the interval keeps the pairing.
 fn bootstrap(
-    a: &[Vec<Duration>],
-    b: &[Vec<Duration>],
-    p: usize,
-    f: fn(f64, f64) -> f64,
+    turns: usize,
+    mut stat: impl FnMut(&[usize]) -> f64,
     rng: &mut impl rand::Rng,
 ) -> (f64, f64, f64) {
-    let stat = |pick: &[usize], blocks: &[Vec<Duration>], buf: &mut Vec<f64>| {
-        buf.clear();
-        for &t in pick {
-            buf.extend(blocks[t].iter().map(Duration::as_secs_f64));
-        }
-        let k = (buf.len() * p / 100).min(buf.len().saturating_sub(1));
-        *buf.select_nth_unstable_by(k, f64::total_cmp).1
-    };
-    let turns = a.len().min(b.len());
     if turns == 0 {
         return (f64::NAN, f64::NAN, f64::NAN);
     }
     let all: Vec<usize> = (0..turns).collect();
-    let (mut buf_a, mut buf_b) = (Vec::new(), Vec::new());
-    let point = f(stat(&all, a, &mut buf_a), stat(&all, b, &mut buf_b));
+    let point = stat(&all);
     let mut pick = vec![0; turns];
     let mut draws: Vec<f64> = (0..RESAMPLES)
         .map(|_| {
             for x in &mut pick {
                 *x = rng.random_range(0..turns);
             }
-            f(stat(&pick, a, &mut buf_a), stat(&pick, b, &mut buf_b))
+            stat(&pick)
         })
         .collect();
     draws.sort_by(f64::total_cmp);
     (point, quantile(&draws, 0.025), quantile(&draws, 0.975))
+}
+
+/// Percentile `p` (seconds) of the picked turns' keystrokes.
+fn picked_percentile(
+    blocks: &[Vec<Duration>],
+    pick: &[usize],
+    p: usize,
+    buf: &mut Vec<f64>,
+) -> f64 {
+    buf.clear();
+    for &t in pick {
+        buf.extend(blocks[t].iter().map(Duration::as_secs_f64));
+    }
+    let k = (buf.len() * p / 100).min(buf.len().saturating_sub(1));
+    *buf.select_nth_unstable_by(k, f64::total_cmp).1
+}
+
+/// `f(percentile p of a, percentile p of b)` over paired echo turns.
+fn echo_bootstrap(
+    a: &[Vec<Duration>],
+    b: &[Vec<Duration>],
+    p: usize,
+    f: fn(f64, f64) -> f64,
+    rng: &mut impl rand::Rng,
+) -> (f64, f64, f64) {
+    let (mut buf_a, mut buf_b) = (Vec::new(), Vec::new());
+    bootstrap(
+        a.len().min(b.len()),
+        |pick| {
+            f(
+                picked_percentile(a, pick, p, &mut buf_a),
+                picked_percentile(b, pick, p, &mut buf_b),
+            )
+        },
+        rng,
+    )
+}
+
+/// Requests per second of `a` over `b`, summed over the picked wrk turns.
+fn rps_bootstrap(a: &[WrkRun], b: &[WrkRun], rng: &mut impl rand::Rng) -> (f64, f64, f64) {
+    let sum = |runs: &[WrkRun], pick: &[usize]| pick.iter().map(|&t| runs[t].rps).sum::<f64>();
+    bootstrap(
+        a.len().min(b.len()),
+        |pick| sum(a, pick) / sum(b, pick),
+        rng,
+    )
 }
 
 #[tokio::main(flavor = "current_thread")]
