@@ -20,11 +20,13 @@ have_cmd wrk || need+=(wrk)
 have_cmd cc || need+=(build-essential)
 # What the tests run besides the product: Node.js (the OpenID Provider,
 # ecosystem.config.js files, a fixture app), python3 (a fixture app),
-# kill (procps). SQLite is bundled into the binaries.
+# kill (procps), prlimit (util-linux). SQLite is bundled into the binaries.
 have_cmd node || need+=(nodejs)
 have_cmd npm || need+=(npm)
 have_cmd python3 || need+=(python3)
 have_cmd kill || need+=(procps)
+# prlimit (util-linux): the open-files test starts slotgate under a low limit.
+have_cmd prlimit || need+=(util-linux)
 # The portal's browser tests drive Debian's chromium (playwright-core, no
 # browser download).
 have_cmd chromium || need+=(chromium)

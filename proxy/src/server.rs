@@ -75,6 +75,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     if files.after < FEW_OPEN_FILES {
         tracing::warn!(
             limit = files.after,
+            was = files.before,
             "the open-files limit is low: each open terminal holds two; raise the hard limit (systemd: LimitNOFILE=)"
         );
     } else {

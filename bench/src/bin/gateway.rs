@@ -344,13 +344,14 @@ async fn run() -> anyhow::Result<()> {
         for k in 0..ways.len() - 1 {
             let i = 1 + (k + turn) % (ways.len() - 1);
             let way = &ways[i];
-            let header = (*way == Way::Tokio).then_some("X-Slotgate-Auth: bench");
+            let header =
+                (*way == Way::Tokio).then(|| format!("{}: bench", slotapi::TTYD_AUTH_HEADER));
             runs[i].push(wrk(
                 setup.port(*way),
                 wrk_secs,
                 proxy_pids(*way),
                 ttyd_pid,
-                header,
+                header.as_deref(),
             )?);
         }
     }
