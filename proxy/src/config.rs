@@ -55,6 +55,9 @@ pub struct RawSlotgate {
     pub activity_interval: Option<Duration>,
     #[serde(default, deserialize_with = "human::opt_duration")]
     pub shutdown_grace: Option<Duration>,
+    /// How long a client has to send a request's headers.
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    pub header_timeout: Option<Duration>,
     pub max_path_len: Option<usize>,
     pub metrics: Option<String>,
     #[serde(default)]
@@ -133,6 +136,8 @@ pub struct RawRateLimits {
     pub slot_start_per_ip: Option<u32>,
     pub slot_start_per_user: Option<u32>,
     pub max_ws_per_user: Option<u32>,
+    pub connections_per_ip: Option<u32>,
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// `auth = "local"` or `auth = ["local", "oidc"]`.
@@ -216,6 +221,10 @@ pub struct LimitsConfig {
     pub slot_start_per_ip: u32,
     pub slot_start_per_user: u32,
     pub max_ws_per_user: u32,
+    /// New connections per window from one client address.
+    pub connections_per_ip: u32,
+    /// Connections open at once from one client address.
+    pub max_connections_per_ip: u32,
 }
 
 impl Default for LimitsConfig {
@@ -232,6 +241,8 @@ impl Default for LimitsConfig {
             slot_start_per_ip: 30,
             slot_start_per_user: 10,
             max_ws_per_user: 20,
+            connections_per_ip: 1200,
+            max_connections_per_ip: 256,
         }
     }
 }
@@ -257,6 +268,7 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub activity_interval: Duration,
     pub shutdown_grace: Duration,
+    pub header_timeout: Duration,
     pub max_path_len: usize,
     pub metrics: MetricsAccess,
     pub access_log: AccessLogConfig,
@@ -562,6 +574,14 @@ impl RawSlotgate {
             return Err(err("activity_interval", "must be at least 1s".into()));
         }
         let shutdown_grace = self.shutdown_grace.unwrap_or(Duration::from_secs(5));
+        let header_timeout = self.header_timeout.unwrap_or(Duration::from_secs(20));
+        if header_timeout < Duration::from_millis(100) || header_timeout > Duration::from_secs(300)
+        {
+            return Err(err(
+                "header_timeout",
+                "must be between 100ms and 5m".into(),
+            ));
+        }
 
         let max_path_len = self.max_path_len.unwrap_or(2048);
         if !(64..=65536).contains(&max_path_len) {
@@ -675,6 +695,10 @@ impl RawSlotgate {
                 slot_start_per_ip: r.slot_start_per_ip.unwrap_or(d.slot_start_per_ip),
                 slot_start_per_user: r.slot_start_per_user.unwrap_or(d.slot_start_per_user),
                 max_ws_per_user: r.max_ws_per_user.unwrap_or(d.max_ws_per_user),
+                connections_per_ip: r.connections_per_ip.unwrap_or(d.connections_per_ip),
+                max_connections_per_ip: r
+                    .max_connections_per_ip
+                    .unwrap_or(d.max_connections_per_ip),
             }
         };
 
@@ -709,6 +733,7 @@ impl RawSlotgate {
             connect_timeout,
             activity_interval,
             shutdown_grace,
+            header_timeout,
             max_path_len,
             metrics,
             access_log,
@@ -921,6 +946,11 @@ ws_connect_per_ip = 3
                 "[slotgate]\nstart_timeout = \"2m\"\n",
                 "slotgate.start_timeout",
                 "60s",
+            ),
+            (
+                "[slotgate]\nheader_timeout = \"10m\"\n",
+                "slotgate.header_timeout",
+                "between 100ms and 5m",
             ),
             (
                 "[slotgate]\nmetrics = \"yes\"\n",

@@ -864,6 +864,8 @@ impl ProxyHttp for Gateway {
     type CTX = Ctx;
 
     fn new_ctx(&self) -> Ctx {
+        // Pingora makes the context once the request's headers are read.
+        crate::connections::headers_read();
         let request_id = headers::new_request_id();
         // A debug-level span: at the default level a span per request costs
         // more than the rest of the gateway's per-request work, so info
@@ -1324,6 +1326,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        crate::connections::request_done();
         let took = ctx.started.elapsed();
         let status = session
             .response_written()

@@ -2,10 +2,14 @@
 //! pingora-limits' `Rate` (a count-min sketch per fixed window: constant
 //! memory however many clients there are, and estimates only ever err
 //! upwards). Each category has one window counter keyed by client IP and one
-//! keyed by user. This module only counts and decides; the gateway turns a
-//! [`Limited`] into a 429 with `Retry-After`.
+//! keyed by user. Caps on things open at once (WebSocket sessions per user,
+//! connections per client address) count with [`Concurrent`], whose
+//! [`Held`] guard gives its place back when dropped. This module only counts
+//! and decides; the gateway turns a [`Limited`] into a 429 with
+//! `Retry-After`.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,7 +69,7 @@ pub struct Limits {
     cfg: LimitsConfig,
     per_ip: Vec<Rate>,
     per_user: Vec<Rate>,
-    open_ws: Mutex<HashMap<String, u32>>,
+    open_ws: Arc<Concurrent<String>>,
 }
 
 impl Limits {
@@ -80,7 +84,7 @@ impl Limits {
             per_ip: rates(),
             per_user: rates(),
             cfg,
-            open_ws: Mutex::new(HashMap::new()),
+            open_ws: Concurrent::new(),
         })
     }
 
@@ -135,29 +139,15 @@ impl Limits {
     }
 
     /// Reserve one concurrent WebSocket for `key` (a user, or a client
-    /// address when anonymous). The slot is released when the guard drops.
-    pub fn open_ws(self: &Arc<Self>, key: String) -> Result<WsGuard, Limited> {
-        let cap = self.cfg.max_ws_per_user;
-        let mut open = self.open_ws.lock().unwrap_or_else(|e| e.into_inner());
-        let n = open.entry(key.clone()).or_insert(0);
-        if cap > 0 && *n >= cap {
-            return Err(Limited {
+    /// address when anonymous). The place is given back when the guard drops.
+    pub fn open_ws(&self, key: String) -> Result<WsGuard, Limited> {
+        self.open_ws
+            .acquire(key, self.cfg.max_ws_per_user)
+            .ok_or(Limited {
                 category: Category::WsConnect.as_str(),
                 scope: "concurrent",
                 retry_after_secs: 5,
-            });
-        }
-        *n += 1;
-        Ok(WsGuard {
-            limits: Arc::clone(self),
-            key,
-        })
-    }
-
-    #[cfg(test)]
-    fn open_ws_count(&self) -> usize {
-        let open = self.open_ws.lock().unwrap_or_else(|e| e.into_inner());
-        open.values().map(|n| *n as usize).sum()
+            })
     }
 }
 
@@ -169,24 +159,58 @@ fn retry_after(window: Duration, elapsed_fraction: f64) -> u64 {
 }
 
 /// One reserved concurrent WebSocket.
-pub struct WsGuard {
-    limits: Arc<Limits>,
-    key: String,
+pub type WsGuard = Held<String>;
+
+/// How many of something each key has open at once, for caps on that
+/// number. Keys with nothing open take no memory.
+pub struct Concurrent<K: Hash + Eq> {
+    open: Mutex<HashMap<K, u32>>,
 }
 
-impl std::fmt::Debug for WsGuard {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WsGuard").field("key", &self.key).finish()
+impl<K: Hash + Eq + Clone> Concurrent<K> {
+    pub fn new() -> Arc<Concurrent<K>> {
+        Arc::new(Concurrent {
+            open: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// One more open for `key`, unless it already has `cap` (0: no cap).
+    pub fn acquire(self: &Arc<Self>, key: K, cap: u32) -> Option<Held<K>> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key.clone()).or_insert(0);
+        if cap > 0 && *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(Held {
+            from: Arc::clone(self),
+            key,
+        })
+    }
+
+    /// Everything open, over all keys.
+    #[cfg(test)]
+    pub fn total(&self) -> usize {
+        let open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.values().map(|n| *n as usize).sum()
     }
 }
 
-impl Drop for WsGuard {
+/// One place taken in a [`Concurrent`]; dropping it gives the place back.
+pub struct Held<K: Hash + Eq> {
+    from: Arc<Concurrent<K>>,
+    key: K,
+}
+
+impl<K: Hash + Eq + std::fmt::Debug> std::fmt::Debug for Held<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held").field("key", &self.key).finish()
+    }
+}
+
+impl<K: Hash + Eq> Drop for Held<K> {
     fn drop(&mut self) {
-        let mut open = self
-            .limits
-            .open_ws
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut open = self.from.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = open.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -263,7 +287,24 @@ mod tests {
         assert!(l.open_ws("u:frank".into()).is_ok());
         drop(a);
         assert!(l.open_ws("u:erin".into()).is_ok());
-        assert_eq!(l.open_ws_count(), 1);
+        assert_eq!(l.open_ws.total(), 1);
+    }
+
+    #[test]
+    fn concurrent_counts_per_key_and_forgets_empty_keys() {
+        let c = Concurrent::<IpAddr>::new();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let held: Vec<_> = (0..3).map(|_| c.acquire(a, 3).unwrap()).collect();
+        assert!(c.acquire(a, 3).is_none());
+        assert!(c.acquire(b, 3).is_some());
+        // 0 means no cap.
+        let more: Vec<_> = (0..10).map(|_| c.acquire(a, 0).unwrap()).collect();
+        assert_eq!(c.total(), 13);
+        drop(held);
+        drop(more);
+        assert_eq!(c.total(), 0);
+        assert!(c.open.lock().unwrap().is_empty());
     }
 
     #[test]

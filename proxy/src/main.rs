@@ -6,6 +6,7 @@ mod access_log;
 mod api;
 mod batch;
 mod config;
+mod connections;
 mod gateway;
 mod headers;
 mod identity;

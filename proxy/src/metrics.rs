@@ -53,6 +53,28 @@ pub struct Metrics {
     pub recording_redactions: AtomicU64,
     pub tls_reloads_ok: AtomicU64,
     pub tls_reloads_failed: AtomicU64,
+    pub connections_open: AtomicI64,
+    /// By [`Refusal`].
+    connections_refused: [AtomicU64; 2],
+    pub header_timeouts: AtomicU64,
+}
+
+/// Why a connection was closed before its first request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Too many new connections from one address in the window.
+    PerIpRate,
+    /// Too many connections open at once from one address.
+    PerIpOpen,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::PerIpRate => "per_ip_rate",
+            Refusal::PerIpOpen => "per_ip_open",
+        }
+    }
 }
 
 impl Metrics {
@@ -79,6 +101,10 @@ impl Metrics {
     pub fn ws_closed(&self, bytes_in: u64, bytes_out: u64) {
         self.ws_bytes_in.fetch_add(bytes_in, Relaxed);
         self.ws_bytes_out.fetch_add(bytes_out, Relaxed);
+    }
+
+    pub fn connection_refused(&self, why: Refusal) {
+        self.connections_refused[why as usize].fetch_add(1, Relaxed);
     }
 
     pub fn rate_limited(&self, category: &str, scope: &str) {
@@ -292,6 +318,32 @@ impl Metrics {
             w,
             "slotgate_tls_reloads_total{{result=\"failed\"}} {}",
             self.tls_reloads_failed.load(Relaxed)
+        );
+        gauge(
+            w,
+            "slotgate_connections_open",
+            "Client connections open (after the TLS handshake).",
+            self.connections_open.load(Relaxed),
+        );
+        header(
+            w,
+            "slotgate_connections_refused_total",
+            "counter",
+            "Client connections closed before any request, by per-address limit.",
+        );
+        for why in [Refusal::PerIpRate, Refusal::PerIpOpen] {
+            let _ = writeln!(
+                w,
+                "slotgate_connections_refused_total{{reason=\"{}\"}} {}",
+                why.as_str(),
+                self.connections_refused[why as usize].load(Relaxed)
+            );
+        }
+        counter(
+            w,
+            "slotgate_header_timeouts_total",
+            "Connections closed because a request's headers did not arrive within header_timeout.",
+            self.header_timeouts.load(Relaxed),
         );
         out
     }

@@ -39,6 +39,7 @@ pub fn location(host: Option<&str>, target: &str, https_port: u16) -> Option<Str
 #[async_trait]
 impl ServeHttp for RedirectToHttps {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        crate::connections::headers_read();
         let req = session.req_header();
         let host = req.headers.get("host").and_then(|v| v.to_str().ok());
         let target = String::from_utf8_lossy(req.raw_path()).into_owned();

@@ -17,6 +17,7 @@ use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::config::{AuthMode, Config, TlsSource};
+use crate::connections::{AcceptFilter, ConnectionLimits, Guarded};
 use crate::gateway::Gateway;
 use crate::metrics::Metrics;
 use crate::redirect::RedirectToHttps;
@@ -133,9 +134,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         a.sessions.start_poller();
         tracing::info!(modes = ?cfg.identity.modes, db = %cfg.identity.db_path.display(), "sign-in required");
     }
+    let conn_limits = ConnectionLimits::new(&cfg, Arc::clone(&metrics));
     let gateway = Gateway::new(&cfg, auth, slots, log, metrics)?;
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, gateway, "slotgate");
+    let mut proxy = Service::new(
+        "slotgate".into(),
+        Guarded::new(
+            pingora::proxy::http_proxy(&server.configuration, gateway),
+            Arc::clone(&conn_limits),
+        ),
+    );
+    proxy.set_connection_filter(Arc::new(AcceptFilter(Arc::clone(&conn_limits))));
     for addr in &cfg.listen {
         let addr = addr.to_string();
         match &cert_store {
@@ -155,8 +163,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         };
         let mut redirect = Service::new(
             "slotgate https redirect".into(),
-            RedirectToHttps { https_port },
+            Guarded::new(RedirectToHttps { https_port }, Arc::clone(&conn_limits)),
         );
+        redirect.set_connection_filter(Arc::new(AcceptFilter(Arc::clone(&conn_limits))));
         for addr in &cfg.redirect_listen {
             redirect.add_tcp(&addr.to_string());
         }

@@ -596,6 +596,9 @@ async fn a_low_open_files_limit_is_lifted_at_start() {
         Options {
             tls: false,
             open_files: Some(SOFT),
+            // One address holding 400 connections is what the per-address
+            // cap is for; this test is about the process's own limit.
+            extra: "[slotgate.rate_limits]\nmax_connections_per_ip = 0\n".into(),
             ..Options::default()
         },
     )
@@ -640,6 +643,214 @@ async fn a_low_open_files_limit_is_lifted_at_start() {
     for a in answers {
         assert_eq!(&a.expect("an answer"), b"HTTP/1.1 200");
     }
+}
+
+/// One `Connection: close` GET from a chosen loopback source address.
+async fn get_from(
+    gw: &Slotgate,
+    source: [u8; 4],
+    target: &str,
+) -> anyhow::Result<gateway::HttpResponse> {
+    let mut s = gw.connect_from(source.into()).await?;
+    gateway::send_request(&mut s, "GET", target, &[("Connection", "close")]).await?;
+    gateway::read_response(&mut s, false).await
+}
+
+/// The gateway's counters as text (asked from 127.0.0.1).
+async fn metrics_text(gw: &Slotgate) -> String {
+    gw.get("/metrics").await.expect("/metrics answers").text()
+}
+
+/// A client that sends its request headers a line at a time and never
+/// finishes them (slowloris) is closed at `header_timeout`, without an
+/// answer. A terminal session opened before it, and a kept-alive connection
+/// idle since before it, both outlive that deadline: it is for headers, not
+/// for connections.
+#[tokio::test]
+async fn headers_that_never_finish_are_cut_off_at_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (_env, gw) = stack(Options {
+        extra: "header_timeout = \"1s\"\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut tty = gw.tty("alice").await.unwrap();
+    let mut kept = gw.connect().await.unwrap();
+    gateway::send_request(&mut kept, "GET", "/healthz", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        gateway::read_response(&mut kept, false)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+
+    let mut slow = gw.connect().await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    let mut closed = false;
+    // One header line every 200 ms, for at most 10 s.
+    for i in 0..50 {
+        let line = format!("X-Slow-{i}: a\r\n");
+        if slow.write_all(line.as_bytes()).await.is_err() {
+            closed = true;
+            break;
+        }
+        let _ = slow.flush().await;
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_millis(200), slow.read(&mut buf)).await {
+            Err(_) => continue,
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(n)) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let took = started.elapsed();
+    assert!(closed, "a client trickling headers for 10 s was not closed");
+    assert!(
+        answer.is_empty(),
+        "the trickling client got an answer: {}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        took >= Duration::from_millis(900),
+        "closed after {took:?}, before header_timeout"
+    );
+
+    // Both older than the deadline, both still served.
+    let from = tty.screen.len();
+    tty.input("echo sg-$((6*7))-late\r").await.unwrap();
+    tty.expect_from(from, "sg-42-late", T).await.unwrap();
+    gateway::send_request(&mut kept, "GET", "/healthz", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        gateway::read_response(&mut kept, false)
+            .await
+            .unwrap()
+            .status,
+        200
+    );
+    let m = metrics_text(&gw).await;
+    assert!(m.contains("slotgate_header_timeouts_total 1\n"), "{m}");
+    tty.close().await;
+}
+
+/// `max_connections_per_ip` caps the connections one address holds open;
+/// the next is closed before its request is read, other addresses are not
+/// affected, a trusted proxy (which carries many clients) is exempt, and
+/// closing a connection frees its place.
+#[tokio::test]
+async fn open_connections_per_address_are_capped() {
+    const CAP: usize = 3;
+    let (_env, gw) = stack(Options {
+        extra: format!(
+            "trusted_proxies = [\"127.0.0.3/32\"]\n[slotgate.rate_limits]\nmax_connections_per_ip = {CAP}\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let client = [127, 0, 0, 2];
+    let mut held = Vec::new();
+    for i in 0..CAP {
+        let mut s = gw.connect_from(client.into()).await.unwrap();
+        gateway::send_request(&mut s, "GET", "/healthz", &[])
+            .await
+            .unwrap();
+        let r = gateway::read_response(&mut s, false).await;
+        assert_eq!(r.map(|r| r.status).ok(), Some(200), "connection {i}");
+        held.push(s);
+    }
+    let over = get_from(&gw, client, "/healthz").await;
+    assert!(
+        over.is_err(),
+        "connection {} from one address was answered: {:?}",
+        CAP + 1,
+        over.map(|r| r.status)
+    );
+    // Another address is not affected.
+    assert_eq!(get_from(&gw, [127, 0, 0, 1], "/healthz").await.unwrap().status, 200);
+    // A trusted proxy holds more than the cap.
+    let mut proxied = Vec::new();
+    for i in 0..CAP + 2 {
+        let mut s = gw.connect_from([127, 0, 0, 3].into()).await.unwrap();
+        gateway::send_request(&mut s, "GET", "/healthz", &[])
+            .await
+            .unwrap();
+        let r = gateway::read_response(&mut s, false).await;
+        assert_eq!(r.map(|r| r.status).ok(), Some(200), "proxy connection {i}");
+        proxied.push(s);
+    }
+    // A closed connection gives its place back.
+    drop(held.pop());
+    wait_for("a place to free up for 127.0.0.2", T, || async {
+        get_from(&gw, client, "/healthz")
+            .await
+            .is_ok_and(|r| r.status == 200)
+    })
+    .await;
+
+    // Two held by 127.0.0.2, five by the proxy, and the one asking (the
+    // closed ones are let go as their tasks end).
+    wait_for("the open-connections gauge to settle at 8", T, || async {
+        metrics_text(&gw)
+            .await
+            .contains("slotgate_connections_open 8\n")
+    })
+    .await;
+    let m = metrics_text(&gw).await;
+    assert!(
+        m.lines().any(|l| l
+            .strip_prefix("slotgate_connections_refused_total{reason=\"per_ip_open\"} ")
+            .and_then(|n| n.parse::<u64>().ok())
+            .is_some_and(|n| n >= 1)),
+        "{m}"
+    );
+    let log = gw.stderr();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("per-address limit") && l.contains("127.0.0.2"))
+        .count();
+    assert_eq!(warnings, 1, "one warning per address per window:\n{log}");
+}
+
+/// `connections_per_ip` counts new connections per address per window,
+/// checked at accept: over it, the connection is closed before the TLS
+/// handshake.
+#[tokio::test]
+async fn new_connections_per_address_are_limited_per_window() {
+    const PER_WINDOW: usize = 4;
+    let (_env, gw) = stack(Options {
+        extra: format!(
+            "[slotgate.rate_limits]\nwindow = \"1m\"\nconnections_per_ip = {PER_WINDOW}\n"
+        ),
+        ..Options::default()
+    })
+    .await;
+    let client = [127, 0, 0, 2];
+    for i in 0..PER_WINDOW {
+        let r = get_from(&gw, client, "/healthz").await;
+        assert_eq!(r.map(|r| r.status).ok(), Some(200), "connection {i}");
+    }
+    let over = gw.connect_from(client.into()).await;
+    assert!(
+        over.is_err(),
+        "connection {} in the window completed its TLS handshake",
+        PER_WINDOW + 1
+    );
+    assert_eq!(get_from(&gw, [127, 0, 0, 1], "/healthz").await.unwrap().status, 200);
+    let m = metrics_text(&gw).await;
+    assert!(
+        m.contains("slotgate_connections_refused_total{reason=\"per_ip_rate\"} 1\n"),
+        "{m}"
+    );
 }
 
 #[test]

@@ -1,0 +1,339 @@
+//! Limits on client connections themselves, before and between requests:
+//! what keeps one address from holding the gateway's sockets without
+//! making requests (slowloris) or from opening them faster than anyone
+//! types.
+//!
+//! - New connections per address per window, checked at accept, before the
+//!   TLS handshake ([`AcceptFilter`], a Pingora connection filter). Pingora
+//!   gives a handshake at most 60 s, so this also bounds how many
+//!   half-open handshakes one address can hold.
+//! - Connections open at once per address, held from the end of the
+//!   handshake until the connection closes ([`Guarded`], which wraps the
+//!   gateway's Pingora app).
+//! - A deadline for each request's headers ([`Guarded`] again): the first
+//!   request's within `header_timeout` of the handshake, a kept-alive
+//!   connection's next within Pingora's keep-alive idle time plus
+//!   `header_timeout`. Pingora alone times out each header read, not the
+//!   whole header, so a client sending a byte a minute would never be
+//!   closed.
+//!
+//! Addresses in `trusted_proxies` are exempt from the per-address limits:
+//! behind a load balancer every connection comes from it.
+//!
+//! The HTTP layers report where a connection is in its request cycle
+//! through [`headers_read`] and [`request_done`]; they find the current
+//! connection through a task-local, so code outside a [`Guarded`] task
+//! calls them harmlessly.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use ipnet::IpNet;
+use pingora::apps::ServerApp;
+use pingora::listeners::ConnectionFilter;
+use pingora::protocols::{Stream, ALPN};
+use pingora::server::ShutdownWatch;
+use pingora_limits::rate::Rate;
+
+use crate::config::Config;
+use crate::limits::Concurrent;
+use crate::metrics::{Metrics, Refusal};
+
+/// How long Pingora's HTTP/1 app waits for the next request on a
+/// kept-alive connection (fixed in pingora-core).
+const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+
+tokio::task_local! {
+    static DEADLINE: Arc<HeaderDeadline>;
+}
+
+/// The current request's headers are in: no deadline until it is done.
+pub fn headers_read() {
+    let _ = DEADLINE.try_with(|d| d.clear());
+}
+
+/// The current request is done; the connection may wait for another.
+pub fn request_done() {
+    let _ = DEADLINE.try_with(|d| d.set_after(KEEPALIVE_IDLE + d.header_timeout));
+}
+
+/// When the connection's next request headers are due, in milliseconds
+/// since [`epoch`]; [`HeaderDeadline::NONE`] while a request is in progress.
+struct HeaderDeadline {
+    due_ms: AtomicU64,
+    header_timeout: Duration,
+}
+
+impl HeaderDeadline {
+    const NONE: u64 = u64::MAX;
+
+    fn clear(&self) {
+        self.due_ms.store(Self::NONE, Relaxed);
+    }
+
+    fn set_after(&self, d: Duration) {
+        self.due_ms.store(millis(Instant::now() + d), Relaxed);
+    }
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn millis(t: Instant) -> u64 {
+    t.saturating_duration_since(epoch()).as_millis() as u64
+}
+
+/// The per-address limits and the header deadline, shared by the accept
+/// filter and the app wrapper.
+pub struct ConnectionLimits {
+    per_window: u32,
+    new_per_ip: Rate,
+    max_open_per_ip: u32,
+    open: Arc<Concurrent<IpAddr>>,
+    header_timeout: Duration,
+    trusted: Vec<IpNet>,
+    /// Which addresses were already warned about in this window.
+    warned: Rate,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for ConnectionLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionLimits")
+            .field("per_window", &self.per_window)
+            .field("max_open_per_ip", &self.max_open_per_ip)
+            .field("header_timeout", &self.header_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ConnectionLimits {
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>) -> Arc<ConnectionLimits> {
+        Arc::new(ConnectionLimits {
+            per_window: cfg.limits.connections_per_ip,
+            new_per_ip: Rate::new(cfg.limits.window),
+            max_open_per_ip: cfg.limits.max_connections_per_ip,
+            open: Concurrent::new(),
+            header_timeout: cfg.header_timeout,
+            trusted: cfg.trusted_proxies.clone(),
+            warned: Rate::new(cfg.limits.window),
+            metrics,
+        })
+    }
+
+    fn exempt(&self, ip: IpAddr) -> bool {
+        self.trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    fn refuse(&self, ip: IpAddr, why: Refusal) {
+        self.metrics.connection_refused(why);
+        // One line per address per window, not one per connection: a flood
+        // would otherwise flood the log too.
+        if self.warned.observe(&ip, 1) == 1 {
+            tracing::warn!(client_ip = %ip, limit = why.as_str(), "closing connections from this address: over its per-address limit (more are counted in slotgate_connections_refused_total)");
+        }
+    }
+
+    /// Whether a new connection from `ip` is within the per-window count.
+    fn admit_new(&self, ip: IpAddr) -> bool {
+        if self.per_window == 0 || self.exempt(ip) {
+            return true;
+        }
+        if self.new_per_ip.observe(&ip, 1) > self.per_window as isize {
+            self.refuse(ip, Refusal::PerIpRate);
+            return false;
+        }
+        true
+    }
+}
+
+/// Checks the per-address count of new connections at accept.
+#[derive(Debug)]
+pub struct AcceptFilter(pub Arc<ConnectionLimits>);
+
+#[async_trait]
+impl ConnectionFilter for AcceptFilter {
+    async fn should_accept(&self, addr: Option<&SocketAddr>) -> bool {
+        // Unix-socket listeners have no address to count.
+        addr.is_none_or(|a| self.0.admit_new(a.ip()))
+    }
+}
+
+/// A Pingora app behind the per-address cap on open connections and the
+/// header deadline.
+pub struct Guarded<A> {
+    app: Arc<A>,
+    limits: Arc<ConnectionLimits>,
+}
+
+impl<A> Guarded<A> {
+    pub fn new(app: A, limits: Arc<ConnectionLimits>) -> Guarded<A> {
+        Guarded {
+            app: Arc::new(app),
+            limits,
+        }
+    }
+}
+
+/// Counts a connection in `slotgate_connections_open` while it lives.
+struct Open<'a>(&'a Metrics);
+
+impl<'a> Open<'a> {
+    fn new(m: &'a Metrics) -> Open<'a> {
+        m.connections_open.fetch_add(1, Relaxed);
+        Open(m)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Relaxed);
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let limits = &self.limits;
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let _held = match peer {
+            Some(ip) if limits.max_open_per_ip > 0 && !limits.exempt(ip) => {
+                match limits.open.acquire(ip, limits.max_open_per_ip) {
+                    Some(held) => Some(held),
+                    None => {
+                        limits.refuse(ip, Refusal::PerIpOpen);
+                        return None;
+                    }
+                }
+            }
+            _ => None,
+        };
+        let _open = Open::new(&limits.metrics);
+
+        // HTTP/2 runs each stream in a task of its own, out of the
+        // task-local's reach, and has its own idle timeout; the deadline
+        // is for HTTP/1, the only protocol slotgate's listeners offer.
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.app, stream, shutdown).await;
+        }
+
+        let deadline = Arc::new(HeaderDeadline {
+            due_ms: AtomicU64::new(HeaderDeadline::NONE),
+            header_timeout: limits.header_timeout,
+        });
+        deadline.set_after(limits.header_timeout);
+        // Pingora's HTTP/1 app serves every request of a kept-alive
+        // connection inside this one call.
+        let work = DEADLINE.scope(
+            Arc::clone(&deadline),
+            ServerApp::process_new(&self.app, stream, shutdown),
+        );
+        tokio::pin!(work);
+        let mut check = limits.header_timeout;
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut work => return out,
+                () = tokio::time::sleep(check) => {
+                    let due = deadline.due_ms.load(Relaxed);
+                    let now = millis(Instant::now());
+                    if due == HeaderDeadline::NONE {
+                        check = limits.header_timeout;
+                    } else if now >= due {
+                        limits.metrics.header_timeouts.fetch_add(1, Relaxed);
+                        tracing::debug!(client_ip = ?peer, "closing a connection whose request headers did not arrive in time");
+                        return None;
+                    } else {
+                        check = Duration::from_millis(due.saturating_sub(now));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.app.cleanup().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(extra: &str) -> Arc<ConnectionLimits> {
+        let text = format!(
+            "[slotgate]\ntrusted_proxies = [\"10.0.0.0/8\"]\n[slotgate.rate_limits]\n{extra}"
+        );
+        let file =
+            slotapi::config::ConfigFile::parse(std::path::Path::new("/srv/sg/slotgate.toml"), &text)
+                .unwrap();
+        let cfg = Config::from_file(&file).unwrap();
+        ConnectionLimits::new(&cfg, Arc::new(Metrics::default()))
+    }
+
+    #[test]
+    fn new_connections_per_address_are_counted_per_window() {
+        let l = limits("connections_per_ip = 3\n");
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.admit_new(a));
+        }
+        assert!(!l.admit_new(a));
+        assert!(l.admit_new(b));
+        assert!(l.metrics.render().contains(
+            "slotgate_connections_refused_total{reason=\"per_ip_rate\"} 1"
+        ));
+    }
+
+    #[test]
+    fn trusted_proxies_and_zero_are_not_limited() {
+        let l = limits("connections_per_ip = 1\n");
+        let lb: IpAddr = "10.1.2.3".parse().unwrap();
+        for _ in 0..10 {
+            assert!(l.admit_new(lb));
+        }
+        let off = limits("connections_per_ip = 0\n");
+        for _ in 0..10 {
+            assert!(off.admit_new("192.0.2.1".parse().unwrap()));
+        }
+    }
+
+    #[tokio::test]
+    async fn the_deadline_is_reachable_only_inside_its_task() {
+        // Outside a guarded connection the reports are no-ops.
+        headers_read();
+        request_done();
+        let d = Arc::new(HeaderDeadline {
+            due_ms: AtomicU64::new(HeaderDeadline::NONE),
+            header_timeout: Duration::from_secs(20),
+        });
+        d.set_after(Duration::from_secs(20));
+        let inside = Arc::clone(&d);
+        DEADLINE
+            .scope(inside, async {
+                headers_read();
+            })
+            .await;
+        assert_eq!(d.due_ms.load(Relaxed), HeaderDeadline::NONE);
+        let before = millis(Instant::now());
+        DEADLINE
+            .scope(Arc::clone(&d), async {
+                request_done();
+            })
+            .await;
+        let due = d.due_ms.load(Relaxed);
+        assert!(due >= before + 80_000 && due < before + 81_000, "{due} vs {before}");
+    }
+}
