@@ -577,10 +577,7 @@ impl RawSlotgate {
         let header_timeout = self.header_timeout.unwrap_or(Duration::from_secs(20));
         if header_timeout < Duration::from_millis(100) || header_timeout > Duration::from_secs(300)
         {
-            return Err(err(
-                "header_timeout",
-                "must be between 100ms and 5m".into(),
-            ));
+            return Err(err("header_timeout", "must be between 100ms and 5m".into()));
         }
 
         let max_path_len = self.max_path_len.unwrap_or(2048);

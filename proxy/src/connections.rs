@@ -275,9 +275,11 @@ mod tests {
         let text = format!(
             "[slotgate]\ntrusted_proxies = [\"10.0.0.0/8\"]\n[slotgate.rate_limits]\n{extra}"
         );
-        let file =
-            slotapi::config::ConfigFile::parse(std::path::Path::new("/srv/sg/slotgate.toml"), &text)
-                .unwrap();
+        let file = slotapi::config::ConfigFile::parse(
+            std::path::Path::new("/srv/sg/slotgate.toml"),
+            &text,
+        )
+        .unwrap();
         let cfg = Config::from_file(&file).unwrap();
         ConnectionLimits::new(&cfg, Arc::new(Metrics::default()))
     }
@@ -292,9 +294,10 @@ mod tests {
         }
         assert!(!l.admit_new(a));
         assert!(l.admit_new(b));
-        assert!(l.metrics.render().contains(
-            "slotgate_connections_refused_total{reason=\"per_ip_rate\"} 1"
-        ));
+        assert!(l
+            .metrics
+            .render()
+            .contains("slotgate_connections_refused_total{reason=\"per_ip_rate\"} 1"));
     }
 
     #[test]
@@ -334,6 +337,9 @@ mod tests {
             })
             .await;
         let due = d.due_ms.load(Relaxed);
-        assert!(due >= before + 80_000 && due < before + 81_000, "{due} vs {before}");
+        assert!(
+            due >= before + 80_000 && due < before + 81_000,
+            "{due} vs {before}"
+        );
     }
 }

@@ -776,7 +776,13 @@ async fn open_connections_per_address_are_capped() {
         over.map(|r| r.status)
     );
     // Another address is not affected.
-    assert_eq!(get_from(&gw, [127, 0, 0, 1], "/healthz").await.unwrap().status, 200);
+    assert_eq!(
+        get_from(&gw, [127, 0, 0, 1], "/healthz")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     // A trusted proxy holds more than the cap.
     let mut proxied = Vec::new();
     for i in 0..CAP + 2 {
@@ -845,7 +851,13 @@ async fn new_connections_per_address_are_limited_per_window() {
         "connection {} in the window completed its TLS handshake",
         PER_WINDOW + 1
     );
-    assert_eq!(get_from(&gw, [127, 0, 0, 1], "/healthz").await.unwrap().status, 200);
+    assert_eq!(
+        get_from(&gw, [127, 0, 0, 1], "/healthz")
+            .await
+            .unwrap()
+            .status,
+        200
+    );
     let m = metrics_text(&gw).await;
     assert!(
         m.contains("slotgate_connections_refused_total{reason=\"per_ip_rate\"} 1\n"),
