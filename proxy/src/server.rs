@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::{L4BufferSettings, ListenerConfig};
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 use pingora::services::listening::Service;
@@ -66,6 +67,16 @@ fn check_bindable(addrs: &[SocketAddr]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// Each client connection's read buffer. Pingora's default is 64 KiB,
+/// which Tokio zero-fills, for every connection an idle browser tab or an
+/// open terminal holds; what arrives from a browser is request headers
+/// and keystrokes. The WebSocket relay reads 16 KiB at a time, so a read
+/// that size skips the buffer instead of copying through it.
+const CLIENT_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(crate::upgrade::CHUNK),
+    write: None,
+};
 
 /// Below this many open files the gateway warns at start: each open
 /// terminal holds two sockets (the browser's and the slot's).
@@ -145,15 +156,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     );
     proxy.set_connection_filter(Arc::new(AcceptFilter(Arc::clone(&conn_limits))));
     for addr in &cfg.listen {
-        let addr = addr.to_string();
-        match &cert_store {
-            Some(store) => {
-                let mut settings = TlsSettings::intermediate("", "")?;
-                settings.set_cert_resolver(Arc::clone(store) as _);
-                proxy.add_tls_with_settings(&addr, None, settings);
-            }
-            None => proxy.add_tcp(&addr),
+        let mut listener = ListenerConfig::tcp(addr.to_string()).l4_buffer(CLIENT_BUFFERS);
+        if let Some(store) = &cert_store {
+            let mut settings = TlsSettings::intermediate("", "")?;
+            settings.set_cert_resolver(Arc::clone(store) as _);
+            listener = listener.tls(settings);
         }
+        proxy.add_listener(listener);
     }
     server.add_service(proxy);
 

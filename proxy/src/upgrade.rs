@@ -36,7 +36,7 @@ use tokio::net::UnixStream;
 /// Largest response head accepted from a slot.
 const MAX_HEAD: usize = 32 * 1024;
 /// Bytes read per call in each direction.
-const CHUNK: usize = 16 * 1024;
+pub const CHUNK: usize = 16 * 1024;
 /// After the client has gone, how long the slot's last frames (its close
 /// reply) are still relayed before the connection is dropped.
 const LINGER: Duration = Duration::from_secs(5);

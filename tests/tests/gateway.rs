@@ -645,6 +645,38 @@ async fn a_low_open_files_limit_is_lifted_at_start() {
     }
 }
 
+/// What is bigger than the gateway's 16 KiB client read buffer and relay
+/// chunk still arrives whole: a 40 KB request header, and a 60 000-byte
+/// paste in one WebSocket frame (counted by `wc -c` in the slot).
+#[tokio::test]
+async fn large_headers_and_a_large_paste_arrive_whole() {
+    let (_env, gw) = stack(Options::default()).await;
+    let big = "b".repeat(40_000);
+    let r = gw
+        .request("GET", "/healthz", &[("X-Big", big.as_str())])
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let mut tty = gw.tty("alice").await.unwrap();
+    // Once READY shows (the typed line reads RE''ADY), the shell has left
+    // line editing and the terminal is in cooked mode for wc.
+    let from = tty.screen.len();
+    tty.input("stty -echo; echo RE''ADY; wc -c\r")
+        .await
+        .unwrap();
+    tty.expect_from(from, "READY", T).await.unwrap();
+    // 600 lines of 99 characters and a newline (the terminal turns the
+    // carriage return into one), then end of input.
+    let line = format!("{}\r", "x".repeat(99));
+    let from = tty.screen.len();
+    tty.input(&format!("{}\u{4}", line.repeat(600)))
+        .await
+        .unwrap();
+    tty.expect_from(from, "60000", T).await.unwrap();
+    tty.close().await;
+}
+
 /// One `Connection: close` GET from a chosen loopback source address.
 async fn get_from(
     gw: &Slotgate,

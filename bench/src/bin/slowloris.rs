@@ -18,9 +18,11 @@
 //! The user, at 127.0.0.1, meanwhile asks `GET /slot/<id>/token` on a fresh
 //! connection every 20 ms (a new visitor each time) and types into a
 //! terminal session opened in the quiet phase.
-//! Per phase: the most attacker connections open at once (as the attacker
-//! sees them: connected and not yet closed by the gateway), the
-//! attacker's connects, slotgate's refusals and header timeouts (its
+//! Per phase: the most connections slotgate serves at once (its
+//! `slotgate_connections_open`, the user's included), the most attacker
+//! connections open as the attacker sees them (connected and not yet seen
+//! closed, so ones being refused count for a moment), the attacker's
+//! connects, slotgate's refusals and header timeouts (its
 //! /metrics), its most open file descriptors and resident memory, and the
 //! user's /token and keystroke-echo latencies and failures.
 //!
@@ -112,7 +114,11 @@ struct Phase {
     token_failures: u64,
     echo_ms: Vec<f64>,
     echo_failures: u64,
-    held_max: u64,
+    /// Attacker connections connected and not yet seen closed (includes
+    /// ones the gateway is closing at that moment).
+    attacker_max: u64,
+    /// slotgate's own count of connections it serves (the user's included).
+    gateway_open_max: u64,
     fds_max: u64,
     rss_max_kib: u64,
 }
@@ -176,7 +182,11 @@ async fn observe(gw: &Slotgate, typist: &mut Typist, attack: &Attack, length: Du
             _ => phase.echo_failures += 1,
         }
         if Instant::now() >= next_sample {
-            phase.held_max = phase.held_max.max(attack.open.load(Relaxed));
+            phase.attacker_max = phase.attacker_max.max(attack.open.load(Relaxed));
+            if let Ok(m) = gw.get("/metrics").await {
+                let open = metric(&m.text(), "slotgate_connections_open");
+                phase.gateway_open_max = phase.gateway_open_max.max(open);
+            }
             phase.fds_max = phase.fds_max.max(open_fds(pid));
             phase.rss_max_kib = phase.rss_max_kib.max(rss_kib(pid));
             next_sample += SAMPLE_EVERY;
@@ -313,14 +323,15 @@ async fn run() -> anyhow::Result<()> {
         attack_for.as_secs(),
         PROBE_EVERY.as_millis()
     );
-    println!("| slotgate   | phase  | attacker held (max) | attacker connects | refused at accept | refused open cap | header timeouts | slotgate fds (max) | RSS MiB (max) | user /token p50 ms | p99 ms | failed | user echo p50 ms | p99 ms | failed |");
-    println!("|------------|--------|---------------------|-------------------|-------------------|------------------|-----------------|--------------------|---------------|--------------------|--------|--------|------------------|--------|--------|");
+    println!("| slotgate   | phase  | slotgate open conns (max) | attacker's open (max) | attacker connects | refused at accept | refused open cap | header timeouts | slotgate fds (max) | RSS MiB (max) | user /token p50 ms | p99 ms | failed | user echo p50 ms | p99 ms | failed |");
+    println!("|------------|--------|---------------------------|-----------------------|-------------------|-------------------|------------------|-----------------|--------------------|---------------|--------------------|--------|--------|------------------|--------|--------|");
     for r in &rows {
         println!(
-            "| {:<10} | {:<6} | {:>19} | {:>17} | {:>17} | {:>16} | {:>15} | {:>18} | {:>13.1} | {:>18} | {:>6} | {:>6} | {:>16} | {:>6} | {:>6} |",
+            "| {:<10} | {:<6} | {:>25} | {:>21} | {:>17} | {:>17} | {:>16} | {:>15} | {:>18} | {:>13.1} | {:>18} | {:>6} | {:>6} | {:>16} | {:>6} | {:>6} |",
             r.config,
             r.phase,
-            r.p.held_max,
+            r.p.gateway_open_max,
+            r.p.attacker_max,
             r.connects,
             r.c.refused_rate,
             r.c.refused_open,
