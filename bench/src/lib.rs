@@ -85,7 +85,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use slotgate_tests::gateway::Stream;
+use slotgate_tests::gateway::{Options, Slotgate, Stream};
 use slotgate_tests::ttyd::TtydClient;
 
 /// The number in environment variable `name`, or `default`.
@@ -107,6 +107,23 @@ pub async fn ttyd_in_tempdir(slot: &str) -> anyhow::Result<(tempfile::TempDir, P
     std::fs::create_dir_all(socket.parent().unwrap_or(dir))?;
     let ttyd = spawn_ttyd(dir, &socket, slot).await?;
     Ok((tmp, socket, ttyd))
+}
+
+/// slotgate in front of [`ttyd_in_tempdir`]'s `dir` (plain HTTP on
+/// loopback, data and run directories inside `dir`), with `extra` lines
+/// for its `[slotgate]` section.
+pub async fn slotgate_in(dir: &Path, extra: String) -> anyhow::Result<Slotgate> {
+    let config = dir.join("slotgate.toml");
+    std::fs::write(&config, "[paths]\ndata_dir = \"data\"\nrun_dir = \"run\"\n")?;
+    Slotgate::start(
+        &config,
+        Options {
+            tls: false,
+            extra,
+            ..Options::default()
+        },
+    )
+    .await
 }
 
 /// A benchmark's exit: the error on stderr and exit 1, or success.

@@ -58,6 +58,9 @@ pub struct RawSlotgate {
     /// How long a client has to send a request's headers.
     #[serde(default, deserialize_with = "human::opt_duration")]
     pub header_timeout: Option<Duration>,
+    /// The most bytes a request's headers may take.
+    #[serde(default, deserialize_with = "human::opt_size")]
+    pub max_header_size: Option<u64>,
     pub max_path_len: Option<usize>,
     pub metrics: Option<String>,
     #[serde(default)]
@@ -269,6 +272,7 @@ pub struct Config {
     pub activity_interval: Duration,
     pub shutdown_grace: Duration,
     pub header_timeout: Duration,
+    pub max_header_size: u64,
     pub max_path_len: usize,
     pub metrics: MetricsAccess,
     pub access_log: AccessLogConfig,
@@ -580,6 +584,13 @@ impl RawSlotgate {
             return Err(err("header_timeout", "must be between 100ms and 5m".into()));
         }
 
+        let max_header_size = self.max_header_size.unwrap_or(64 * 1024);
+        if !(4096..=1024 * 1024).contains(&max_header_size) {
+            return Err(err(
+                "max_header_size",
+                format!("{max_header_size} bytes is out of range 4K..=1M"),
+            ));
+        }
         let max_path_len = self.max_path_len.unwrap_or(2048);
         if !(64..=65536).contains(&max_path_len) {
             return Err(err(
@@ -731,6 +742,7 @@ impl RawSlotgate {
             activity_interval,
             shutdown_grace,
             header_timeout,
+            max_header_size,
             max_path_len,
             metrics,
             access_log,
@@ -948,6 +960,11 @@ ws_connect_per_ip = 3
                 "[slotgate]\nheader_timeout = \"10m\"\n",
                 "slotgate.header_timeout",
                 "between 100ms and 5m",
+            ),
+            (
+                "[slotgate]\nmax_header_size = \"2M\"\n",
+                "slotgate.max_header_size",
+                "out of range 4K..=1M",
             ),
             (
                 "[slotgate]\nmetrics = \"yes\"\n",

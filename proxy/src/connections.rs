@@ -16,6 +16,10 @@
 //!   `header_timeout`. Pingora alone times out each header read, not the
 //!   whole header, so a client sending a byte a minute would never be
 //!   closed.
+//! - A cap on each request's header bytes, `max_header_size` ([`Guarded`]
+//!   reads through a [`Budgeted`] stream): Pingora buffers up to 1 MiB of
+//!   headers per connection, which times the open-connection cap would let
+//!   one address pin hundreds of MiB.
 //!
 //! Addresses in `trusted_proxies` are exempt from the per-address limits:
 //! behind a load balancer every connection comes from it.
@@ -26,17 +30,26 @@
 //! calls them harmlessly.
 
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use ipnet::IpNet;
 use pingora::apps::ServerApp;
 use pingora::listeners::ConnectionFilter;
-use pingora::protocols::{Stream, ALPN};
+use pingora::protocols::raw_connect::ProxyDigest;
+use pingora::protocols::tls::{SslDigest, TlsRef};
+use pingora::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
 use pingora::server::ShutdownWatch;
 use pingora_limits::rate::Rate;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
 
 use crate::config::Config;
 use crate::limits::Concurrent;
@@ -60,22 +73,43 @@ pub fn request_done() {
     let _ = DEADLINE.try_with(|d| d.set_after(KEEPALIVE_IDLE + d.header_timeout));
 }
 
-/// When the connection's next request headers are due, in milliseconds
-/// since [`epoch`]; [`HeaderDeadline::NONE`] while a request is in progress.
+/// Where a connection is in its request cycle: when the next request's
+/// headers are due, in milliseconds since [`epoch`]
+/// ([`HeaderDeadline::NONE`] while a request is in progress), and how many
+/// header bytes have arrived for it.
 struct HeaderDeadline {
     due_ms: AtomicU64,
     header_timeout: Duration,
+    header_bytes: AtomicU64,
+    max_header_bytes: u64,
+    /// Told when `header_bytes` reaches `max_header_bytes`.
+    too_large: Notify,
 }
 
 impl HeaderDeadline {
     const NONE: u64 = u64::MAX;
+
+    fn new(header_timeout: Duration, max_header_bytes: u64) -> HeaderDeadline {
+        HeaderDeadline {
+            due_ms: AtomicU64::new(Self::NONE),
+            header_timeout,
+            header_bytes: AtomicU64::new(0),
+            max_header_bytes,
+            too_large: Notify::new(),
+        }
+    }
 
     fn clear(&self) {
         self.due_ms.store(Self::NONE, Relaxed);
     }
 
     fn set_after(&self, d: Duration) {
+        self.header_bytes.store(0, Relaxed);
         self.due_ms.store(millis(Instant::now() + d), Relaxed);
+    }
+
+    fn waiting_for_headers(&self) -> bool {
+        self.due_ms.load(Relaxed) != Self::NONE
     }
 }
 
@@ -96,6 +130,7 @@ pub struct ConnectionLimits {
     max_open_per_ip: u32,
     open: Arc<Concurrent<IpAddr>>,
     header_timeout: Duration,
+    max_header_size: u64,
     trusted: Vec<IpNet>,
     /// Which addresses were already warned about in this window.
     warned: Rate,
@@ -120,6 +155,7 @@ impl ConnectionLimits {
             max_open_per_ip: cfg.limits.max_connections_per_ip,
             open: Concurrent::new(),
             header_timeout: cfg.header_timeout,
+            max_header_size: cfg.max_header_size,
             trusted: cfg.trusted_proxies.clone(),
             warned: Rate::new(cfg.limits.window),
             metrics,
@@ -136,6 +172,14 @@ impl ConnectionLimits {
         // would otherwise flood the log too.
         if self.warned.observe(&ip, 1) == 1 {
             tracing::warn!(client_ip = %ip, limit = why.as_str(), "closing connections from this address: over its per-address limit (more are counted in slotgate_connections_refused_total)");
+        }
+    }
+
+    fn too_large(&self, peer: Option<IpAddr>) {
+        self.metrics.headers_too_large.fetch_add(1, Relaxed);
+        let first = peer.is_none_or(|ip| self.warned.observe(&ip, 1) == 1);
+        if first {
+            tracing::warn!(client_ip = ?peer, max_header_size = self.max_header_size, "closing a connection whose request headers are larger than max_header_size (more are counted in slotgate_headers_too_large_total)");
         }
     }
 
@@ -228,11 +272,15 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             return ServerApp::process_new(&self.app, stream, shutdown).await;
         }
 
-        let deadline = Arc::new(HeaderDeadline {
-            due_ms: AtomicU64::new(HeaderDeadline::NONE),
-            header_timeout: limits.header_timeout,
-        });
+        let deadline = Arc::new(HeaderDeadline::new(
+            limits.header_timeout,
+            limits.max_header_size,
+        ));
         deadline.set_after(limits.header_timeout);
+        let stream: Stream = Box::new(Budgeted {
+            inner: stream,
+            deadline: Arc::clone(&deadline),
+        });
         // Pingora's HTTP/1 app serves every request of a kept-alive
         // connection inside this one call.
         let work = DEADLINE.scope(
@@ -245,6 +293,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             tokio::select! {
                 biased;
                 out = &mut work => return out,
+                () = deadline.too_large.notified() => {
+                    limits.too_large(peer);
+                    return None;
+                }
                 () = tokio::time::sleep(check) => {
                     let due = deadline.due_ms.load(Relaxed);
                     let now = millis(Instant::now());
@@ -264,6 +316,152 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 
     async fn cleanup(&self) {
         self.app.cleanup().await;
+    }
+}
+
+/// A client stream that, while a request's headers are awaited, hands the
+/// HTTP layer at most `max_header_size` bytes: at the limit it reads no
+/// more and tells the connection's watchdog, which closes the connection.
+/// After the headers everything passes straight through.
+#[derive(Debug)]
+struct Budgeted {
+    inner: Stream,
+    deadline: Arc<HeaderDeadline>,
+}
+
+impl std::fmt::Debug for HeaderDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderDeadline")
+            .field("due_ms", &self.due_ms)
+            .field("header_bytes", &self.header_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AsyncRead for Budgeted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let d = Arc::clone(&self.deadline);
+        if !d.waiting_for_headers() {
+            return Pin::new(&mut self.inner).poll_read(cx, buf);
+        }
+        let used = d.header_bytes.load(Relaxed);
+        let left = d.max_header_bytes.saturating_sub(used);
+        if left == 0 {
+            d.too_large.notify_one();
+            return Poll::Pending;
+        }
+        // Read no further than the budget; headers are small, so the copy
+        // through a stack buffer costs little, and it ends with them.
+        let mut scratch = [0u8; 4096];
+        let take = buf.remaining().min(scratch.len()).min(left as usize);
+        let mut part = ReadBuf::new(&mut scratch[..take]);
+        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut part))?;
+        let n = part.filled().len();
+        buf.put_slice(part.filled());
+        d.header_bytes.fetch_add(n as u64, Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Budgeted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Budgeted {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await;
+    }
+}
+
+impl UniqueID for Budgeted {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Budgeted {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Budgeted {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Budgeted {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest);
+    }
+}
+
+impl GetSocketDigest for Budgeted {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest);
+    }
+}
+
+#[async_trait]
+impl Peek for Budgeted {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
     }
 }
 
@@ -318,10 +516,7 @@ mod tests {
         // Outside a guarded connection the reports are no-ops.
         headers_read();
         request_done();
-        let d = Arc::new(HeaderDeadline {
-            due_ms: AtomicU64::new(HeaderDeadline::NONE),
-            header_timeout: Duration::from_secs(20),
-        });
+        let d = Arc::new(HeaderDeadline::new(Duration::from_secs(20), 65536));
         d.set_after(Duration::from_secs(20));
         let inside = Arc::clone(&d);
         DEADLINE

@@ -57,6 +57,7 @@ pub struct Metrics {
     /// By [`Refusal`].
     connections_refused: [AtomicU64; 2],
     pub header_timeouts: AtomicU64,
+    pub headers_too_large: AtomicU64,
 }
 
 /// Why a connection was closed before its first request.
@@ -344,6 +345,12 @@ impl Metrics {
             "slotgate_header_timeouts_total",
             "Connections closed because a request's headers did not arrive within header_timeout.",
             self.header_timeouts.load(Relaxed),
+        );
+        counter(
+            w,
+            "slotgate_headers_too_large_total",
+            "Connections closed because a request's headers passed max_header_size.",
+            self.headers_too_large.load(Relaxed),
         );
         out
     }

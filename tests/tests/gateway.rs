@@ -21,6 +21,15 @@ async fn stack(opts: Options) -> (TestEnv, Slotgate) {
     (env, gw)
 }
 
+/// [`stack`] over TLS with `extra` config lines.
+async fn stack_with(extra: String) -> (TestEnv, Slotgate) {
+    stack(Options {
+        extra,
+        ..Options::default()
+    })
+    .await
+}
+
 /// [`stack`], then `alice` stopped and the daemon killed: nothing answers
 /// on alice's socket and slotctl cannot start her.
 async fn stack_with_alice_stopped_and_no_daemon() -> (TestEnv, Slotgate) {
@@ -50,10 +59,9 @@ fn slot_requests(env: &TestEnv, id: &str) -> Vec<String> {
 #[tokio::test]
 async fn page_token_and_headers_over_tls() {
     let redirect_port = free_port();
-    let (env, gw) = stack(Options {
-        extra: format!("redirect_listen = [\"127.0.0.1:{redirect_port}\"]\n"),
-        ..Options::default()
-    })
+    let (env, gw) = stack_with(format!(
+        "redirect_listen = [\"127.0.0.1:{redirect_port}\"]\n"
+    ))
     .await;
 
     let page = gw.get("/slot/alice/").await.unwrap();
@@ -385,11 +393,8 @@ async fn path_attacks_never_reach_a_slot() {
 
 #[tokio::test]
 async fn ws_connects_are_rate_limited() {
-    let (_env, gw) = stack(Options {
-        extra: "[slotgate.rate_limits]\nwindow = \"1m\"\nws_connect_per_ip = 3\n".into(),
-        ..Options::default()
-    })
-    .await;
+    let (_env, gw) =
+        stack_with("[slotgate.rate_limits]\nwindow = \"1m\"\nws_connect_per_ip = 3\n".into()).await;
     for i in 0..3 {
         let tty = gw
             .tty("alice")
@@ -532,16 +537,7 @@ async fn certificate_files_are_reloaded_without_dropping_connections() {
 
     let (mut open, leaf) = gw.connect_with_cert().await.unwrap();
     assert_eq!(leaf.as_deref(), Some(first.as_slice()));
-    gateway::send_request(&mut open, "GET", "/slot/alice/token", &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        gateway::read_response(&mut open, false)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_on(&mut open, "/slot/alice/token").await, 200);
 
     gateway::replace_file(&next_key, &key).unwrap();
     gateway::replace_file(&next_cert, &cert).unwrap();
@@ -553,16 +549,7 @@ async fn certificate_files_are_reloaded_without_dropping_connections() {
     .await;
 
     // The connection opened before the reload still works.
-    gateway::send_request(&mut open, "GET", "/slot/alice/token", &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        gateway::read_response(&mut open, false)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_on(&mut open, "/slot/alice/token").await, 200);
 
     // A broken file keeps the current certificate.
     std::fs::write(&cert, "not a certificate").unwrap();
@@ -645,19 +632,45 @@ async fn a_low_open_files_limit_is_lifted_at_start() {
     }
 }
 
-/// What is bigger than the gateway's 16 KiB client read buffer and relay
-/// chunk still arrives whole: a 40 KB request header, and a 60 000-byte
-/// paste in one WebSocket frame (counted by `wc -c` in the slot).
+/// `max_header_size` (default 64 KiB) counts each request's header bytes:
+/// two 40 KB requests on one kept-alive connection are both answered (also
+/// more than the gateway's 16 KiB client read buffer); one request with
+/// three 25 KB header lines (75 KB) has its connection closed unanswered.
 #[tokio::test]
-async fn large_headers_and_a_large_paste_arrive_whole() {
+async fn request_headers_are_capped_per_request() {
     let (_env, gw) = stack(Options::default()).await;
     let big = "b".repeat(40_000);
-    let r = gw
-        .request("GET", "/healthz", &[("X-Big", big.as_str())])
-        .await
-        .unwrap();
-    assert_eq!(r.status, 200, "{}", r.text());
+    let mut kept = gw.connect().await.unwrap();
+    for i in 0..2 {
+        gateway::send_request(&mut kept, "GET", "/healthz", &[("X-Big", big.as_str())])
+            .await
+            .unwrap();
+        let r = gateway::read_response(&mut kept, false).await.unwrap();
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
+    }
 
+    let line = "c".repeat(25_000);
+    let mut s = gw.connect().await.unwrap();
+    let headers = [("X-A", line.as_str()), ("X-B", &line), ("X-C", &line)];
+    let answer = match gateway::send_request(&mut s, "GET", "/healthz", &headers).await {
+        Ok(()) => gateway::read_response(&mut s, false)
+            .await
+            .map(|r| r.status)
+            .ok(),
+        Err(_) => None,
+    };
+    assert_eq!(answer, None, "75 KB of headers were answered");
+    let m = metrics_text(&gw).await;
+    assert!(m.contains("slotgate_headers_too_large_total 1\n"), "{m}");
+    assert!(gw.stderr().contains("larger than max_header_size"));
+}
+
+/// A paste bigger than the gateway's 16 KiB client read buffer and relay
+/// chunk, in one WebSocket frame, arrives whole (`wc -c` in the slot
+/// counts it).
+#[tokio::test]
+async fn a_large_paste_arrives_whole() {
+    let (_env, gw) = stack(Options::default()).await;
     let mut tty = gw.tty("alice").await.unwrap();
     // Once READY shows (the typed line reads RE''ADY), the shell has left
     // line editing and the terminal is in cooked mode for wc.
@@ -688,6 +701,20 @@ async fn get_from(
     gateway::read_response(&mut s, false).await
 }
 
+/// A connection from `source` whose `/healthz` was answered 200 and which
+/// stays open (kept alive).
+async fn answered_and_kept(gw: &Slotgate, source: [u8; 4], what: &str) -> gateway::Stream {
+    let mut s = gw.connect_from(source.into()).await.unwrap();
+    assert_eq!(status_on(&mut s, "/healthz").await, 200, "{what}");
+    s
+}
+
+/// The status of a GET for `target` on an open, kept-alive connection.
+async fn status_on(s: &mut gateway::Stream, target: &str) -> u16 {
+    gateway::send_request(s, "GET", target, &[]).await.unwrap();
+    gateway::read_response(s, false).await.unwrap().status
+}
+
 /// The gateway's counters as text (asked from 127.0.0.1).
 async fn metrics_text(gw: &Slotgate) -> String {
     gw.get("/metrics").await.expect("/metrics answers").text()
@@ -701,23 +728,10 @@ async fn metrics_text(gw: &Slotgate) -> String {
 #[tokio::test]
 async fn headers_that_never_finish_are_cut_off_at_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (_env, gw) = stack(Options {
-        extra: "header_timeout = \"1s\"\n".into(),
-        ..Options::default()
-    })
-    .await;
+    let (_env, gw) = stack_with("header_timeout = \"1s\"\n".into()).await;
     let mut tty = gw.tty("alice").await.unwrap();
     let mut kept = gw.connect().await.unwrap();
-    gateway::send_request(&mut kept, "GET", "/healthz", &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        gateway::read_response(&mut kept, false)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_on(&mut kept, "/healthz").await, 200);
 
     let mut slow = gw.connect().await.unwrap();
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
@@ -760,16 +774,7 @@ async fn headers_that_never_finish_are_cut_off_at_header_timeout() {
     let from = tty.screen.len();
     tty.input("echo sg-$((6*7))-late\r").await.unwrap();
     tty.expect_from(from, "sg-42-late", T).await.unwrap();
-    gateway::send_request(&mut kept, "GET", "/healthz", &[])
-        .await
-        .unwrap();
-    assert_eq!(
-        gateway::read_response(&mut kept, false)
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(status_on(&mut kept, "/healthz").await, 200);
     let m = metrics_text(&gw).await;
     assert!(m.contains("slotgate_header_timeouts_total 1\n"), "{m}");
     tty.close().await;
@@ -782,23 +787,13 @@ async fn headers_that_never_finish_are_cut_off_at_header_timeout() {
 #[tokio::test]
 async fn open_connections_per_address_are_capped() {
     const CAP: usize = 3;
-    let (_env, gw) = stack(Options {
-        extra: format!(
+    let (_env, gw) = stack_with(format!(
             "trusted_proxies = [\"127.0.0.3/32\"]\n[slotgate.rate_limits]\nmax_connections_per_ip = {CAP}\n"
-        ),
-        ..Options::default()
-    })
-    .await;
+        )).await;
     let client = [127, 0, 0, 2];
     let mut held = Vec::new();
     for i in 0..CAP {
-        let mut s = gw.connect_from(client.into()).await.unwrap();
-        gateway::send_request(&mut s, "GET", "/healthz", &[])
-            .await
-            .unwrap();
-        let r = gateway::read_response(&mut s, false).await;
-        assert_eq!(r.map(|r| r.status).ok(), Some(200), "connection {i}");
-        held.push(s);
+        held.push(answered_and_kept(&gw, client, &format!("connection {i}")).await);
     }
     let over = get_from(&gw, client, "/healthz").await;
     assert!(
@@ -808,23 +803,12 @@ async fn open_connections_per_address_are_capped() {
         over.map(|r| r.status)
     );
     // Another address is not affected.
-    assert_eq!(
-        get_from(&gw, [127, 0, 0, 1], "/healthz")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(gw.get("/healthz").await.unwrap().status, 200);
     // A trusted proxy holds more than the cap.
     let mut proxied = Vec::new();
     for i in 0..CAP + 2 {
-        let mut s = gw.connect_from([127, 0, 0, 3].into()).await.unwrap();
-        gateway::send_request(&mut s, "GET", "/healthz", &[])
-            .await
-            .unwrap();
-        let r = gateway::read_response(&mut s, false).await;
-        assert_eq!(r.map(|r| r.status).ok(), Some(200), "proxy connection {i}");
-        proxied.push(s);
+        proxied
+            .push(answered_and_kept(&gw, [127, 0, 0, 3], &format!("proxy connection {i}")).await);
     }
     // A closed connection gives its place back.
     drop(held.pop());
@@ -865,12 +849,9 @@ async fn open_connections_per_address_are_capped() {
 #[tokio::test]
 async fn new_connections_per_address_are_limited_per_window() {
     const PER_WINDOW: usize = 4;
-    let (_env, gw) = stack(Options {
-        extra: format!(
-            "[slotgate.rate_limits]\nwindow = \"1m\"\nconnections_per_ip = {PER_WINDOW}\n"
-        ),
-        ..Options::default()
-    })
+    let (_env, gw) = stack_with(format!(
+        "[slotgate.rate_limits]\nwindow = \"1m\"\nconnections_per_ip = {PER_WINDOW}\n"
+    ))
     .await;
     let client = [127, 0, 0, 2];
     for i in 0..PER_WINDOW {
@@ -883,13 +864,7 @@ async fn new_connections_per_address_are_limited_per_window() {
         "connection {} in the window completed its TLS handshake",
         PER_WINDOW + 1
     );
-    assert_eq!(
-        get_from(&gw, [127, 0, 0, 1], "/healthz")
-            .await
-            .unwrap()
-            .status,
-        200
-    );
+    assert_eq!(gw.get("/healthz").await.unwrap().status, 200);
     let m = metrics_text(&gw).await;
     assert!(
         m.contains("slotgate_connections_refused_total{reason=\"per_ip_rate\"} 1\n"),

@@ -39,7 +39,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use bench::{cpu_secs, env_num, median, quantile, ttyd_in_tempdir, wait_until, Killed, Typist};
-use slotgate_tests::gateway::{free_port, tty_over, Options, Slotgate, Stream};
+use slotgate_tests::gateway::{free_port, tty_over, Slotgate, Stream};
 use slotgate_tests::ttyd::TtydClient;
 
 type Tty = TtydClient<Stream>;
@@ -254,18 +254,12 @@ async fn run() -> anyhow::Result<()> {
     );
     listening("bare-relay", tokio_port).await?;
 
-    let config = dir.join("slotgate.toml");
-    std::fs::write(&config, "[paths]\ndata_dir = \"data\"\nrun_dir = \"run\"\n")?;
-    let gateway = Slotgate::start(
-        &config,
-        Options {
-            tls: false,
-            extra: match std::env::var("BENCH_THREADS") {
-                Ok(t) => format!("threads = {t}\n"),
-                Err(_) => String::new(),
-            } + &std::env::var("BENCH_EXTRA").unwrap_or_default(),
-            ..Options::default()
-        },
+    let gateway = bench::slotgate_in(
+        dir,
+        match std::env::var("BENCH_THREADS") {
+            Ok(t) => format!("threads = {t}\n"),
+            Err(_) => String::new(),
+        } + &std::env::var("BENCH_EXTRA").unwrap_or_default(),
     )
     .await?;
     // CPU accounting: nginx's workers (children of its master), slotgate's

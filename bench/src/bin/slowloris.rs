@@ -8,10 +8,12 @@
 //! One ttyd (bash) on a unix socket and slotgate in front of it (plain HTTP
 //! on loopback), run twice: with its default connection limits and with
 //! them off (`connections_per_ip = 0`, `max_connections_per_ip = 0`,
-//! `header_timeout = "5m"`). Each run has three phases:
+//! `header_timeout = "5m"`, `max_header_size = "1M"`: Pingora's own
+//! limit). Each run has three phases:
 //!   quiet   the user alone
 //!   attack  the attacker, at 127.0.0.2, keeps up to BENCH_ATTACK (default
-//!           2000) connections: each sends a request line and then one
+//!           2000) connections: each sends a request line (and
+//!           BENCH_HEADER_BYTES of header lines) and then one
 //!           header line a second, never the end of the headers; a
 //!           connection the gateway closes is opened again a second later
 //!   after   the attacker gone
@@ -27,6 +29,8 @@
 //! user's /token and keystroke-echo latencies and failures.
 //!
 //! Environment: BENCH_ATTACK (attacker connections, default 2000),
+//! BENCH_HEADER_BYTES (header bytes each attacker connection sends at once
+//! before trickling, in lines of 1000; default 0),
 //! BENCH_HEADER_TIMEOUT (slotgate's header_timeout in the defended run,
 //! seconds, default 5), BENCH_ATTACK_SECS (default: header_timeout + 5),
 //! SLOTGATE_TTYD (ttyd binary).
@@ -38,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use bench::{env_num, quantile, rss_kib, ttyd_in_tempdir, Typist};
-use slotgate_tests::gateway::{tty_over, Options, Slotgate};
+use slotgate_tests::gateway::{tty_over, Slotgate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SLOT: &str = "bench";
@@ -67,7 +71,7 @@ struct Attack {
 
 /// One attacker connection, opened again whenever the gateway closes it,
 /// until the attack stops.
-async fn attacker(target: SocketAddr, attack: Arc<Attack>) {
+async fn attacker(target: SocketAddr, attack: Arc<Attack>, fill: Arc<String>) {
     while !attack.stop.load(Relaxed) {
         let sock = match tokio::net::TcpSocket::new_v4() {
             Ok(s) => s,
@@ -86,7 +90,8 @@ async fn attacker(target: SocketAddr, attack: Arc<Attack>) {
         let mut sent = s
             .write_all(b"GET /slot/bench/token HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             .await
-            .is_ok();
+            .is_ok()
+            && s.write_all(fill.as_bytes()).await.is_ok();
         let mut buf = [0u8; 256];
         while sent && !attack.stop.load(Relaxed) {
             tokio::select! {
@@ -141,6 +146,7 @@ struct Counters {
     refused_rate: u64,
     refused_open: u64,
     header_timeouts: u64,
+    too_large: u64,
 }
 
 async fn counters(gw: &Slotgate) -> anyhow::Result<Counters> {
@@ -155,6 +161,7 @@ async fn counters(gw: &Slotgate) -> anyhow::Result<Counters> {
             "slotgate_connections_refused_total{reason=\"per_ip_open\"}",
         ),
         header_timeouts: metric(&m, "slotgate_header_timeouts_total"),
+        too_large: metric(&m, "slotgate_headers_too_large_total"),
     })
 }
 
@@ -209,20 +216,10 @@ async fn one_run(
     extra: String,
     attack_conns: usize,
     attack_for: Duration,
+    fill: Arc<String>,
 ) -> anyhow::Result<Vec<Row>> {
     let (tmp, _socket, _ttyd) = ttyd_in_tempdir(SLOT).await?;
-    let dir = tmp.path();
-    let cfg = dir.join("slotgate.toml");
-    std::fs::write(&cfg, "[paths]\ndata_dir = \"data\"\nrun_dir = \"run\"\n")?;
-    let gw = Slotgate::start(
-        &cfg,
-        Options {
-            tls: false,
-            extra,
-            ..Options::default()
-        },
-    )
-    .await?;
+    let gw = bench::slotgate_in(tmp.path(), extra).await?;
     let tty = tty_over(
         Box::new(tokio::net::TcpStream::connect(gw.addr).await?),
         &gw.authority(),
@@ -246,7 +243,11 @@ async fn one_run(
 
     let mut tasks = Vec::with_capacity(attack_conns);
     for _ in 0..attack_conns {
-        tasks.push(tokio::spawn(attacker(gw.addr, Arc::clone(&attack))));
+        tasks.push(tokio::spawn(attacker(
+            gw.addr,
+            Arc::clone(&attack),
+            Arc::clone(&fill),
+        )));
     }
     let p = observe(&gw, &mut typist, &attack, attack_for).await;
     attack.stop.store(true, Relaxed);
@@ -280,6 +281,7 @@ fn diff(a: Counters, b: Counters) -> Counters {
         refused_rate: a.refused_rate - b.refused_rate,
         refused_open: a.refused_open - b.refused_open,
         header_timeouts: a.header_timeouts - b.header_timeouts,
+        too_large: a.too_large - b.too_large,
     }
 }
 
@@ -298,36 +300,46 @@ async fn run() -> anyhow::Result<()> {
     let attack_conns = env_num("BENCH_ATTACK", 2000) as usize;
     let header_timeout = env_num("BENCH_HEADER_TIMEOUT", 5);
     let attack_for = Duration::from_secs(env_num("BENCH_ATTACK_SECS", header_timeout + 5));
+    let fill_bytes = env_num("BENCH_HEADER_BYTES", 0) as usize;
+    // Header lines of 1000 bytes (with their CRLF), sent at once.
+    let fill = Arc::new(
+        (0..fill_bytes.div_ceil(1000))
+            .map(|i| format!("X-Fill-{i:05}: {}\r\n", "f".repeat(984)))
+            .collect::<String>(),
+    );
     let mut rows = one_run(
         "defaults",
         format!("header_timeout = \"{header_timeout}s\"\n"),
         attack_conns,
         attack_for,
+        Arc::clone(&fill),
     )
     .await?;
     rows.extend(
         one_run(
             "limits off",
-            "header_timeout = \"5m\"\n[slotgate.rate_limits]\nconnections_per_ip = 0\nmax_connections_per_ip = 0\n"
+            "header_timeout = \"5m\"\nmax_header_size = \"1M\"\n[slotgate.rate_limits]\nconnections_per_ip = 0\nmax_connections_per_ip = 0\n"
                 .into(),
             attack_conns,
             attack_for,
+            Arc::clone(&fill),
         )
         .await?,
     );
 
     println!(
-        "Slow-client benchmark: an attacker at 127.0.0.2 keeps up to {attack_conns} connections trickling header lines for {}s \
-         (defaults: header_timeout {header_timeout}s, connections_per_ip 1200/min, max_connections_per_ip 256); \
+        "Slow-client benchmark: an attacker at 127.0.0.2 keeps up to {attack_conns} connections, each sending {} header bytes and then trickling header lines, for {}s \
+         (defaults: header_timeout {header_timeout}s, connections_per_ip 1200/min, max_connections_per_ip 256, max_header_size 64K); \
          a user at 127.0.0.1 asks /token on a new connection every {} ms and types 4 keys\n",
+        fill.len(),
         attack_for.as_secs(),
         PROBE_EVERY.as_millis()
     );
-    println!("| slotgate   | phase  | slotgate open conns (max) | attacker's open (max) | attacker connects | refused at accept | refused open cap | header timeouts | slotgate fds (max) | RSS MiB (max) | user /token p50 ms | p99 ms | failed | user echo p50 ms | p99 ms | failed |");
-    println!("|------------|--------|---------------------------|-----------------------|-------------------|-------------------|------------------|-----------------|--------------------|---------------|--------------------|--------|--------|------------------|--------|--------|");
+    println!("| slotgate   | phase  | slotgate open conns (max) | attacker's open (max) | attacker connects | refused at accept | refused open cap | header timeouts | headers too large | slotgate fds (max) | RSS MiB (max) | user /token p50 ms | p99 ms | failed | user echo p50 ms | p99 ms | failed |");
+    println!("|------------|--------|---------------------------|-----------------------|-------------------|-------------------|------------------|-----------------|-------------------|--------------------|---------------|--------------------|--------|--------|------------------|--------|--------|");
     for r in &rows {
         println!(
-            "| {:<10} | {:<6} | {:>25} | {:>21} | {:>17} | {:>17} | {:>16} | {:>15} | {:>18} | {:>13.1} | {:>18} | {:>6} | {:>6} | {:>16} | {:>6} | {:>6} |",
+            "| {:<10} | {:<6} | {:>25} | {:>21} | {:>17} | {:>17} | {:>16} | {:>15} | {:>17} | {:>18} | {:>13.1} | {:>18} | {:>6} | {:>6} | {:>16} | {:>6} | {:>6} |",
             r.config,
             r.phase,
             r.p.gateway_open_max,
@@ -336,6 +348,7 @@ async fn run() -> anyhow::Result<()> {
             r.c.refused_rate,
             r.c.refused_open,
             r.c.header_timeouts,
+            r.c.too_large,
             r.p.fds_max,
             r.p.rss_max_kib as f64 / 1024.0,
             pct(&r.p.token_ms, 0.5),
