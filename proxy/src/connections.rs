@@ -86,6 +86,15 @@ struct HeaderDeadline {
     too_large: Notify,
 }
 
+impl std::fmt::Debug for HeaderDeadline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderDeadline")
+            .field("due_ms", &self.due_ms)
+            .field("header_bytes", &self.header_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 impl HeaderDeadline {
     const NONE: u64 = u64::MAX;
 
@@ -327,15 +336,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
 struct Budgeted {
     inner: Stream,
     deadline: Arc<HeaderDeadline>,
-}
-
-impl std::fmt::Debug for HeaderDeadline {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeaderDeadline")
-            .field("due_ms", &self.due_ms)
-            .field("header_bytes", &self.header_bytes)
-            .finish_non_exhaustive()
-    }
 }
 
 impl AsyncRead for Budgeted {
