@@ -21,6 +21,7 @@
 //!   headers per connection, which times the open-connection cap would let
 //!   one address pin hundreds of MiB.
 //!
+//! An "address" is an IPv4 address or an IPv6 /64 ([`client_key`]).
 //! Addresses in `trusted_proxies` are exempt from the per-address limits:
 //! behind a load balancer every connection comes from it.
 //!
@@ -52,7 +53,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 use crate::config::Config;
-use crate::limits::Concurrent;
+use crate::limits::{client_key, Concurrent};
 use crate::metrics::{Metrics, Refusal};
 
 /// How long Pingora's HTTP/1 app waits for the next request on a
@@ -186,7 +187,7 @@ impl ConnectionLimits {
 
     fn too_large(&self, peer: Option<IpAddr>) {
         self.metrics.headers_too_large.fetch_add(1, Relaxed);
-        let first = peer.is_none_or(|ip| self.warned.observe(&ip, 1) == 1);
+        let first = peer.is_none_or(|ip| self.warned.observe(&client_key(ip), 1) == 1);
         if first {
             tracing::warn!(client_ip = ?peer, max_header_size = self.max_header_size, "closing a connection whose request headers are larger than max_header_size (more are counted in slotgate_headers_too_large_total)");
         }
@@ -197,8 +198,9 @@ impl ConnectionLimits {
         if self.per_window == 0 || self.exempt(ip) {
             return true;
         }
-        if self.new_per_ip.observe(&ip, 1) > self.per_window as isize {
-            self.refuse(ip, Refusal::PerIpRate);
+        let key = client_key(ip);
+        if self.new_per_ip.observe(&key, 1) > self.per_window as isize {
+            self.refuse(key, Refusal::PerIpRate);
             return false;
         }
         true
@@ -262,10 +264,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
             .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
         let _held = match peer {
             Some(ip) if limits.max_open_per_ip > 0 && !limits.exempt(ip) => {
-                match limits.open.acquire(ip, limits.max_open_per_ip) {
+                let key = client_key(ip);
+                match limits.open.acquire(key, limits.max_open_per_ip) {
                     Some(held) => Some(held),
                     None => {
-                        limits.refuse(ip, Refusal::PerIpOpen);
+                        limits.refuse(key, Refusal::PerIpOpen);
                         return None;
                     }
                 }
@@ -496,6 +499,15 @@ mod tests {
             .metrics
             .render()
             .contains("slotgate_connections_refused_total{reason=\"per_ip_rate\"} 1"));
+    }
+
+    #[test]
+    fn an_ipv6_64_is_one_address() {
+        let l = limits("connections_per_ip = 2\n");
+        assert!(l.admit_new("2001:db8:7::1".parse().unwrap()));
+        assert!(l.admit_new("2001:db8:7::2".parse().unwrap()));
+        assert!(!l.admit_new("2001:db8:7::3".parse().unwrap()));
+        assert!(l.admit_new("2001:db8:8::1".parse().unwrap()));
     }
 
     #[test]

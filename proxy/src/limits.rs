@@ -56,6 +56,23 @@ impl Category {
     }
 }
 
+/// What per-address limits count a client address as: an IPv4 address
+/// itself (IPv4-mapped IPv6 included), an IPv6 address's /64. One host or
+/// one LAN gets a /64, so counting /128s would give a single machine 2^64
+/// separate budgets.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// A refused event: which limit, for whom, and when to come back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limited {
@@ -109,6 +126,7 @@ impl Limits {
     ) -> Result<(), Limited> {
         let (ip_cap, user_cap) = self.caps(cat);
         if let (Some(ip), true) = (ip, ip_cap > 0) {
+            let ip = client_key(ip);
             let rate = &self.per_ip[cat.index()];
             if rate.observe(&ip, 1) > ip_cap as isize {
                 return Err(self.limited(cat, "ip", rate, &ip));
@@ -305,6 +323,26 @@ mod tests {
         drop(more);
         assert_eq!(c.total(), 0);
         assert!(c.open.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let key = |s: &str| client_key(s.parse().unwrap()).to_string();
+        assert_eq!(key("192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(key("2001:db8:1:2:aaaa:bbbb:cccc:dddd"), "2001:db8:1:2::");
+        assert_eq!(key("2001:db8:1:2::1"), key("2001:db8:1:2:ffff::9"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+
+        let l = Limits::new(cfg());
+        for i in 1..=3 {
+            let ip: IpAddr = format!("2001:db8::{i}").parse().unwrap();
+            assert!(l.check(Category::WsConnect, Some(ip), None).is_ok());
+        }
+        let same_64: IpAddr = "2001:db8::ffff".parse().unwrap();
+        assert!(l.check(Category::WsConnect, Some(same_64), None).is_err());
+        let other_64: IpAddr = "2001:db8:0:1::1".parse().unwrap();
+        assert!(l.check(Category::WsConnect, Some(other_64), None).is_ok());
     }
 
     #[test]
