@@ -55,12 +55,12 @@ impl Identity {
     }
 
     /// The key per-user limits count against: the user name, or the client
-    /// address for anonymous requests (so anonymous clients cannot share one
-    /// bucket and starve each other).
+    /// address (an IPv6 client's /64) for anonymous requests (so anonymous
+    /// clients cannot share one bucket and starve each other).
     pub fn limit_key(&self, client: Option<IpAddr>) -> String {
         match (&self.user, client) {
             (Some(u), _) => format!("u:{u}"),
-            (None, Some(ip)) => format!("ip:{ip}"),
+            (None, Some(ip)) => format!("ip:{}", crate::limits::client_key(ip)),
             (None, None) => "anonymous".into(),
         }
     }
@@ -301,5 +301,10 @@ mod tests {
             "ip:10.0.0.7"
         );
         assert_eq!(who("carol", Role::User).limit_key(Some(ip)), "u:carol");
+        let v6: IpAddr = "2001:db8:5:6:1:2:3:4".parse().unwrap();
+        assert_eq!(
+            Identity::anonymous_full_access().limit_key(Some(v6)),
+            "ip:2001:db8:5:6::"
+        );
     }
 }
