@@ -176,19 +176,23 @@ impl ConnectionLimits {
         self.trusted.iter().any(|n| n.contains(&ip))
     }
 
-    fn refuse(&self, ip: IpAddr, why: Refusal) {
+    /// Whether this is the first warning about `key` in the window: one
+    /// line per address per window, not one per connection, so a flood does
+    /// not flood the log too.
+    fn first_warning(&self, key: IpAddr) -> bool {
+        self.warned.observe(&key, 1) == 1
+    }
+
+    fn refuse(&self, key: IpAddr, why: Refusal) {
         self.metrics.connection_refused(why);
-        // One line per address per window, not one per connection: a flood
-        // would otherwise flood the log too.
-        if self.warned.observe(&ip, 1) == 1 {
-            tracing::warn!(client_ip = %ip, limit = why.as_str(), "closing connections from this address: over its per-address limit (more are counted in slotgate_connections_refused_total)");
+        if self.first_warning(key) {
+            tracing::warn!(client_ip = %key, limit = why.as_str(), "closing connections from this address: over its per-address limit (more are counted in slotgate_connections_refused_total)");
         }
     }
 
     fn too_large(&self, peer: Option<IpAddr>) {
         self.metrics.headers_too_large.fetch_add(1, Relaxed);
-        let first = peer.is_none_or(|ip| self.warned.observe(&client_key(ip), 1) == 1);
-        if first {
+        if peer.is_none_or(|ip| self.first_warning(client_key(ip))) {
             tracing::warn!(client_ip = ?peer, max_header_size = self.max_header_size, "closing a connection whose request headers are larger than max_header_size (more are counted in slotgate_headers_too_large_total)");
         }
     }

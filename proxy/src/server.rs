@@ -176,7 +176,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         );
         redirect.set_connection_filter(Arc::new(AcceptFilter(Arc::clone(&conn_limits))));
         for addr in &cfg.redirect_listen {
-            redirect.add_tcp(&addr.to_string());
+            redirect.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(CLIENT_BUFFERS));
         }
         server.add_service(redirect);
     }

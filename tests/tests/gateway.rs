@@ -845,12 +845,14 @@ async fn open_connections_per_address_are_capped() {
 
 /// `connections_per_ip` counts new connections per address per window,
 /// checked at accept: over it, the connection is closed before the TLS
-/// handshake.
+/// handshake. The plain-HTTP redirect listener counts in the same window.
 #[tokio::test]
 async fn new_connections_per_address_are_limited_per_window() {
+    use tokio::io::AsyncReadExt;
     const PER_WINDOW: usize = 4;
+    let redirect_port = free_port();
     let (_env, gw) = stack_with(format!(
-        "[slotgate.rate_limits]\nwindow = \"1m\"\nconnections_per_ip = {PER_WINDOW}\n"
+        "redirect_listen = [\"127.0.0.1:{redirect_port}\"]\n[slotgate.rate_limits]\nwindow = \"1m\"\nconnections_per_ip = {PER_WINDOW}\n"
     ))
     .await;
     let client = [127, 0, 0, 2];
@@ -865,9 +867,27 @@ async fn new_connections_per_address_are_limited_per_window() {
         PER_WINDOW + 1
     );
     assert_eq!(gw.get("/healthz").await.unwrap().status, 200);
+    // The redirect listener: closed for 127.0.0.2, answered for 127.0.0.1.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind(([127, 0, 0, 2], 0).into()).unwrap();
+    let mut s = sock
+        .connect(([127, 0, 0, 1], redirect_port).into())
+        .await
+        .unwrap();
+    // Bounded well under header_timeout (20 s), which would close it too.
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the redirect listener kept a connection over the window's count: {read:?}"
+    );
+    let r = gateway::plain_request(([127, 0, 0, 1], redirect_port).into(), "GET", "/")
+        .await
+        .unwrap();
+    assert_eq!(r.status, 308);
     let m = metrics_text(&gw).await;
     assert!(
-        m.contains("slotgate_connections_refused_total{reason=\"per_ip_rate\"} 1\n"),
+        m.contains("slotgate_connections_refused_total{reason=\"per_ip_rate\"} 2\n"),
         "{m}"
     );
 }
