@@ -96,7 +96,7 @@ async fn attacker(target: SocketAddr, attack: Arc<Attack>, fill: Arc<String>) {
         while sent && !attack.stop.load(Relaxed) {
             tokio::select! {
                 r = s.read(&mut buf) => {
-                    // Closed (or, which it never is, answered): reconnect.
+                    // Closed: reconnect. (Bytes, an answer, never come.)
                     if matches!(r, Ok(0) | Err(_)) { break; }
                 }
                 () = tokio::time::sleep(TRICKLE_EVERY) => {
