@@ -231,6 +231,33 @@ impl Deframer {
     }
 }
 
+/// Counts the complete frames in one direction of a session (the access
+/// log's `frames_in` and `frames_out`). A stream that cannot be parsed
+/// stops the count where it broke; counting never stops the bytes.
+#[derive(Debug)]
+pub struct FrameCounter {
+    deframer: Deframer,
+    pub frames: u64,
+}
+
+impl FrameCounter {
+    pub fn new(direction: Direction) -> FrameCounter {
+        FrameCounter {
+            deframer: Deframer::new(direction),
+            frames: 0,
+        }
+    }
+
+    /// The next bytes of the stream, split anywhere.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while let Ok(Some(token)) = self.deframer.next(&mut bytes) {
+            if let Token::End(_) = token {
+                self.frames += 1;
+            }
+        }
+    }
+}
+
 /// What a [`MessageReader`] reports, in stream order.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Message<'a> {
@@ -675,5 +702,34 @@ mod tests {
             r.feed(&server_frame(true, 2, b"0x"), |_| {}),
             Err(FrameError::Unmasked)
         );
+    }
+
+    #[test]
+    fn frames_are_counted_however_the_stream_is_split() {
+        let mut client = vec![];
+        client.extend(frame(true, 0x2, b"0ls\r"));
+        client.extend(frame(false, 0x1, &[b'x'; 300]));
+        client.extend(frame(true, 0x0, b""));
+        client.extend(frame(true, 0x9, b"ping"));
+        let mut server = vec![];
+        server.extend(server_frame(true, 0x2, &[b'0'; 70_000]));
+        server.extend(server_frame(true, 0x8, &[0x03, 0xe8]));
+        for chunk in [1, 3, 7, 64, 100_000] {
+            let mut c = FrameCounter::new(Direction::ClientToServer);
+            client.chunks(chunk).for_each(|b| c.feed(b));
+            assert_eq!(c.frames, 4, "client stream in chunks of {chunk}");
+            let mut s = FrameCounter::new(Direction::ServerToClient);
+            server.chunks(chunk).for_each(|b| s.feed(b));
+            assert_eq!(s.frames, 2, "server stream in chunks of {chunk}");
+        }
+        // A frame cut short is not counted; a stream that breaks stops
+        // the count there.
+        let mut c = FrameCounter::new(Direction::ClientToServer);
+        c.feed(&client[..client.len() - 1]);
+        assert_eq!(c.frames, 3);
+        let mut s = FrameCounter::new(Direction::ServerToClient);
+        s.feed(&frame(true, 0x2, b"masked from a server"));
+        s.feed(&server);
+        assert_eq!(s.frames, 0);
     }
 }

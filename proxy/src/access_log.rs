@@ -11,9 +11,9 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TrySendError};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
@@ -58,6 +58,11 @@ pub struct Entry<'a> {
     /// On the outcome of a sign-in attempt: the account it was for.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login: Option<&'a str>,
+    /// WebSocket lines only: complete frames from the client and to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_in: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub frames_out: Option<u64>,
     /// WebSocket lines only: the session's recording.
     #[serde(flatten)]
     pub recording: Option<RecordingFields>,
@@ -168,7 +173,7 @@ fn is_secret(name: &str) -> bool {
 /// The request side of the log: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct AccessLog {
-    tx: Option<SyncSender<Vec<u8>>>,
+    tx: Option<SyncSender<Item>>,
     metrics: Arc<Metrics>,
 }
 
@@ -199,13 +204,43 @@ impl AccessLog {
             return;
         }
         line.push(b'\n');
-        match tx.try_send(line) {
+        match tx.try_send(Item::Line(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 self.metrics.access_log_dropped.fetch_add(1, Relaxed);
             }
         }
     }
+
+    /// Wait until every line handed over so far is written to the file
+    /// (before the process exits); `false` if that took longer than
+    /// `within`.
+    pub fn flush(&self, within: Duration) -> bool {
+        let Some(tx) = &self.tx else { return true };
+        let deadline = Instant::now() + within;
+        let (done, written) = channel();
+        let mut item = Item::Flush(done);
+        loop {
+            match tx.try_send(item) {
+                Ok(()) => break,
+                Err(TrySendError::Full(again)) if Instant::now() < deadline => {
+                    item = again;
+                    std::thread::sleep(crate::batch::PAUSE);
+                }
+                Err(_) => return false,
+            }
+        }
+        written
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .is_ok()
+    }
+}
+
+/// What the writer thread receives.
+enum Item {
+    Line(Vec<u8>),
+    /// Flush, then say so.
+    Flush(Sender<()>),
 }
 
 struct Writer {
@@ -234,25 +269,63 @@ impl Writer {
         })
     }
 
-    fn run(mut self, rx: Receiver<Vec<u8>>) {
+    fn run(mut self, rx: Receiver<Item>) {
         crate::batch::run(&rx, &mut self);
         let _ = self.out.flush();
     }
 }
 
-impl crate::batch::Sink<Vec<u8>> for Writer {
-    fn put(&mut self, line: Vec<u8>) {
-        self.write_line(&line);
+impl crate::batch::Sink<Item> for Writer {
+    fn put(&mut self, item: Item) {
+        match item {
+            Item::Line(line) => self.write_line(&line),
+            Item::Flush(done) => {
+                self.batch_done_flush();
+                let _ = done.send(());
+            }
+        }
     }
 
-    fn batch_done(&mut self, _rx: &Receiver<Vec<u8>>) {
-        if self.out.flush().is_err() {
-            self.metrics.access_log_write_errors.fetch_add(1, Relaxed);
-        }
+    fn batch_done(&mut self, _rx: &Receiver<Item>) {
+        self.batch_done_flush();
+        self.follow_rotation();
     }
 }
 
 impl Writer {
+    fn batch_done_flush(&mut self) {
+        if self.out.flush().is_err() {
+            self.metrics.access_log_write_errors.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Another process writing the same log (the old gateway finishing
+    /// its connections after a reload, or the new one) may have rotated
+    /// it: then the path names a different file than the one open here,
+    /// and the next lines belong in the new one.
+    fn follow_rotation(&mut self) {
+        use std::os::unix::fs::MetadataExt;
+        let Ok(open) = self.out.get_ref().metadata() else {
+            return;
+        };
+        let moved = match std::fs::metadata(&self.path) {
+            Ok(on_disk) => (on_disk.dev(), on_disk.ino()) != (open.dev(), open.ino()),
+            Err(_) => true,
+        };
+        if !moved {
+            return;
+        }
+        match open_append(&self.path) {
+            Ok(file) => {
+                self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+                self.out = BufWriter::with_capacity(64 * 1024, file);
+            }
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "cannot reopen the access log");
+            }
+        }
+    }
+
     fn write_line(&mut self, line: &[u8]) {
         if self.size > 0 && self.size + line.len() as u64 > self.max_size {
             if let Err(e) = self.rotate() {
@@ -357,8 +430,43 @@ mod tests {
             error: None,
             access: None,
             login: None,
+            frames_in: None,
+            frames_out: None,
             recording: None,
         }
+    }
+
+    /// Two gateways write one log during a reload; when one rotates it,
+    /// the other's next lines go to the new file, not the renamed one.
+    #[test]
+    fn a_rotation_by_another_writer_is_followed() {
+        use crate::batch::Sink;
+        let dir = std::env::temp_dir().join(format!("sg-al-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let cfg = AccessLogConfig {
+            enabled: true,
+            path: dir.join("access.log"),
+            max_size: 1 << 20,
+            keep: 2,
+            queue: 16,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let mut writer = Writer::open(&cfg, Arc::clone(&metrics)).unwrap();
+        let (_tx, rx) = sync_channel(1);
+        writer.put(Item::Line(b"before\n".to_vec()));
+        writer.batch_done(&rx);
+        std::fs::rename(&cfg.path, numbered(&cfg.path, 1)).unwrap();
+        std::fs::write(&cfg.path, b"other\n").unwrap();
+        writer.batch_done(&rx);
+        writer.put(Item::Line(b"after\n".to_vec()));
+        let (done, flushed) = channel();
+        writer.put(Item::Flush(done));
+        flushed.recv().unwrap();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        assert_eq!(read(&numbered(&cfg.path, 1)), "before\n");
+        assert_eq!(read(&cfg.path), "other\nafter\n");
+        assert_eq!(writer.size, "other\nafter\n".len() as u64);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -55,6 +55,9 @@ pub struct RawSlotgate {
     pub activity_interval: Option<Duration>,
     #[serde(default, deserialize_with = "human::opt_duration")]
     pub shutdown_grace: Option<Duration>,
+    /// On a reload, how long the old process keeps its open connections.
+    #[serde(default, deserialize_with = "human::opt_duration")]
+    pub reload_grace: Option<Duration>,
     /// How long a client has to send a request's headers.
     #[serde(default, deserialize_with = "human::opt_duration")]
     pub header_timeout: Option<Duration>,
@@ -271,6 +274,7 @@ pub struct Config {
     pub connect_timeout: Duration,
     pub activity_interval: Duration,
     pub shutdown_grace: Duration,
+    pub reload_grace: Duration,
     pub header_timeout: Duration,
     pub max_header_size: u64,
     pub max_path_len: usize,
@@ -578,6 +582,15 @@ impl RawSlotgate {
             return Err(err("activity_interval", "must be at least 1s".into()));
         }
         let shutdown_grace = self.shutdown_grace.unwrap_or(Duration::from_secs(5));
+        let reload_grace = self.reload_grace.unwrap_or(Duration::from_secs(3600));
+        for (key, grace) in [
+            ("shutdown_grace", shutdown_grace),
+            ("reload_grace", reload_grace),
+        ] {
+            if grace > Duration::from_secs(7 * 24 * 3600) {
+                return Err(err(key, "must be at most 7d".into()));
+            }
+        }
         let header_timeout = self.header_timeout.unwrap_or(Duration::from_secs(20));
         if header_timeout < Duration::from_millis(100) || header_timeout > Duration::from_secs(300)
         {
@@ -741,6 +754,7 @@ impl RawSlotgate {
             connect_timeout,
             activity_interval,
             shutdown_grace,
+            reload_grace,
             header_timeout,
             max_header_size,
             max_path_len,

@@ -26,6 +26,7 @@ use crate::api::{Answer, Api, ApiRequest};
 use crate::config::{Config, MetricsAccess};
 use crate::headers::{self, HeaderPolicy};
 use crate::identity::{self, Auth, Authn, Decision, Identity, RequestFacts};
+use crate::lifecycle::{self, Lifecycle};
 use crate::limits::{Category, Limited, Limits, WsGuard};
 use crate::metrics::Metrics;
 use crate::pages::{self, Reply};
@@ -38,7 +39,7 @@ use crate::signin::{self, AuthRequest, SignIn};
 use crate::slot_acl::SlotAcls;
 use crate::slots::{SlotError, Slots};
 use crate::upgrade::{self, Verdict};
-use ::identity::frames::ViewerFilter;
+use ::identity::frames::{Direction, FrameCounter, ViewerFilter};
 use http_body_util::BodyExt;
 use std::os::unix::io::AsRawFd;
 use tokio::net::UnixStream;
@@ -80,6 +81,9 @@ pub struct Ctx {
     ws_guard: Option<WsGuard>,
     ws_bytes_in: u64,
     ws_bytes_out: u64,
+    /// Complete frames from the client and to it (boxed: a WebSocket
+    /// session is rare among requests).
+    ws_frames: Option<Box<[FrameCounter; 2]>>,
     last_active: Instant,
     /// A refreshed session cookie to send with the response.
     set_cookie: Option<String>,
@@ -147,6 +151,8 @@ pub struct Gateway {
     connect_timeout: Duration,
     activity_interval: Duration,
     recorder: Option<Recorder>,
+    /// Stop and reload: the open terminals a grace's end closes.
+    lifecycle: Arc<Lifecycle>,
 }
 
 impl Gateway {
@@ -156,6 +162,7 @@ impl Gateway {
         slots: Arc<Slots>,
         log: AccessLog,
         metrics: Arc<Metrics>,
+        lifecycle: Arc<Lifecycle>,
     ) -> anyhow::Result<Gateway> {
         let limits = Limits::new(cfg.limits.clone());
         let signin = match &auth {
@@ -212,6 +219,7 @@ impl Gateway {
             slots,
             log,
             metrics,
+            lifecycle,
             headers: HeaderPolicy::new(cfg),
             tls: cfg.is_tls(),
             trusted_proxies: cfg.trusted_proxies.clone(),
@@ -521,6 +529,10 @@ impl Gateway {
     /// socket to the slot).
     fn ws_opened(&self, ctx: &mut Ctx, fd: std::os::unix::io::RawFd) {
         ctx.ws_open = true;
+        ctx.ws_frames = Some(Box::new([
+            FrameCounter::new(Direction::ClientToServer),
+            FrameCounter::new(Direction::ServerToClient),
+        ]));
         ctx.last_active = Instant::now();
         self.metrics.ws_open.fetch_add(1, Relaxed);
         if let Some(id) = &ctx.slot {
@@ -588,6 +600,7 @@ impl Gateway {
             return self.reply(session, ctx, reply).await;
         }
         self.slot_response(&mut resp, ctx)?;
+        let _open = self.lifecycle.terminals().add(&slot);
         self.ws_opened(ctx, slot.as_raw_fd());
         let mut client = upgrade::take_client(session, &resp).await?;
         let head = upgrade::response_to_wire(&resp);
@@ -666,6 +679,9 @@ impl upgrade::Frames for WsFrames<'_> {
             // The session ended: nothing more reaches the slot.
             return Verdict::Replace(Vec::new());
         }
+        if let Some(f) = ctx.ws_frames.as_mut() {
+            f[0].feed(bytes);
+        }
         let mut filtered = None;
         if let Some(filter) = ctx.viewer.as_mut() {
             let mut out = Vec::with_capacity(bytes.len());
@@ -718,8 +734,20 @@ impl upgrade::Frames for WsFrames<'_> {
             tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, reason, "closing the WebSocket");
             return Verdict::Replace(sessions::close_frame(code, reason));
         }
+        if bytes.is_none() && self.gw.lifecycle.terminals().going_away() {
+            // The gateway is stopping and ended the session from the
+            // slot's side: "going away", and the page reconnects.
+            ctx.error = Some("gateway_stopping");
+            return Verdict::Replace(sessions::close_frame(
+                lifecycle::CLOSE_GOING_AWAY,
+                lifecycle::CLOSE_GOING_AWAY_REASON,
+            ));
+        }
         if let Some(b) = bytes {
             ctx.ws_bytes_out += b.len() as u64;
+            if let Some(f) = ctx.ws_frames.as_mut() {
+                f[1].feed(b);
+            }
             if let Some(r) = ctx.recording.as_mut() {
                 r.server_bytes(b);
             }
@@ -894,6 +922,7 @@ impl ProxyHttp for Gateway {
             ws_guard: None,
             ws_bytes_in: 0,
             ws_bytes_out: 0,
+            ws_frames: None,
             last_active: Instant::now(),
             set_cookie: None,
             access: None,
@@ -1409,6 +1438,8 @@ impl ProxyHttp for Gateway {
             error: ctx.error,
             access: ctx.access,
             login: ctx.login.as_deref(),
+            frames_in: ctx.ws_frames.as_ref().map(|f| f[0].frames),
+            frames_out: ctx.ws_frames.as_ref().map(|f| f[1].frames),
             recording,
         });
     }

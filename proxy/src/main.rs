@@ -10,6 +10,7 @@ mod connections;
 mod gateway;
 mod headers;
 mod identity;
+mod lifecycle;
 mod limits;
 mod metrics;
 mod pages;
@@ -66,14 +67,23 @@ enum Command {
     /// Validate the configuration (and load the certificate) without
     /// starting; exit 0 when it is usable, 1 when not.
     CheckConfig,
+    /// Reload without a gap: check the configuration, then have the
+    /// running gateway start a new one (the binary at the same path, the
+    /// configuration as it is now) and hand it the listening sockets. Open
+    /// terminals stay with the old process for `reload_grace`. Exit 0 once
+    /// the new gateway serves, 1 (and nothing changed) when it could not.
+    Reload,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
     let result = match cli.command.unwrap_or(Command::Run) {
-        Command::Run => load(cli.config.as_deref()).and_then(server::run),
+        Command::Run => load(cli.config.as_deref())
+            .and_then(server::run)
+            .inspect_err(lifecycle::report_failed_start),
         Command::CheckConfig => check_config(cli.config.as_deref()),
+        Command::Reload => reload(cli.config.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -92,6 +102,54 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
         None => ConfigFile::empty(&std::env::current_dir()?),
     };
     Ok(Config::from_file(&file)?)
+}
+
+/// How long `slotgate reload` waits for the new gateway.
+const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
+
+fn reload(path: Option<&Path>) -> anyhow::Result<()> {
+    use anyhow::{bail, Context};
+    use std::time::{Instant, SystemTime};
+    let cfg = load(path)?;
+    server::preflight(&cfg)?;
+    let files = lifecycle::RunFiles::new(&cfg.paths.run_dir);
+    let Some(pid) = files.running_pid() else {
+        bail!(
+            "no running slotgate: {} does not name a running process",
+            files.pid.display()
+        );
+    };
+    let asked = SystemTime::now();
+    let target = rustix::process::Pid::from_raw(pid as i32).context("the pid file's process id")?;
+    rustix::process::kill_process(target, rustix::process::Signal::HUP)
+        .with_context(|| format!("signalling slotgate (pid {pid})"))?;
+    let until = Instant::now() + RELOAD_WAIT;
+    loop {
+        if let Some(new) = files.running_pid().filter(|p| *p != pid) {
+            println!(
+                "slotgate reloaded: pid {new} serves; pid {pid} finishes its open connections (at most {})",
+                humantime::format_duration(cfg.reload_grace)
+            );
+            return Ok(());
+        }
+        let failed = std::fs::metadata(&files.reload_failed)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= asked);
+        if failed {
+            let why = std::fs::read_to_string(&files.reload_failed).unwrap_or_default();
+            bail!(
+                "reload failed: {}; pid {pid} still serves as before",
+                why.trim()
+            );
+        }
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            bail!("slotgate (pid {pid}) exited during the reload; see its log");
+        }
+        if Instant::now() > until {
+            bail!("no new gateway within {RELOAD_WAIT:?}; see slotgate's log");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 fn check_config(path: Option<&Path>) -> anyhow::Result<()> {

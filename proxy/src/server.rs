@@ -12,14 +12,15 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::{L4BufferSettings, ListenerConfig};
-use pingora::server::configuration::ServerConf;
-use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server};
 use pingora::services::listening::Service;
 
 use crate::access_log::AccessLog;
 use crate::config::{AuthMode, Config, TlsSource};
 use crate::connections::{AcceptFilter, ConnectionLimits, Guarded};
 use crate::gateway::Gateway;
+use crate::lifecycle::{Lifecycle, Successor};
 use crate::metrics::Metrics;
 use crate::redirect::RedirectToHttps;
 use crate::slots::Slots;
@@ -61,8 +62,13 @@ pub fn preflight(cfg: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn check_bindable(addrs: &[SocketAddr]) -> anyhow::Result<()> {
+/// Bind each address once to see that it can be, except those a reload
+/// hands over (the old gateway is listening on them).
+fn check_bindable(addrs: &[SocketAddr], successor: Option<&Successor>) -> anyhow::Result<()> {
     for addr in addrs {
+        if successor.is_some_and(|s| s.inherited.contains(&addr.to_string())) {
+            continue;
+        }
         TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))?;
     }
     Ok(())
@@ -94,8 +100,10 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(limit = files.after, was = files.before, "open-files limit");
     }
     preflight(&cfg)?;
-    check_bindable(&cfg.listen)?;
-    check_bindable(&cfg.redirect_listen)?;
+    let files = crate::lifecycle::RunFiles::new(&cfg.paths.run_dir);
+    let successor = Successor::from_env(&files)?;
+    check_bindable(&cfg.listen, successor.as_ref())?;
+    check_bindable(&cfg.redirect_listen, successor.as_ref())?;
     if cfg.auth == AuthMode::None {
         tracing::warn!(
             "AUTH IS OFF (slotgate.auth = \"none\"): anyone who can reach {:?} can open every slot. \
@@ -108,6 +116,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     let log = AccessLog::start(&cfg.access_log, Arc::clone(&metrics))
         .with_context(|| format!("opening the access log {}", cfg.access_log.path.display()))?;
     let slots = Slots::new(cfg.paths.clone(), cfg.start_timeout, Arc::clone(&metrics));
+    let lifecycle = Lifecycle::new(&cfg, Arc::clone(&metrics), log.clone())?;
 
     let cert_store = match &cfg.tls {
         None => None,
@@ -123,22 +132,22 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 
     let mut conf = ServerConf {
         threads: cfg.threads,
-        pid_file: cfg.paths.run_dir.join("slotgate.pid").display().to_string(),
-        upgrade_sock: cfg
-            .paths
-            .run_dir
-            .join("slotgate-upgrade.sock")
-            .display()
-            .to_string(),
-        grace_period_seconds: Some(cfg.shutdown_grace.as_secs()),
+        pid_file: files.pid.display().to_string(),
+        upgrade_sock: files.upgrade_sock.display().to_string(),
+        // The drain monitor (lifecycle.rs) ends the process when the last
+        // connection closes; Pingora's sleep is the backstop.
+        grace_period_seconds: Some(lifecycle.pingora_grace()),
         graceful_shutdown_timeout_seconds: Some(2),
         ..ServerConf::default()
     };
     // Pingora counts tries, not retries: a first try, and one more after a
     // refused connection has started the slot.
     conf.max_retries = 2;
-    let mut server = Server::new_with_opt_and_conf(None, conf);
-    server.bootstrap();
+    let opt = Opt {
+        upgrade: successor.is_some(),
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
 
     let auth = crate::identity::Auth::new(&cfg).context("opening the identity store")?;
     if let Some(a) = &auth {
@@ -146,7 +155,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::info!(modes = ?cfg.identity.modes, db = %cfg.identity.db_path.display(), "sign-in required");
     }
     let conn_limits = ConnectionLimits::new(&cfg, Arc::clone(&metrics));
-    let gateway = Gateway::new(&cfg, auth, slots, log, metrics)?;
+    let gateway = Gateway::new(&cfg, auth, slots, log, metrics, Arc::clone(&lifecycle))?;
     let mut proxy = Service::new(
         "slotgate".into(),
         Guarded::new(
@@ -181,6 +190,13 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         server.add_service(redirect);
     }
 
+    // Everything that can fail has been built: only now, on a reload,
+    // take the listening sockets over (the old gateway stops accepting
+    // once they are sent).
+    if let Some(s) = &successor {
+        tracing::info!(from = s.of, "reload: taking over the listening sockets");
+    }
+    server.bootstrap();
     let scheme = if cfg.is_tls() { "https" } else { "http" };
     for addr in &cfg.listen {
         tracing::info!("slotgate listening on {scheme}://{addr}");
@@ -188,5 +204,9 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     for addr in &cfg.redirect_listen {
         tracing::info!("redirecting http://{addr} to HTTPS");
     }
-    server.run_forever();
+    lifecycle.start_monitor(server.watch_execution_phase())?;
+    server.run(RunArgs {
+        shutdown_signal: lifecycle.signals(),
+    });
+    lifecycle.exit()
 }

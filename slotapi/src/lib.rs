@@ -4,12 +4,14 @@
 //! socket. This crate owns no behaviour: it must not spawn processes, touch
 //! SQLite or know about Pingora, so the proxy can link it without linking the
 //! supervisor. The one piece of process set-up both programs share, lifting
-//! the open-files limit, lives here too ([`rlimit`]).
+//! the open-files limit, lives here too ([`rlimit`]), as do two file
+//! operations for the files they share ([`files`]).
 
 pub mod activity;
 mod app;
 mod client;
 pub mod config;
+pub mod files;
 mod id;
 pub mod rlimit;
 mod types;

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -18,13 +18,7 @@ use crate::launch;
 use crate::supervisor::Supervisor;
 
 fn private_dir(p: &Path) -> anyhow::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(p)
-        .with_context(|| format!("creating {}", p.display()))?;
-    fs::set_permissions(p, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("setting mode 0700 on {}", p.display()))
+    slotapi::files::private_dir(p).with_context(|| format!("creating {} (mode 0700)", p.display()))
 }
 
 /// Hold an exclusive lock on `<run>/slotctl.lock` for the daemon's life.

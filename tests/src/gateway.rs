@@ -90,9 +90,13 @@ impl Slotgate {
             bail!("{} already has a [slotgate] section", config.display());
         }
         text.push_str(&format!(
-            "\n[slotgate]\nlisten = [\"{addr}\"]\ntls = {}\nshutdown_grace = \"0s\"\n",
+            "\n[slotgate]\nlisten = [\"{addr}\"]\ntls = {}\n",
             opts.tls
         ));
+        // Stopping waits for nothing unless the test is about stopping.
+        if !opts.extra.contains("shutdown_grace =") {
+            text.push_str("shutdown_grace = \"0s\"\n");
+        }
         if let Some((cert, key)) = &opts.cert {
             text.push_str(&format!("cert = {:?}\nkey = {:?}\n", cert, key));
         }
@@ -152,9 +156,38 @@ impl Slotgate {
         Ok(gw)
     }
 
-    /// The slotgate process's id (None once it was stopped).
+    /// The slotgate process's id (None once it was stopped). After a
+    /// reload this is still the first process; [`Slotgate::serving_pid`]
+    /// names the one serving.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// The process in the gateway's pid file, if it runs: the one serving
+    /// (a reload's successor after a reload).
+    pub fn serving_pid(&self) -> Option<u32> {
+        let text = std::fs::read_to_string(self.paths.run_dir.join("slotgate.pid")).ok()?;
+        let pid: u32 = text.trim().parse().ok()?;
+        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+    }
+
+    /// Send `signal` (`"HUP"`, `"TERM"`…) to the process serving.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.serving_pid().expect("a serving slotgate");
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {pid}");
+    }
+
+    /// Whether the first process has exited (and been reaped).
+    pub fn exited(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(c) => c.try_wait().ok().flatten().is_some(),
+            None => true,
+        }
     }
 
     async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
@@ -335,20 +368,32 @@ impl Slotgate {
     }
 
     pub fn stop(&mut self) {
+        // A reload's successor is not this test's child: stop it by its
+        // pid file.
+        let successor = self.serving_pid().filter(|p| Some(*p) != self.pid());
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
             let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
+            let mut exited = false;
+            while !exited && Instant::now() < deadline {
+                exited = matches!(child.try_wait(), Ok(Some(_)));
+                if !exited {
+                    std::thread::sleep(Duration::from_millis(20));
                 }
-                std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            if !exited {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if let Some(pid) = successor {
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
         }
     }
 }

@@ -160,6 +160,16 @@ async fn websocket_session_runs_commands_and_is_reported() {
     assert!(line["bytes_in"].as_u64().unwrap() > 10, "{line}");
     assert!(line["bytes_out"].as_u64().unwrap() > 10, "{line}");
     assert_eq!(line["served_by"], "slot");
+    // Frames from the client: its hello, the typed line and its close
+    // (pongs may add more); each at least 6 bytes (header and mask).
+    let frames_in = line["frames_in"].as_u64().unwrap();
+    assert!(frames_in >= 3, "{line}");
+    assert!(
+        frames_in * 6 <= line["bytes_in"].as_u64().unwrap(),
+        "{line}"
+    );
+    // To the client: ttyd's title and preferences, then the shell's output.
+    assert!(line["frames_out"].as_u64().unwrap() >= 3, "{line}");
 }
 
 #[tokio::test]
