@@ -976,6 +976,11 @@ ws_connect_per_ip = 3
                 "between 100ms and 5m",
             ),
             (
+                "[slotgate]\nreload_grace = \"30d\"\n",
+                "slotgate.reload_grace",
+                "at most 7d",
+            ),
+            (
                 "[slotgate]\nmax_header_size = \"2M\"\n",
                 "slotgate.max_header_size",
                 "out of range 4K..=1M",

@@ -49,6 +49,8 @@ pub struct Options {
     /// Start slotgate with this soft open-files limit (through util-linux's
     /// `prlimit`, which then runs it in place), as a systemd unit's 1024.
     pub open_files: Option<u64>,
+    /// Extra environment for the slotgate process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             extra: String::new(),
             port: None,
             open_files: None,
+            env: Vec::new(),
         }
     }
 }
@@ -134,6 +137,7 @@ impl Slotgate {
             .stdout(Stdio::null())
             .stderr(stderr)
             .env("SLOTGATE_LOG", "info,pingora_core=warn,pingora_proxy=warn")
+            .envs(opts.env.iter().map(|(k, v)| (k, v)))
             .spawn()
             .with_context(|| {
                 format!(

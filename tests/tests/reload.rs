@@ -285,6 +285,57 @@ async fn at_the_end_of_the_reload_grace_open_terminals_are_told_going_away() {
     again.close().await;
 }
 
+/// systemd's notify protocol (`Type=notify`, `NotifyAccess=all`), with
+/// a datagram socket of the test's standing in for systemd (none runs on
+/// the test machine): the gateway says READY=1 with its pid as MAINPID
+/// once it serves, and after a reload the successor names itself, so
+/// systemd follows the main process to it.
+#[tokio::test]
+async fn systemd_stand_in_hears_ready_and_the_main_pid_moving_on_reload() {
+    let mut env = TestEnv::new(&[], "");
+    env.start_daemon().await;
+    let socket_path = env.path("notify.sock");
+    let notify = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let gw = Slotgate::start(
+        &env.config,
+        Options {
+            env: vec![("NOTIFY_SOCKET".into(), socket_path.display().to_string())],
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let heard = |pid: u32| {
+        let notify = &notify;
+        async move {
+            let want = format!("MAINPID={pid}");
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let n = tokio::time::timeout(T, notify.recv(&mut buf))
+                    .await
+                    .expect("a notification in time")
+                    .unwrap();
+                let msg = String::from_utf8_lossy(&buf[..n]).to_string();
+                if msg.lines().any(|l| l == want) {
+                    return msg;
+                }
+            }
+        }
+    };
+    let first = heard(gw.pid().unwrap()).await;
+    assert!(first.lines().any(|l| l == "READY=1"), "{first}");
+    let out = reload(&gw);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = gw.serving_pid().unwrap();
+    assert_ne!(Some(new), gw.pid());
+    let moved = heard(new).await;
+    assert!(moved.lines().any(|l| l == "READY=1"), "{moved}");
+}
+
 /// `SIGTERM` closes the listeners at once but lets an open terminal work
 /// on through `shutdown_grace`; the process exits as soon as the terminal
 /// closes, not at the end of the grace (a minute here).
