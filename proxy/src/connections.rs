@@ -32,7 +32,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -60,6 +60,15 @@ use crate::metrics::{Metrics, Refusal};
 /// kept-alive connection (fixed in pingora-core).
 const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
 
+/// When the gateway stops, how long a connection accepted just before may
+/// take to send its first request before Pingora's HTTP app is told to
+/// drop the connections waiting for one.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// ... and at least this long: a connection accepted just before the
+/// listener closed is counted in `fresh` only once its task has started
+/// and its TLS handshake is done, which Pingora does not report.
+const FIRST_REQUEST_SETTLE: Duration = Duration::from_millis(100);
+
 tokio::task_local! {
     static DEADLINE: Arc<HeaderDeadline>;
 }
@@ -85,6 +94,10 @@ struct HeaderDeadline {
     max_header_bytes: u64,
     /// Told when `header_bytes` reaches `max_header_bytes`.
     too_large: Notify,
+    /// Whether the connection's first request has arrived; until then it
+    /// counts in `fresh` (its app's connections without a request yet).
+    first_seen: AtomicBool,
+    fresh: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for HeaderDeadline {
@@ -99,18 +112,34 @@ impl std::fmt::Debug for HeaderDeadline {
 impl HeaderDeadline {
     const NONE: u64 = u64::MAX;
 
-    fn new(header_timeout: Duration, max_header_bytes: u64) -> HeaderDeadline {
+    fn new(
+        header_timeout: Duration,
+        max_header_bytes: u64,
+        fresh: Arc<AtomicUsize>,
+    ) -> HeaderDeadline {
+        fresh.fetch_add(1, Relaxed);
         HeaderDeadline {
             due_ms: AtomicU64::new(Self::NONE),
             header_timeout,
             header_bytes: AtomicU64::new(0),
             max_header_bytes,
             too_large: Notify::new(),
+            first_seen: AtomicBool::new(false),
+            fresh,
         }
     }
 
     fn clear(&self) {
         self.due_ms.store(Self::NONE, Relaxed);
+        if !self.first_seen.load(Relaxed) {
+            self.first_arrived();
+        }
+    }
+
+    fn first_arrived(&self) {
+        if !self.first_seen.swap(true, Relaxed) {
+            self.fresh.fetch_sub(1, Relaxed);
+        }
     }
 
     fn set_after(&self, d: Duration) {
@@ -120,6 +149,12 @@ impl HeaderDeadline {
 
     fn waiting_for_headers(&self) -> bool {
         self.due_ms.load(Relaxed) != Self::NONE
+    }
+}
+
+impl Drop for HeaderDeadline {
+    fn drop(&mut self) {
+        self.first_arrived();
     }
 }
 
@@ -228,6 +263,8 @@ impl ConnectionFilter for AcceptFilter {
 pub struct Guarded<A> {
     app: Arc<A>,
     limits: Arc<ConnectionLimits>,
+    /// Connections whose first request has not arrived yet.
+    fresh: Arc<AtomicUsize>,
 }
 
 impl<A> Guarded<A> {
@@ -235,6 +272,7 @@ impl<A> Guarded<A> {
         Guarded {
             app: Arc::new(app),
             limits,
+            fresh: Arc::new(AtomicUsize::new(0)),
         }
     }
 }
@@ -291,6 +329,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         let deadline = Arc::new(HeaderDeadline::new(
             limits.header_timeout,
             limits.max_header_size,
+            Arc::clone(&self.fresh),
         ));
         deadline.set_after(limits.header_timeout);
         let stream: Stream = Box::new(Budgeted {
@@ -330,7 +369,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
         }
     }
 
+    /// The listeners have closed (the gateway stops or hands over). Pingora's
+    /// HTTP app then drops every connection waiting for a request, which
+    /// would lose the request of a client whose connection was accepted a
+    /// moment before and whose request is still on its way: those get
+    /// [`FIRST_REQUEST_GRACE`] first. (Kept-alive connections waiting for
+    /// a next request are idle; a client retries a request on a reused
+    /// connection that closes.)
     async fn cleanup(&self) {
+        let start = Instant::now();
+        loop {
+            let waited = start.elapsed();
+            let settled = waited >= FIRST_REQUEST_SETTLE && self.fresh.load(Relaxed) == 0;
+            if settled || waited >= FIRST_REQUEST_GRACE {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         self.app.cleanup().await;
     }
 }
@@ -532,7 +587,13 @@ mod tests {
         // Outside a guarded connection the reports are no-ops.
         headers_read();
         request_done();
-        let d = Arc::new(HeaderDeadline::new(Duration::from_secs(20), 65536));
+        let fresh = Arc::new(AtomicUsize::new(0));
+        let d = Arc::new(HeaderDeadline::new(
+            Duration::from_secs(20),
+            65536,
+            Arc::clone(&fresh),
+        ));
+        assert_eq!(fresh.load(Relaxed), 1, "waiting for its first request");
         d.set_after(Duration::from_secs(20));
         let inside = Arc::clone(&d);
         DEADLINE
@@ -541,6 +602,7 @@ mod tests {
             })
             .await;
         assert_eq!(d.due_ms.load(Relaxed), HeaderDeadline::NONE);
+        assert_eq!(fresh.load(Relaxed), 0, "its first request arrived");
         let before = millis(Instant::now());
         DEADLINE
             .scope(Arc::clone(&d), async {
@@ -552,5 +614,16 @@ mod tests {
             due >= before + 80_000 && due < before + 81_000,
             "{due} vs {before}"
         );
+        DEADLINE
+            .scope(Arc::clone(&d), async { headers_read() })
+            .await;
+        assert_eq!(fresh.load(Relaxed), 0, "counted once");
+        // A connection that ends before its first request leaves the count.
+        drop(HeaderDeadline::new(
+            Duration::from_secs(1),
+            4096,
+            Arc::clone(&fresh),
+        ));
+        assert_eq!(fresh.load(Relaxed), 0);
     }
 }

@@ -367,3 +367,37 @@ async fn sigterm_lets_open_terminals_finish_and_exits_when_the_last_closes() {
         .unwrap();
     assert_eq!(line["status"], 101);
 }
+
+/// A client whose connection was accepted just before the gateway stopped
+/// listening, and whose request is still on its way, gets its answer:
+/// Pingora drops the connections waiting for a request when it stops,
+/// slotgate gives a connection without a first request a moment first.
+#[tokio::test]
+async fn a_connection_accepted_before_the_listener_closed_still_gets_its_answer() {
+    let (_env, mut gw) = stack("shutdown_grace = \"30s\"\n").await;
+    // Connected (and, over TLS, handshaken): accepted, no request yet.
+    let mut early = gw.connect().await.unwrap();
+    gw.signal("TERM");
+    wait_for("the listener to close", T, || {
+        let addr = gw.addr;
+        async move { tokio::net::TcpStream::connect(addr).await.is_err() }
+    })
+    .await;
+    slotgate_tests::gateway::send_request(
+        &mut early,
+        "GET",
+        "/slot/alice/token",
+        &[("Connection", "close")],
+    )
+    .await
+    .unwrap();
+    let answer = slotgate_tests::gateway::read_response(&mut early, false)
+        .await
+        .expect("an answer, not a closed connection");
+    assert_eq!(answer.status, 200);
+    wait_for("the gateway to exit", T, || {
+        let done = gw.exited();
+        async move { done }
+    })
+    .await;
+}
