@@ -172,7 +172,16 @@ impl Lifecycle {
         metrics: Arc<Metrics>,
         log: AccessLog,
     ) -> anyhow::Result<Arc<Lifecycle>> {
-        let exe = std::env::current_exe().context("finding slotgate's own binary")?;
+        let exe = match std::env::args_os().next().and_then(|a0| {
+            program_path(
+                Path::new(&a0),
+                &std::env::current_dir().ok()?,
+                std::env::var_os("PATH").as_deref(),
+            )
+        }) {
+            Some(p) => p,
+            None => std::env::current_exe().context("finding slotgate's own binary")?,
+        };
         let listen = cfg
             .listen
             .iter()
@@ -208,7 +217,7 @@ impl Lifecycle {
     /// (`Type=notify`: ready, and after a reload the main process moved
     /// here).
     pub fn serving(&self) {
-        if let Some(dir) = self.files.pid.parent() {
+        if let Some(dir) = self.files.pid.parent().filter(|d| !d.exists()) {
             let _ = slotapi::files::private_dir(dir);
         }
         if let Err(e) = slotapi::files::write_atomic(
@@ -361,7 +370,7 @@ impl Lifecycle {
         slotapi::files::private_dir(dir)
             .with_context(|| format!("creating {} (mode 0700)", dir.display()))?;
         let _ = std::fs::remove_file(&self.files.upgrade_sock);
-        let mut child = std::process::Command::new(&self.exe)
+        let child = std::process::Command::new(&self.exe)
             .args(&self.args)
             .env(ENV_SUCCESSOR_OF, std::process::id().to_string())
             .env(ENV_INHERITED, self.listen.join(" "))
@@ -375,17 +384,19 @@ impl Lifecycle {
             .with_context(|| format!("starting {}", self.exe.display()))?;
         let pid = child.id();
         tracing::info!(pid, exe = %self.exe.display(), "reload: started the new gateway");
+        // Stopped on every way out but success (an error, the timeout, or
+        // this future dropped because the gateway is told to stop).
+        let mut starting = Starting(Some(child));
         let started = Instant::now();
         loop {
             if self.files.upgrade_sock.exists() {
+                starting.0 = None;
                 return Ok(pid);
             }
-            if let Some(status) = child.try_wait()? {
-                bail!("the new gateway (pid {pid}) exited with {status} before taking over; its log says why");
+            if let Some(status) = starting.0.as_mut().and_then(|c| c.try_wait().transpose()) {
+                bail!("the new gateway (pid {pid}) exited with {} before taking over; its log says why", status?);
             }
             if started.elapsed() > SUCCESSOR_READY {
-                let _ = child.kill();
-                let _ = child.wait();
                 bail!("the new gateway (pid {pid}) was not ready within {SUCCESSOR_READY:?}; stopped it");
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -410,6 +421,36 @@ impl Lifecycle {
 pub fn report_failed_start(e: &anyhow::Error) {
     if let Some(path) = std::env::var_os(ENV_REPORT) {
         let _ = slotapi::files::write_atomic(Path::new(&path), format!("{e:#}\n").as_bytes());
+    }
+}
+
+/// The program a command line's `arg0` ran, as the shell found it: with a
+/// `/`, relative to the start directory; without, the first executable
+/// of that name on `PATH`. A symlink stays a symlink, so a deployment that
+/// switches one to a new release is followed by the next reload (the
+/// resolved `/proc/self/exe` would start the old release again).
+fn program_path(arg0: &Path, cwd: &Path, path: Option<&std::ffi::OsStr>) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if arg0.as_os_str().as_bytes().contains(&b'/') {
+        return Some(cwd.join(arg0));
+    }
+    std::env::split_paths(path?)
+        .map(|dir| cwd.join(dir).join(arg0))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
+/// A successor not yet ready: killed (and reaped) when dropped.
+struct Starting(Option<std::process::Child>);
+
+impl Drop for Starting {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -443,13 +484,28 @@ impl ShutdownSignalWatch for Signals {
                 }
                 _ = hup.recv() => {
                     tracing::info!("SIGHUP: reloading");
-                    match lc.start_successor().await {
-                        Ok(pid) => {
+                    // A stop signal meanwhile wins: the new gateway, not
+                    // ready yet, is stopped with the attempt.
+                    let outcome = tokio::select! {
+                        r = lc.start_successor() => Ok(r),
+                        _ = term.recv() => Err(false),
+                        _ = int.recv() => Err(true),
+                    };
+                    match outcome {
+                        Ok(Ok(pid)) => {
                             tracing::info!(pid, grace = ?lc.reload_grace, "reload: handing the listening sockets to the new gateway");
                             lc.begin_drain(true);
                             return ShutdownSignal::GracefulUpgrade;
                         }
-                        Err(e) => lc.reload_failed(&e),
+                        Ok(Err(e)) => lc.reload_failed(&e),
+                        Err(now) => {
+                            tracing::info!("stop signal during the reload: the new gateway was stopped");
+                            if now {
+                                return ShutdownSignal::FastShutdown;
+                            }
+                            lc.begin_drain(false);
+                            return ShutdownSignal::GracefulTerminate;
+                        }
                     }
                 }
             }
@@ -536,6 +592,44 @@ mod tests {
         assert_eq!(slot_end.read(&mut buf).unwrap(), 0);
         drop(kept);
         assert_eq!(terminals.close_all(), 0);
+    }
+
+    #[test]
+    fn the_program_is_found_as_the_shell_found_it_symlinks_kept() {
+        use std::os::unix::fs::PermissionsExt;
+        let base = std::env::temp_dir().join(format!("sg-prog-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(base.join("release-2")).unwrap();
+        std::fs::create_dir_all(base.join("bin")).unwrap();
+        let real = base.join("release-2/slotgate");
+        std::fs::write(&real, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::os::unix::fs::symlink(&real, base.join("bin/slotgate")).unwrap();
+        std::fs::write(base.join("release-2/notexec"), b"").unwrap();
+
+        let cwd = Path::new("/srv");
+        assert_eq!(
+            program_path(Path::new("/usr/local/bin/slotgate"), cwd, None),
+            Some(PathBuf::from("/usr/local/bin/slotgate"))
+        );
+        assert_eq!(
+            program_path(Path::new("target/release/slotgate"), cwd, None),
+            Some(PathBuf::from("/srv/target/release/slotgate"))
+        );
+        let path = std::env::join_paths([
+            base.join("nothing"),
+            base.join("bin"),
+            base.join("release-2"),
+        ])
+        .unwrap();
+        assert_eq!(
+            program_path(Path::new("slotgate"), cwd, Some(&path)),
+            Some(base.join("bin/slotgate")),
+            "the symlink on PATH, not its target"
+        );
+        assert_eq!(program_path(Path::new("notexec"), cwd, Some(&path)), None);
+        assert_eq!(program_path(Path::new("slotgate"), cwd, None), None);
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
