@@ -45,6 +45,9 @@ pub struct Entry<'a> {
     pub bytes_in: u64,
     pub bytes_out: u64,
     pub duration_ms: f64,
+    /// From connecting to the slot until its response head arrived;
+    /// `None` when the gateway answered without the slot.
+    pub upstream_ms: Option<f64>,
     pub tls: bool,
     /// `slot` when the response came from the slot, `gateway` otherwise.
     pub served_by: &'static str,
@@ -424,6 +427,7 @@ mod tests {
             bytes_in: 0,
             bytes_out: 17,
             duration_ms: 0.25,
+            upstream_ms: Some(0.2),
             tls: true,
             served_by: "slot",
             user_agent: None,

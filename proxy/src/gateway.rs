@@ -71,6 +71,11 @@ pub struct Ctx {
     /// Set when the slot's socket refused a connection: start it, then retry once.
     start_before_connect: bool,
     retried: bool,
+    /// When the gateway began connecting to the slot (after any start),
+    /// and how long until the slot's response head arrived: the access
+    /// log's `upstream_ms`.
+    upstream_from: Option<Instant>,
+    upstream_took: Option<Duration>,
     slot_error: Option<SlotError>,
     /// A response decided after routing (in `upstream_peer`), written by
     /// `fail_to_proxy`.
@@ -104,6 +109,13 @@ pub struct Ctx {
 
 impl Ctx {
     /// The signed-in user's name, if any.
+    /// The slot's response head has arrived.
+    fn slot_answered(&mut self) {
+        if self.upstream_took.is_none() {
+            self.upstream_took = self.upstream_from.map(|t| t.elapsed());
+        }
+    }
+
     fn user(&self) -> Option<&str> {
         user_name(&self.identity)
     }
@@ -517,6 +529,7 @@ impl Gateway {
     /// A slot's answer on its way to the client: the security headers and
     /// a refreshed cookie.
     fn slot_response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        ctx.slot_answered();
         self.headers.downstream(resp, &ctx.request_id)?;
         if let Some(c) = ctx.set_cookie.take() {
             resp.append_header("set-cookie", c)?;
@@ -582,6 +595,7 @@ impl Gateway {
             }
         };
         if resp.status != http::StatusCode::SWITCHING_PROTOCOLS {
+            ctx.slot_answered();
             // The slot's own words stay with the slot (its log has them).
             let status = resp.status.as_u16();
             tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, slot = ?ctx.slot, status, "slot refused the WebSocket upgrade");
@@ -622,11 +636,13 @@ impl Gateway {
         let (Some(id), Some(path)) = (ctx.slot.clone(), self.socket(ctx)) else {
             return Err(gateway_error_page(500, ctx.html));
         };
+        ctx.upstream_from = Some(Instant::now());
         if let Ok(slot) = upgrade::connect(&path, self.connect_timeout).await {
             return Ok(slot);
         }
         self.metrics.upstream_connect_failures.fetch_add(1, Relaxed);
         self.start_slot(ctx, &id).await?;
+        ctx.upstream_from = Some(Instant::now());
         upgrade::connect(&path, self.connect_timeout)
             .await
             .map_err(|e| {
@@ -915,6 +931,8 @@ impl ProxyHttp for Gateway {
             error: None,
             start_before_connect: false,
             retried: false,
+            upstream_from: None,
+            upstream_took: None,
             slot_error: None,
             pending: None,
             answered: false,
@@ -1244,6 +1262,7 @@ impl ProxyHttp for Gateway {
         let mut peer = HttpPeer::new_uds(path, false, String::new())?;
         peer.options.connection_timeout = Some(self.connect_timeout);
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        ctx.upstream_from = Some(Instant::now());
         Ok(Box::new(peer))
     }
 
@@ -1438,6 +1457,9 @@ impl ProxyHttp for Gateway {
             error: ctx.error,
             access: ctx.access,
             login: ctx.login.as_deref(),
+            upstream_ms: ctx
+                .upstream_took
+                .map(|d| (d.as_secs_f64() * 1e6).round() / 1e3),
             frames_in: ctx.ws_frames.as_ref().map(|f| f[0].frames),
             frames_out: ctx.ws_frames.as_ref().map(|f| f[1].frames),
             recording,

@@ -14,6 +14,51 @@ const BUCKETS: [f64; 12] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
 ];
 
+/// Upper bounds (seconds) of the slot start histogram: a cold start takes
+/// tens of milliseconds, `start_timeout` is at most a minute.
+const START_BUCKETS: [f64; 10] = [0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0];
+
+/// A Prometheus histogram over the upper bounds its owner passes in.
+struct Histogram<const N: usize> {
+    buckets: [AtomicU64; N],
+    count: AtomicU64,
+    sum_us: AtomicU64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&self, bounds: &[f64; N], took: Duration) {
+        let secs = took.as_secs_f64();
+        if let Some(i) = bounds.iter().position(|b| secs <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_us.fetch_add(took.as_micros() as u64, Relaxed);
+    }
+
+    fn render(&self, w: &mut String, bounds: &[f64; N], name: &str, help: &str) {
+        header(w, name, "histogram", help);
+        let mut cumulative = 0;
+        for (i, b) in bounds.iter().enumerate() {
+            cumulative += self.buckets[i].load(Relaxed);
+            let _ = writeln!(w, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(w, "{name}_bucket{{le=\"+Inf\"}} {count}");
+        let _ = writeln!(w, "{name}_sum {}", self.sum_us.load(Relaxed) as f64 / 1e6);
+        let _ = writeln!(w, "{name}_count {count}");
+    }
+}
+
 /// Labels for requests by route.
 pub const ROUTES: [&str; 7] = [
     "health",
@@ -29,16 +74,16 @@ pub const ROUTES: [&str; 7] = [
 pub struct Metrics {
     /// [route][status class 1..=5]
     requests: [[AtomicU64; 5]; ROUTES.len()],
-    duration_buckets: [AtomicU64; BUCKETS.len()],
-    duration_count: AtomicU64,
-    duration_sum_us: AtomicU64,
+    durations: Histogram<{ BUCKETS.len() }>,
+    /// Successful on-demand slot starts, by how long they took.
+    start_durations: Histogram<{ START_BUCKETS.len() }>,
     pub ws_open: AtomicI64,
     pub ws_sessions: AtomicU64,
     ws_bytes_in: AtomicU64,
     ws_bytes_out: AtomicU64,
     rate_limited: [[AtomicU64; 3]; Category::ALL.len()],
-    pub slot_starts_ok: AtomicU64,
-    pub slot_starts_failed: AtomicU64,
+    slot_starts_ok: AtomicU64,
+    slot_starts_failed: AtomicU64,
     pub upstream_connect_failures: AtomicU64,
     pub access_log_lines: AtomicU64,
     pub access_log_dropped: AtomicU64,
@@ -90,13 +135,17 @@ impl Metrics {
         if websocket {
             return;
         }
-        let secs = took.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.duration_buckets[i].fetch_add(1, Relaxed);
+        self.durations.observe(&BUCKETS, took);
+    }
+
+    /// An on-demand slot start finished.
+    pub fn slot_started(&self, ok: bool, took: Duration) {
+        if ok {
+            self.slot_starts_ok.fetch_add(1, Relaxed);
+            self.start_durations.observe(&START_BUCKETS, took);
+        } else {
+            self.slot_starts_failed.fetch_add(1, Relaxed);
         }
-        self.duration_count.fetch_add(1, Relaxed);
-        self.duration_sum_us
-            .fetch_add(took.as_micros() as u64, Relaxed);
     }
 
     pub fn ws_closed(&self, bytes_in: u64, bytes_out: u64) {
@@ -143,31 +192,18 @@ impl Metrics {
                 }
             }
         }
-        header(
+        self.durations.render(
             w,
+            &BUCKETS,
             "slotgate_request_duration_seconds",
-            "histogram",
             "Time from request start to the end of the response (WebSocket sessions excluded).",
         );
-        let mut cumulative = 0;
-        for (i, b) in BUCKETS.iter().enumerate() {
-            cumulative += self.duration_buckets[i].load(Relaxed);
-            let _ = writeln!(
-                w,
-                "slotgate_request_duration_seconds_bucket{{le=\"{b}\"}} {cumulative}"
-            );
-        }
-        let count = self.duration_count.load(Relaxed);
-        let _ = writeln!(
+        self.start_durations.render(
             w,
-            "slotgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+            &START_BUCKETS,
+            "slotgate_slot_start_duration_seconds",
+            "Time an on-demand slot start took, from asking slotctl until the slot was online (successful starts).",
         );
-        let _ = writeln!(
-            w,
-            "slotgate_request_duration_seconds_sum {}",
-            self.duration_sum_us.load(Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(w, "slotgate_request_duration_seconds_count {count}");
 
         gauge(
             w,
@@ -382,6 +418,9 @@ mod tests {
         m.request("rejected", 400, Duration::from_micros(100), false);
         m.rate_limited("ws_connect", "ip");
         m.access_log_dropped.fetch_add(3, Relaxed);
+        m.slot_started(true, Duration::from_millis(40));
+        m.slot_started(true, Duration::from_secs(3));
+        m.slot_started(false, Duration::from_secs(60));
         let text = m.render();
         for want in [
             "slotgate_requests_total{route=\"slot\",class=\"2xx\"} 1",
@@ -392,6 +431,12 @@ mod tests {
             "slotgate_request_duration_seconds_count 2",
             "slotgate_rate_limited_total{category=\"ws_connect\",scope=\"ip\"} 1",
             "slotgate_access_log_dropped_total 3",
+            "slotgate_slot_start_duration_seconds_bucket{le=\"0.025\"} 0",
+            "slotgate_slot_start_duration_seconds_bucket{le=\"0.05\"} 1",
+            "slotgate_slot_start_duration_seconds_bucket{le=\"5\"} 2",
+            "slotgate_slot_start_duration_seconds_count 2",
+            "slotgate_slot_start_duration_seconds_sum 3.04",
+            "slotgate_slot_starts_total{result=\"failed\"} 1",
             "# TYPE slotgate_websockets_open gauge",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

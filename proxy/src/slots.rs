@@ -177,13 +177,12 @@ impl Slots {
                 .await
                 .map(|_| ())
                 .map_err(SlotError::from_client);
+            this.metrics.slot_started(result.is_ok(), started.elapsed());
             match &result {
                 Ok(()) => {
-                    this.metrics.slot_starts_ok.fetch_add(1, Relaxed);
                     tracing::info!(slot = %id, took_ms = started.elapsed().as_millis() as u64, "slot started on demand");
                 }
                 Err(e) => {
-                    this.metrics.slot_starts_failed.fetch_add(1, Relaxed);
                     tracing::warn!(slot = %id, error = ?e, "on-demand start failed");
                 }
             }

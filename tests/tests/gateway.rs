@@ -225,6 +225,16 @@ async fn stopped_slot_starts_on_demand() {
         );
     }
     tty.close().await;
+    // Both starts are in the start-time histogram.
+    let m = metrics_text(&gw).await;
+    assert!(
+        m.contains("slotgate_slot_start_duration_seconds_count 2"),
+        "{m}"
+    );
+    assert!(
+        m.contains("slotgate_slot_starts_total{result=\"ok\"} 2"),
+        "{m}"
+    );
 
     // Unknown slots are a 404 page, for people and programs.
     let r = gw.request("GET", "/slot/nobody/", &html()).await.unwrap();
@@ -481,6 +491,7 @@ async fn access_log_lines_carry_the_documented_fields() {
         "bytes_in",
         "bytes_out",
         "duration_ms",
+        "upstream_ms",
         "tls",
         "served_by",
         "user_agent",
@@ -501,7 +512,11 @@ async fn access_log_lines_carry_the_documented_fields() {
     assert_eq!(line["served_by"], "slot");
     assert_eq!(line["user_agent"], "e2e/1");
     assert!(line["bytes_out"].as_u64().unwrap() > 0);
-    assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
+    let (took, upstream) = (
+        line["duration_ms"].as_f64().unwrap(),
+        line["upstream_ms"].as_f64().unwrap(),
+    );
+    assert!(upstream > 0.0 && upstream <= took, "{line}");
     assert!(line["ts"].as_str().unwrap().ends_with('Z'));
 
     let bad = gw
@@ -512,9 +527,18 @@ async fn access_log_lines_carry_the_documented_fields() {
         .unwrap();
     assert_eq!(bad["error"], "bad_path");
     assert_eq!(bad["served_by"], "gateway");
-    gw.wait_for_log_line(T, |l| l["kind"] == "ws")
+    // The slot was not asked.
+    assert!(bad["upstream_ms"].is_null(), "{bad}");
+    let ws = gw
+        .wait_for_log_line(T, |l| l["kind"] == "ws")
         .await
         .unwrap();
+    // Until the slot's 101.
+    let upstream = ws["upstream_ms"].as_f64().unwrap();
+    assert!(
+        upstream > 0.0 && upstream < ws["duration_ms"].as_f64().unwrap(),
+        "{ws}"
+    );
 
     let raw = std::fs::read_to_string(&gw.access_log).unwrap();
     assert!(!raw.contains("hunter2"), "a secret reached the access log");
