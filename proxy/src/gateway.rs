@@ -1010,10 +1010,35 @@ impl ProxyHttp for Gateway {
                 .await;
         }
         match &route {
-            Route::Health => {
+            Route::Live => {
                 return self
                     .reply(session, ctx, pages::text(200, "ok\n".into(), "text/plain"))
                     .await
+            }
+            Route::Health => {
+                // Versions and counts only for who may read /metrics.
+                let reply = match self.slots.supervisor_health().await {
+                    Some(h) if self.metrics_allowed(ctx) => pages::json(
+                        200,
+                        &serde_json::json!({
+                            "status": "ok",
+                            "slotctl": {"reachable": true, "version": h.version, "slots": h.slots, "online": h.online},
+                        }),
+                    ),
+                    Some(_) => pages::json(
+                        200,
+                        &serde_json::json!({"status": "ok", "slotctl": {"reachable": true}}),
+                    ),
+                    None => pages::json(
+                        503,
+                        &serde_json::json!({
+                            "status": "unavailable",
+                            "slotctl": {"reachable": false},
+                            "message": "slotctl is not answering on its control socket: open terminals keep working, stopped ones cannot start",
+                        }),
+                    ),
+                };
+                return self.reply(session, ctx, reply).await;
             }
             Route::Metrics if self.metrics_allowed(ctx) => {
                 let body = self.metrics.render();

@@ -14,8 +14,10 @@ pub const GATEWAY_SEGMENT: &str = "_slotgate";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// `/healthz`
+    /// `/healthz`: the gateway serves and slotctl answers.
     Health,
+    /// `/livez`: the gateway serves.
+    Live,
     /// `/metrics`
     Metrics,
     /// `/`
@@ -97,7 +99,7 @@ impl Route {
     /// Short label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Route::Health => "health",
+            Route::Health | Route::Live => "health",
             Route::Metrics => "metrics",
             Route::Landing => "landing",
             Route::SlotRedirect { .. } => "slot_redirect",
@@ -182,6 +184,7 @@ pub fn route(method: &str, target: &[u8], max_len: usize) -> Result<Route, Rejec
     match path {
         "/" => return exact(Route::Landing),
         "/healthz" => return exact(Route::Health),
+        "/livez" => return exact(Route::Live),
         "/metrics" => return exact(Route::Metrics),
         "/demo" | "/demo/" => return exact(Route::Demo),
         _ => {}
@@ -414,6 +417,7 @@ mod tests {
         let cases: Vec<(&str, &str, Result<Route, Reject>)> = vec![
             ("GET", "/", Ok(Route::Landing)),
             ("GET", "/healthz", Ok(Route::Health)),
+            ("GET", "/livez", Ok(Route::Live)),
             ("HEAD", "/metrics", Ok(Route::Metrics)),
             ("GET", "/demo", Ok(Route::Demo)),
             (

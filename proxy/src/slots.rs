@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use slotapi::config::Paths;
 use slotapi::{
-    Activity, ActivityKind, Client, ClientError, CreateSlot, SlotId, SlotInfo, SlotStatus, UserName,
+    Activity, ActivityKind, Client, ClientError, CreateSlot, Health, SlotId, SlotInfo, SlotStatus,
+    UserName,
 };
 use tokio::sync::watch;
 
@@ -91,7 +92,15 @@ pub struct Slots {
     start_timeout: Duration,
     starts: Mutex<HashMap<SlotId, Start>>,
     metrics: Arc<Metrics>,
+    /// slotctl's last health answer (`None`: it did not answer) and when.
+    health: tokio::sync::Mutex<Option<(Instant, Option<Health>)>>,
 }
+
+/// How long a health answer from slotctl is reused: a monitor polling
+/// `/healthz` often must not become load on slotctl.
+const HEALTH_FOR: Duration = Duration::from_secs(1);
+/// How long slotctl has to answer a health question.
+const HEALTH_WAIT: Duration = Duration::from_secs(1);
 
 impl Slots {
     pub fn new(paths: Paths, start_timeout: Duration, metrics: Arc<Metrics>) -> Arc<Slots> {
@@ -102,7 +111,37 @@ impl Slots {
             start_timeout,
             starts: Mutex::new(HashMap::new()),
             metrics,
+            health: tokio::sync::Mutex::new(None),
         })
+    }
+
+    /// slotctl's health, `None` when it does not answer (asked at most
+    /// once per [`HEALTH_FOR`]; a change is logged once).
+    pub async fn supervisor_health(&self) -> Option<Health> {
+        let mut last = self.health.lock().await;
+        if let Some((_, h)) = last.as_ref().filter(|(at, _)| at.elapsed() < HEALTH_FOR) {
+            return h.clone();
+        }
+        let answer = match tokio::time::timeout(HEALTH_WAIT, self.client.health()).await {
+            Ok(Ok(h)) => Some(h),
+            Ok(Err(e)) => {
+                if last.as_ref().is_none_or(|(_, h)| h.is_some()) {
+                    tracing::warn!(error = %e, "health: slotctl does not answer");
+                }
+                None
+            }
+            Err(_) => {
+                if last.as_ref().is_none_or(|(_, h)| h.is_some()) {
+                    tracing::warn!("health: slotctl did not answer within {HEALTH_WAIT:?}");
+                }
+                None
+            }
+        };
+        if answer.is_some() && last.as_ref().is_some_and(|(_, h)| h.is_none()) {
+            tracing::info!("health: slotctl answers again");
+        }
+        *last = Some((Instant::now(), answer.clone()));
+        answer
     }
 
     pub fn socket(&self, id: &SlotId) -> PathBuf {

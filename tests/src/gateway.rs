@@ -83,7 +83,8 @@ pub struct Slotgate {
 
 impl Slotgate {
     /// Append a `[slotgate]` section to `config` (which must not have one)
-    /// and start the gateway; returns once `/healthz` answers.
+    /// and start the gateway; returns once `/livez` answers (the gateway
+    /// serves; `/healthz` also needs slotctl).
     pub async fn start(config: &Path, opts: Options) -> anyhow::Result<Slotgate> {
         let port = opts.port.unwrap_or_else(free_port);
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
@@ -205,7 +206,7 @@ impl Slotgate {
                     );
                 }
             }
-            let ready = match self.request("GET", "/healthz", &[]).await {
+            let ready = match self.request("GET", "/livez", &[]).await {
                 Ok(r) => r.status == 200,
                 Err(_) => false,
             };
@@ -214,7 +215,7 @@ impl Slotgate {
             }
             if Instant::now() > deadline {
                 bail!(
-                    "slotgate did not answer /healthz within {within:?}:\n{}",
+                    "slotgate did not answer /livez within {within:?}:\n{}",
                     self.stderr()
                 );
             }

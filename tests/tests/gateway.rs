@@ -97,7 +97,10 @@ async fn page_token_and_headers_over_tls() {
     assert_eq!(bare.status, 308);
     assert_eq!(bare.header("location"), Some("/slot/alice/"));
 
-    assert_eq!(gw.get("/healthz").await.unwrap().status, 200);
+    let health = gw.get("/healthz").await.unwrap();
+    assert_eq!(health.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    assert_eq!(body["slotctl"]["reachable"], true, "{body}");
     let metrics = gw.get("/metrics").await.unwrap();
     assert!(
         metrics
@@ -170,6 +173,58 @@ async fn websocket_session_runs_commands_and_is_reported() {
     );
     // To the client: ttyd's title and preferences, then the shell's output.
     assert!(line["frames_out"].as_u64().unwrap() >= 3, "{line}");
+}
+
+/// `/healthz` is healthy only while slotctl answers too (a stopped slot
+/// cannot start without it); `/livez` only says the gateway serves.
+#[tokio::test]
+async fn healthz_says_whether_slotctl_answers_and_livez_only_that_the_gateway_serves() {
+    async fn health(gw: &Slotgate) -> (u16, serde_json::Value) {
+        let r = gw.get("/healthz").await.unwrap();
+        let body = serde_json::from_slice(&r.body).unwrap();
+        (r.status, body)
+    }
+    let (mut env, gw) = stack(Options {
+        extra: "trusted_proxies = [\"127.0.0.3/32\"]\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let (status, body) = health(&gw).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["slotctl"]["online"], 1, "{body}");
+    // Counts and versions are for who may read /metrics (loopback): not
+    // for a client a trusted proxy forwards from elsewhere.
+    let mut far = gw.connect_from([127, 0, 0, 3].into()).await.unwrap();
+    let headers = [("X-Forwarded-For", "203.0.113.9"), ("Connection", "close")];
+    gateway::send_request(&mut far, "GET", "/healthz", &headers)
+        .await
+        .unwrap();
+    let r = gateway::read_response(&mut far, false).await.unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(
+        (r.status, &body["slotctl"]["reachable"]),
+        (200, &serde_json::json!(true))
+    );
+    assert!(body["slotctl"].get("online").is_none(), "{body}");
+
+    env.kill_daemon();
+    wait_for("/healthz to see slotctl gone", T, || async {
+        health(&gw).await.0 == 503
+    })
+    .await;
+    let (_, body) = health(&gw).await;
+    assert_eq!(body["slotctl"]["reachable"], false, "{body}");
+    assert!(
+        !body.to_string().contains(".sock"),
+        "no paths for anyone: {body}"
+    );
+    assert_eq!(gw.get("/livez").await.unwrap().status, 200);
+
+    env.start_daemon().await;
+    wait_for("/healthz to see slotctl back", T, || async {
+        health(&gw).await.0 == 200
+    })
+    .await;
 }
 
 #[tokio::test]

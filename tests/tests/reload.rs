@@ -46,7 +46,7 @@ fn edit_config(gw: &Slotgate, from: &str, to: &str) {
     std::fs::write(&gw.config, text.replacen(from, to, 1)).unwrap();
 }
 
-/// New connections to `/healthz`, one after another, until stopped:
+/// New connections to `/livez`, one after another, until stopped:
 /// how many were answered 200 and how many were not.
 struct Hammer {
     stop: Arc<AtomicBool>,
@@ -66,7 +66,7 @@ impl Hammer {
                 if flag.load(Relaxed) {
                     break;
                 }
-                match gw.get("/healthz").await {
+                match gw.get("/livez").await {
                     Ok(r) if r.status == 200 => count.fetch_add(1, Relaxed),
                     _ => {
                         failed += 1;
@@ -107,7 +107,7 @@ async fn a_reload_changes_the_configuration_without_refusing_a_connection_or_dro
     };
     let old = gw.serving_pid().expect("the pid file names the gateway");
     assert_eq!(Some(old), gw.pid());
-    assert!(csp(&gw.get("/healthz").await.unwrap()).contains("https://before.example"));
+    assert!(csp(&gw.get("/livez").await.unwrap()).contains("https://before.example"));
 
     let mut term = gw.tty("alice").await.unwrap();
     term.input("echo before-$((6*7))\r").await.unwrap();
@@ -154,7 +154,7 @@ async fn a_reload_changes_the_configuration_without_refusing_a_connection_or_dro
     };
 
     // New connections get the new configuration.
-    assert!(csp(&gw.get("/healthz").await.unwrap()).contains("https://after.example"));
+    assert!(csp(&gw.get("/livez").await.unwrap()).contains("https://after.example"));
     // The terminal opened before is still served, by the old process.
     assert!(!gw.exited(), "the old gateway serves its open terminal");
     term.input("echo during-$((6*8))\r").await.unwrap();
@@ -226,7 +226,7 @@ async fn a_reload_that_cannot_start_changes_nothing_and_says_why() {
     );
     assert!(err.contains("still serves as before"), "{err}");
     assert_eq!(gw.serving_pid(), Some(old));
-    assert_eq!(gw.get("/healthz").await.unwrap().status, 200);
+    assert_eq!(gw.get("/livez").await.unwrap().status, 200);
     term.input("echo still-$((7*7))\r").await.unwrap();
     term.expect("still-49", T).await.unwrap();
 

@@ -24,7 +24,7 @@
 //! gateway serves; for a reload the window also covers the old gateway's
 //! closing of its listeners 5 s after the handover), how long the event
 //! took (reload: `slotgate reload` until it exits; restart: SIGTERM until
-//! `/healthz` answers), and the typist's failures and slowest echo.
+//! `/livez` answers), and the typist's failures and slowest echo.
 //! The gateway runs with `shutdown_grace = "0s"`, so a restart waits for
 //! nothing (the best case: with the default 5 s and a terminal open, the
 //! old process waits up to 5 s before the new one can start).
@@ -140,7 +140,7 @@ fn ended(pid: u32) -> bool {
 async fn healthy(addr: std::net::SocketAddr) -> bool {
     let probe = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
             .await
             .ok()?;
         let mut answer = Vec::new();
