@@ -1450,6 +1450,9 @@ impl ProxyHttp for Gateway {
             auth.sessions.unregister_ws(&t);
         }
         self.metrics.request(ctx.route, status, took, ctx.ws_open);
+        if let Some(e) = ctx.error {
+            self.metrics.request_error(e);
+        }
 
         let req = session.req_header();
         let raw = String::from_utf8_lossy(req.raw_path());

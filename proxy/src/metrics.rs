@@ -59,6 +59,17 @@ impl<const N: usize> Histogram<N> {
     }
 }
 
+/// The access log's `error` codes that are an upstream's failure (the
+/// slot's or slotctl's), counted in `slotgate_upstream_errors_total`.
+pub const UPSTREAM_ERRORS: [&str; 6] = [
+    "supervisor_unavailable",
+    "start_failed",
+    "start_timeout",
+    "slot_unreachable",
+    "slot_refused",
+    "proxy_error",
+];
+
 /// Labels for requests by route.
 pub const ROUTES: [&str; 7] = [
     "health",
@@ -85,6 +96,8 @@ pub struct Metrics {
     slot_starts_ok: AtomicU64,
     slot_starts_failed: AtomicU64,
     pub upstream_connect_failures: AtomicU64,
+    /// By [`UPSTREAM_ERRORS`].
+    upstream_errors: [AtomicU64; UPSTREAM_ERRORS.len()],
     pub access_log_lines: AtomicU64,
     pub access_log_dropped: AtomicU64,
     pub access_log_write_errors: AtomicU64,
@@ -136,6 +149,13 @@ impl Metrics {
             return;
         }
         self.durations.observe(&BUCKETS, took);
+    }
+
+    /// A request ended with `error`: counted if it is an upstream's.
+    pub fn request_error(&self, error: &str) {
+        if let Some(i) = UPSTREAM_ERRORS.iter().position(|e| *e == error) {
+            self.upstream_errors[i].fetch_add(1, Relaxed);
+        }
     }
 
     /// An on-demand slot start finished.
@@ -274,6 +294,19 @@ impl Metrics {
             "Failed connections to a slot socket.",
             self.upstream_connect_failures.load(Relaxed),
         );
+        header(
+            w,
+            "slotgate_upstream_errors_total",
+            "counter",
+            "Requests that failed on the slot's or slotctl's side, by the access log's error code.",
+        );
+        for (i, e) in UPSTREAM_ERRORS.iter().enumerate() {
+            let _ = writeln!(
+                w,
+                "slotgate_upstream_errors_total{{error=\"{e}\"}} {}",
+                self.upstream_errors[i].load(Relaxed)
+            );
+        }
         counter(
             w,
             "slotgate_access_log_lines_total",
@@ -421,6 +454,8 @@ mod tests {
         m.slot_started(true, Duration::from_millis(40));
         m.slot_started(true, Duration::from_secs(3));
         m.slot_started(false, Duration::from_secs(60));
+        m.request_error("proxy_error");
+        m.request_error("bad_path");
         let text = m.render();
         for want in [
             "slotgate_requests_total{route=\"slot\",class=\"2xx\"} 1",
@@ -437,6 +472,8 @@ mod tests {
             "slotgate_slot_start_duration_seconds_count 2",
             "slotgate_slot_start_duration_seconds_sum 3.04",
             "slotgate_slot_starts_total{result=\"failed\"} 1",
+            "slotgate_upstream_errors_total{error=\"proxy_error\"} 1",
+            "slotgate_upstream_errors_total{error=\"start_failed\"} 0",
             "# TYPE slotgate_websockets_open gauge",
         ] {
             assert!(text.contains(want), "missing {want:?} in\n{text}");

@@ -394,6 +394,15 @@ async fn supervisor_down_is_explained() {
     assert_eq!(r.status, 503);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!(v["error"], "supervisor_unavailable");
+    // Both count as upstream errors; a refused path does not.
+    assert_eq!(gw.get("/slot/alice/%2e%2e/").await.unwrap().status, 400);
+    let want = "slotgate_upstream_errors_total{error=\"supervisor_unavailable\"} 2";
+    wait_for("the upstream errors counted", T, || async {
+        metrics_text(&gw).await.contains(want)
+    })
+    .await;
+    let m = metrics_text(&gw).await;
+    assert!(!m.contains("error=\"bad_path\""), "{m}");
 }
 
 #[tokio::test]
