@@ -394,13 +394,36 @@ impl Slotgate {
                 let _ = child.wait();
             }
         }
-        if let Some(pid) = successor {
+        // And any other gateway on this configuration (a successor of a
+        // reload that failed half-way in a failing test).
+        for pid in successor
+            .into_iter()
+            .chain(processes_with_arg(&self.config))
+        {
             let _ = Command::new("kill")
                 .arg("-KILL")
                 .arg(pid.to_string())
                 .status();
         }
     }
+}
+
+/// slotgate processes with `arg` among their command-line arguments (not
+/// the slotctl daemon, which reads the same configuration).
+fn processes_with_arg(arg: &Path) -> Vec<u32> {
+    let want = arg.as_os_str().as_encoded_bytes();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| {
+                let mut args = c.split(|b| *b == 0);
+                let program = args.next().unwrap_or_default();
+                program.ends_with(b"/slotgate") && args.any(|a| a == want)
+            })
+        })
+        .collect()
 }
 
 impl Drop for Slotgate {
