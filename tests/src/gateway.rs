@@ -195,6 +195,21 @@ impl Slotgate {
         }
     }
 
+    /// Wait (at most `within`) for the first process to exit.
+    pub async fn wait_exited(&mut self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        while !self.exited() {
+            if Instant::now() > deadline {
+                bail!(
+                    "slotgate did not exit within {within:?}:\n{}",
+                    self.stderr()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
+    }
+
     async fn wait_ready(&mut self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         loop {
@@ -380,6 +395,7 @@ impl Slotgate {
             let _ = Command::new("kill")
                 .arg("-TERM")
                 .arg(child.id().to_string())
+                .stderr(Stdio::null())
                 .status();
             let deadline = Instant::now() + Duration::from_secs(5);
             let mut exited = false;
@@ -403,6 +419,7 @@ impl Slotgate {
             let _ = Command::new("kill")
                 .arg("-KILL")
                 .arg(pid.to_string())
+                .stderr(Stdio::null())
                 .status();
         }
     }
@@ -430,6 +447,18 @@ impl Drop for Slotgate {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A slotctl daemon with alice's `shell` slot online and a gateway in
+/// front of it, started with `opts`.
+pub async fn alice_behind_gateway(opts: Options) -> (crate::TestEnv, Slotgate) {
+    let mut env = crate::TestEnv::new(&[], "");
+    env.start_daemon().await;
+    env.create_online("alice", "shell").await;
+    let gw = Slotgate::start(&env.config, opts)
+        .await
+        .expect("slotgate starts");
+    (env, gw)
 }
 
 /// A parsed HTTP/1.1 response.

@@ -12,13 +12,7 @@ const T: Duration = Duration::from_secs(20);
 
 /// A daemon with slot `alice` online and slotgate in front of it.
 async fn stack(opts: Options) -> (TestEnv, Slotgate) {
-    let mut env = TestEnv::new(&[], "");
-    env.start_daemon().await;
-    env.create_online("alice", "shell").await;
-    let gw = Slotgate::start(&env.config, opts)
-        .await
-        .expect("slotgate starts");
-    (env, gw)
+    gateway::alice_behind_gateway(opts).await
 }
 
 /// [`stack`] over TLS with `extra` config lines.

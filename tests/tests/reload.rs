@@ -9,25 +9,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use slotgate_tests::accounts::close_code;
-use slotgate_tests::gateway::{Options, Slotgate};
+use slotgate_tests::gateway::{self, Options, Slotgate};
 use slotgate_tests::{bin, wait_for, TestEnv};
 
 const T: Duration = Duration::from_secs(20);
 
 async fn stack(extra: &str) -> (TestEnv, Slotgate) {
-    let mut env = TestEnv::new(&[], "");
-    env.start_daemon().await;
-    env.create_online("alice", "shell").await;
-    let gw = Slotgate::start(
-        &env.config,
-        Options {
-            extra: extra.into(),
-            ..Options::default()
-        },
-    )
+    gateway::alice_behind_gateway(Options {
+        extra: extra.into(),
+        ..Options::default()
+    })
     .await
-    .expect("slotgate starts");
-    (env, gw)
 }
 
 /// `slotgate reload` with the gateway's configuration.
@@ -38,6 +30,22 @@ fn reload(gw: &Slotgate) -> Output {
         .arg("reload")
         .output()
         .expect("slotgate reload runs")
+}
+
+/// A `slotgate reload` that must succeed: the pid now serving.
+fn reloaded(gw: &Slotgate) -> u32 {
+    let before = gw.serving_pid();
+    let out = reload(gw);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "reload: {said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let new = gw.serving_pid().expect("a gateway serves");
+    assert_ne!(Some(new), before, "{said}");
+    assert!(said.contains(&format!("pid {new} serves")), "{said}");
+    new
 }
 
 fn edit_config(gw: &Slotgate, from: &str, to: &str) {
@@ -100,7 +108,7 @@ impl Hammer {
 async fn a_reload_changes_the_configuration_without_refusing_a_connection_or_dropping_a_terminal() {
     let (_env, gw) = stack("frame_ancestors = [\"https://before.example\"]\n").await;
     let gw = Arc::new(gw);
-    let csp = |r: &slotgate_tests::gateway::HttpResponse| {
+    let csp = |r: &gateway::HttpResponse| {
         r.header("content-security-policy")
             .unwrap_or_default()
             .to_string()
@@ -120,16 +128,7 @@ async fn a_reload_changes_the_configuration_without_refusing_a_connection_or_dro
     })
     .await;
     edit_config(&gw, "https://before.example", "https://after.example");
-    let out = reload(&gw);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "reload: {said} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let new = gw.serving_pid().expect("a gateway serves");
-    assert_ne!(new, old, "{said}");
-    assert!(said.contains(&format!("pid {new} serves")), "{said}");
+    let new = reloaded(&gw);
 
     // The old gateway stops accepting a few seconds after the handover;
     // the client keeps opening connections through that moment.
@@ -167,11 +166,7 @@ async fn a_reload_changes_the_configuration_without_refusing_a_connection_or_dro
     // The old process leaves once its last connection has closed, long
     // before the one-hour default grace, and logs the session it served.
     term.close().await;
-    wait_for("the old gateway to exit", T, || {
-        let gone = gw.exited();
-        async move { gone }
-    })
-    .await;
+    gw.wait_exited(T).await.unwrap();
     let line = gw
         .wait_for_log_line(T, |l| {
             l["kind"] == "ws" && l["path"] == "/slot/alice/ws" && l["frames_in"].as_u64() >= Some(2)
@@ -232,14 +227,7 @@ async fn a_reload_that_cannot_start_changes_nothing_and_says_why() {
 
     // The address is free again: the same reload goes through.
     drop(taken);
-    let out = reload(&gw);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let new = gw.serving_pid().unwrap();
-    assert_ne!(new, old);
+    assert_ne!(reloaded(&gw), old);
     wait_for("the new listen address to answer", T, || async move {
         std::net::TcpStream::connect(taken_addr).is_ok()
     })
@@ -260,19 +248,10 @@ async fn at_the_end_of_the_reload_grace_open_terminals_are_told_going_away() {
         .unwrap();
     term.expect("set-kept-25", T).await.unwrap();
 
-    let out = reload(&gw);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    reloaded(&gw);
     let mut ws = term.into_inner();
     assert_eq!(close_code(&mut ws, T).await, Some(1001));
-    wait_for("the old gateway to exit", T, || {
-        let gone = gw.exited();
-        async move { gone }
-    })
-    .await;
+    gw.wait_exited(T).await.unwrap();
     let line = gw
         .wait_for_log_line(T, |l| l["kind"] == "ws" && l["error"] == "gateway_stopping")
         .await
@@ -324,14 +303,7 @@ async fn systemd_stand_in_hears_ready_and_the_main_pid_moving_on_reload() {
     };
     let first = heard(gw.pid().unwrap()).await;
     assert!(first.lines().any(|l| l == "READY=1"), "{first}");
-    let out = reload(&gw);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let new = gw.serving_pid().unwrap();
-    assert_ne!(Some(new), gw.pid());
+    let new = reloaded(&gw);
     let moved = heard(new).await;
     assert!(moved.lines().any(|l| l == "READY=1"), "{moved}");
 }
@@ -356,11 +328,7 @@ async fn sigterm_lets_open_terminals_finish_and_exits_when_the_last_closes() {
         "an open terminal keeps the gateway up during the grace"
     );
     term.close().await;
-    wait_for("the gateway to exit", T, || {
-        let done = gw.exited();
-        async move { done }
-    })
-    .await;
+    gw.wait_exited(T).await.unwrap();
     let line = gw
         .wait_for_log_line(T, |l| l["kind"] == "ws" && l["path"] == "/slot/alice/ws")
         .await
@@ -383,7 +351,7 @@ async fn a_connection_accepted_before_the_listener_closed_still_gets_its_answer(
         async move { tokio::net::TcpStream::connect(addr).await.is_err() }
     })
     .await;
-    slotgate_tests::gateway::send_request(
+    gateway::send_request(
         &mut early,
         "GET",
         "/slot/alice/token",
@@ -391,13 +359,9 @@ async fn a_connection_accepted_before_the_listener_closed_still_gets_its_answer(
     )
     .await
     .unwrap();
-    let answer = slotgate_tests::gateway::read_response(&mut early, false)
+    let answer = gateway::read_response(&mut early, false)
         .await
         .expect("an answer, not a closed connection");
     assert_eq!(answer.status, 200);
-    wait_for("the gateway to exit", T, || {
-        let done = gw.exited();
-        async move { done }
-    })
-    .await;
+    gw.wait_exited(T).await.unwrap();
 }
