@@ -53,7 +53,8 @@ const ENV_UPGRADE_SOCK: &str = "SLOTGATE_UPGRADE_SOCK";
 const ENV_REPORT: &str = "SLOTGATE_RELOAD_REPORT";
 
 /// How long a successor may take to build everything and ask for the
-/// sockets (an OpenID provider's discovery is the slow part).
+/// sockets (it takes ~20 ms here; a slow disk or a loaded host is what the
+/// margin is for).
 const SUCCESSOR_READY: Duration = Duration::from_secs(60);
 /// After the grace, how long the terminals told "going away" have to close
 /// before the process exits regardless.
