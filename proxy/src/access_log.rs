@@ -440,6 +440,17 @@ mod tests {
         }
     }
 
+    /// A log at `path` rotated at `max_size`, keeping two old files.
+    fn log_config(path: PathBuf, max_size: u64) -> AccessLogConfig {
+        AccessLogConfig {
+            enabled: true,
+            path,
+            max_size,
+            keep: 2,
+            queue: 1024,
+        }
+    }
+
     /// Two gateways write one log during a reload; when one rotates it,
     /// the other's next lines go to the new file, not the renamed one.
     #[test]
@@ -447,13 +458,7 @@ mod tests {
         use crate::batch::Sink;
         let dir = std::env::temp_dir().join(format!("sg-al-follow-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cfg = AccessLogConfig {
-            enabled: true,
-            path: dir.join("access.log"),
-            max_size: 1 << 20,
-            keep: 2,
-            queue: 16,
-        };
+        let cfg = log_config(dir.join("access.log"), 1 << 20);
         let metrics = Arc::new(Metrics::default());
         let mut writer = Writer::open(&cfg, Arc::clone(&metrics)).unwrap();
         let (_tx, rx) = sync_channel(1);
@@ -477,13 +482,7 @@ mod tests {
     fn writes_lines_and_rotates_by_size() {
         let dir = std::env::temp_dir().join(format!("sg-al-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let cfg = AccessLogConfig {
-            enabled: true,
-            path: dir.join("logs/access.log"),
-            max_size: 4096,
-            keep: 2,
-            queue: 1024,
-        };
+        let cfg = log_config(dir.join("logs/access.log"), 4096);
         let metrics = Arc::new(Metrics::default());
         // `start` without the detached thread: joined below, so every line
         // is written and flushed when the assertions run.

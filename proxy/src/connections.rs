@@ -402,13 +402,16 @@ struct Budgeted {
 
 impl AsyncRead for Budgeted {
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let d = Arc::clone(&self.deadline);
+        // Every read of the connection passes here, the relay's included:
+        // borrow, do not clone.
+        let this = self.get_mut();
+        let d = &this.deadline;
         if !d.waiting_for_headers() {
-            return Pin::new(&mut self.inner).poll_read(cx, buf);
+            return Pin::new(&mut this.inner).poll_read(cx, buf);
         }
         let used = d.header_bytes.load(Relaxed);
         let left = d.max_header_bytes.saturating_sub(used);
@@ -421,7 +424,7 @@ impl AsyncRead for Budgeted {
         let mut scratch = [0u8; 4096];
         let take = buf.remaining().min(scratch.len()).min(left as usize);
         let mut part = ReadBuf::new(&mut scratch[..take]);
-        std::task::ready!(Pin::new(&mut self.inner).poll_read(cx, &mut part))?;
+        std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, &mut part))?;
         let n = part.filled().len();
         buf.put_slice(part.filled());
         d.header_bytes.fetch_add(n as u64, Relaxed);

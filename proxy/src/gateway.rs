@@ -108,7 +108,6 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// The signed-in user's name, if any.
     /// The slot's response head has arrived.
     fn slot_answered(&mut self) {
         if self.upstream_took.is_none() {
@@ -116,6 +115,7 @@ impl Ctx {
         }
     }
 
+    /// The signed-in user's name, if any.
     fn user(&self) -> Option<&str> {
         user_name(&self.identity)
     }
@@ -281,6 +281,32 @@ impl Gateway {
             self.metrics.rate_limited(l.category, l.scope);
             tracing::info!(parent: &ctx.span, request_id = %ctx.request_id, category = l.category, scope = l.scope, "rate limited");
         })
+    }
+
+    /// `/healthz`: the gateway serves and slotctl answers. slotctl's
+    /// version and slot counts only for who may read `/metrics`.
+    async fn health(&self, ctx: &Ctx) -> Reply {
+        match self.slots.supervisor_health().await {
+            Some(h) if self.metrics_allowed(ctx) => pages::json(
+                200,
+                &serde_json::json!({
+                    "status": "ok",
+                    "slotctl": {"reachable": true, "version": h.version, "slots": h.slots, "online": h.online},
+                }),
+            ),
+            Some(_) => pages::json(
+                200,
+                &serde_json::json!({"status": "ok", "slotctl": {"reachable": true}}),
+            ),
+            None => pages::json(
+                503,
+                &serde_json::json!({
+                    "status": "unavailable",
+                    "slotctl": {"reachable": false},
+                    "message": "slotctl is not answering on its control socket: open terminals keep working, stopped ones cannot start",
+                }),
+            ),
+        }
     }
 
     fn metrics_allowed(&self, ctx: &Ctx) -> bool {
@@ -1016,28 +1042,7 @@ impl ProxyHttp for Gateway {
                     .await
             }
             Route::Health => {
-                // Versions and counts only for who may read /metrics.
-                let reply = match self.slots.supervisor_health().await {
-                    Some(h) if self.metrics_allowed(ctx) => pages::json(
-                        200,
-                        &serde_json::json!({
-                            "status": "ok",
-                            "slotctl": {"reachable": true, "version": h.version, "slots": h.slots, "online": h.online},
-                        }),
-                    ),
-                    Some(_) => pages::json(
-                        200,
-                        &serde_json::json!({"status": "ok", "slotctl": {"reachable": true}}),
-                    ),
-                    None => pages::json(
-                        503,
-                        &serde_json::json!({
-                            "status": "unavailable",
-                            "slotctl": {"reachable": false},
-                            "message": "slotctl is not answering on its control socket: open terminals keep working, stopped ones cannot start",
-                        }),
-                    ),
-                };
+                let reply = self.health(ctx).await;
                 return self.reply(session, ctx, reply).await;
             }
             Route::Metrics if self.metrics_allowed(ctx) => {

@@ -101,7 +101,54 @@ impl RunFiles {
             .trim()
             .parse()
             .ok()?;
-        Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+        alive(pid).then_some(pid)
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// How long `slotgate reload` waits for the new gateway.
+const RELOAD_WAIT: Duration = Duration::from_secs(90);
+
+/// `slotgate reload`: signal the gateway in the pid file and wait until a
+/// new one serves (its pid, with the old one's) or the old one reports
+/// why it could not.
+pub fn request_reload(cfg: &Config) -> anyhow::Result<(u32, u32)> {
+    let files = RunFiles::new(&cfg.paths.run_dir);
+    let Some(pid) = files.running_pid() else {
+        bail!(
+            "no running slotgate: {} does not name a running process",
+            files.pid.display()
+        );
+    };
+    let asked = std::time::SystemTime::now();
+    let target = rustix::process::Pid::from_raw(pid as i32).context("the pid file's process id")?;
+    rustix::process::kill_process(target, rustix::process::Signal::HUP)
+        .with_context(|| format!("signalling slotgate (pid {pid})"))?;
+    let until = Instant::now() + RELOAD_WAIT;
+    loop {
+        if let Some(new) = files.running_pid().filter(|p| *p != pid) {
+            return Ok((pid, new));
+        }
+        let failed = std::fs::metadata(&files.reload_failed)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= asked);
+        if failed {
+            let why = std::fs::read_to_string(&files.reload_failed).unwrap_or_default();
+            bail!(
+                "reload failed: {}; pid {pid} still serves as before",
+                why.trim()
+            );
+        }
+        if !alive(pid) {
+            bail!("slotgate (pid {pid}) exited during the reload; see its log");
+        }
+        if Instant::now() > until {
+            bail!("no new gateway within {RELOAD_WAIT:?}; see slotgate's log");
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -409,10 +456,7 @@ impl Lifecycle {
         // A successor that failed has written its own reason, which says
         // more than its exit status.
         if !self.files.reload_failed.exists() {
-            let _ = slotapi::files::write_atomic(
-                &self.files.reload_failed,
-                format!("{e:#}\n").as_bytes(),
-            );
+            write_reason(&self.files.reload_failed, e);
         }
     }
 }
@@ -421,8 +465,13 @@ impl Lifecycle {
 /// (and `slotgate reload`) why.
 pub fn report_failed_start(e: &anyhow::Error) {
     if let Some(path) = std::env::var_os(ENV_REPORT) {
-        let _ = slotapi::files::write_atomic(Path::new(&path), format!("{e:#}\n").as_bytes());
+        write_reason(Path::new(&path), e);
     }
+}
+
+/// Why a reload failed, for `slotgate reload` to print.
+fn write_reason(path: &Path, e: &anyhow::Error) {
+    let _ = slotapi::files::write_atomic(path, format!("{e:#}\n").as_bytes());
 }
 
 /// The program a command line's `arg0` ran, as the shell found it: with a

@@ -104,60 +104,29 @@ fn load(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::from_file(&file)?)
 }
 
-/// How long `slotgate reload` waits for the new gateway.
-const RELOAD_WAIT: std::time::Duration = std::time::Duration::from_secs(90);
-
-fn reload(path: Option<&Path>) -> anyhow::Result<()> {
-    use anyhow::{bail, Context};
-    use std::time::{Instant, SystemTime};
-    let cfg = load(path)?;
-    server::preflight(&cfg)?;
-    let files = lifecycle::RunFiles::new(&cfg.paths.run_dir);
-    let Some(pid) = files.running_pid() else {
-        bail!(
-            "no running slotgate: {} does not name a running process",
-            files.pid.display()
-        );
-    };
-    let asked = SystemTime::now();
-    let target = rustix::process::Pid::from_raw(pid as i32).context("the pid file's process id")?;
-    rustix::process::kill_process(target, rustix::process::Signal::HUP)
-        .with_context(|| format!("signalling slotgate (pid {pid})"))?;
-    let until = Instant::now() + RELOAD_WAIT;
-    loop {
-        if let Some(new) = files.running_pid().filter(|p| *p != pid) {
-            println!(
-                "slotgate reloaded: pid {new} serves; pid {pid} finishes its open connections (at most {})",
-                humantime::format_duration(cfg.reload_grace)
-            );
-            return Ok(());
-        }
-        let failed = std::fs::metadata(&files.reload_failed)
-            .and_then(|m| m.modified())
-            .is_ok_and(|t| t >= asked);
-        if failed {
-            let why = std::fs::read_to_string(&files.reload_failed).unwrap_or_default();
-            bail!(
-                "reload failed: {}; pid {pid} still serves as before",
-                why.trim()
-            );
-        }
-        if !Path::new(&format!("/proc/{pid}")).exists() {
-            bail!("slotgate (pid {pid}) exited during the reload; see its log");
-        }
-        if Instant::now() > until {
-            bail!("no new gateway within {RELOAD_WAIT:?}; see slotgate's log");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
-
-fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
+/// The configuration, checked as far as it can be without starting:
+/// what `check-config` reports on and `reload` requires.
+fn checked(path: Option<&Path>) -> anyhow::Result<Config> {
     let cfg = load(path)?;
     server::preflight(&cfg)?;
     if let Some(dir) = &cfg.portal.dir {
         portal::check_dir(dir).map_err(anyhow::Error::msg)?;
     }
+    Ok(cfg)
+}
+
+fn reload(path: Option<&Path>) -> anyhow::Result<()> {
+    let cfg = checked(path)?;
+    let (old, new) = lifecycle::request_reload(&cfg)?;
+    println!(
+        "slotgate reloaded: pid {new} serves; pid {old} finishes its open connections (at most {})",
+        humantime::format_duration(cfg.reload_grace)
+    );
+    Ok(())
+}
+
+fn check_config(path: Option<&Path>) -> anyhow::Result<()> {
+    let cfg = checked(path)?;
     let scheme = if cfg.is_tls() { "https" } else { "http" };
     println!("slotgate: configuration {} is OK", cfg.file.display());
     for addr in &cfg.listen {

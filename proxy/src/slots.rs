@@ -123,23 +123,19 @@ impl Slots {
             return h.clone();
         }
         let answer = match tokio::time::timeout(HEALTH_WAIT, self.client.health()).await {
-            Ok(Ok(h)) => Some(h),
-            Ok(Err(e)) => {
-                if last.as_ref().is_none_or(|(_, h)| h.is_some()) {
-                    tracing::warn!(error = %e, "health: slotctl does not answer");
-                }
-                None
-            }
-            Err(_) => {
-                if last.as_ref().is_none_or(|(_, h)| h.is_some()) {
-                    tracing::warn!("health: slotctl did not answer within {HEALTH_WAIT:?}");
-                }
-                None
-            }
+            Ok(Ok(h)) => Ok(h),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err(format!("no answer within {HEALTH_WAIT:?}")),
         };
-        if answer.is_some() && last.as_ref().is_some_and(|(_, h)| h.is_none()) {
-            tracing::info!("health: slotctl answers again");
+        let answered_before = last.as_ref().is_none_or(|(_, h)| h.is_some());
+        match &answer {
+            Err(e) if answered_before => {
+                tracing::warn!(error = %e, "health: slotctl does not answer")
+            }
+            Ok(_) if !answered_before => tracing::info!("health: slotctl answers again"),
+            _ => {}
         }
+        let answer = answer.ok();
         *last = Some((Instant::now(), answer.clone()));
         answer
     }

@@ -66,22 +66,11 @@ struct Typing {
 }
 
 async fn visitor(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, log: Arc<Requests>) {
-    let request =
-        format!("GET /slot/{SLOT}/token HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let path = format!("/slot/{SLOT}/token");
     // Bounded: at most 10 minutes of requests.
     let end = Instant::now() + Duration::from_secs(600);
     while !stop.load(Relaxed) && Instant::now() < end {
-        let ok = tokio::time::timeout(TOO_LONG, async {
-            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-            s.write_all(request.as_bytes()).await.ok()?;
-            let mut answer = Vec::with_capacity(512);
-            s.read_to_end(&mut answer).await.ok()?;
-            Some(answer.starts_with(b"HTTP/1.1 200"))
-        })
-        .await
-        .ok()
-        .flatten()
-        .unwrap_or(false);
+        let ok = answered_200(addr, &path, TOO_LONG).await;
         log.0.lock().unwrap().push((Instant::now(), ok));
         if !ok {
             // A refused connection fails at once: do not spin.
@@ -137,17 +126,18 @@ fn ended(pid: u32) -> bool {
     }
 }
 
-async fn healthy(addr: std::net::SocketAddr) -> bool {
-    let probe = async {
+/// `GET path` on a new connection (`Connection: close`) answered 200
+/// within `within`.
+async fn answered_200(addr: std::net::SocketAddr, path: &str, within: Duration) -> bool {
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-        s.write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .ok()?;
-        let mut answer = Vec::new();
+        s.write_all(request.as_bytes()).await.ok()?;
+        let mut answer = Vec::with_capacity(512);
         s.read_to_end(&mut answer).await.ok()?;
         Some(answer.starts_with(b"HTTP/1.1 200"))
     };
-    tokio::time::timeout(Duration::from_secs(1), probe)
+    tokio::time::timeout(within, exchange)
         .await
         .ok()
         .flatten()
@@ -214,7 +204,7 @@ async fn restart(gw: &Slotgate, bin: &Path, started: &mut Vec<Killed>) -> anyhow
         .spawn()?;
     started.push(Killed(child));
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !healthy(gw.addr).await {
+    while !answered_200(gw.addr, "/livez", Duration::from_secs(1)).await {
         if Instant::now() > deadline {
             bail!("the restarted gateway did not answer within 20 s");
         }
