@@ -19,9 +19,7 @@ use crate::slots::{SlotError, Slots};
 
 const CACHE_FOR: Duration = Duration::from_secs(5);
 
-/// Slot ids of team slots start with this; `/team/<team>` opens
-/// `/slot/team-<team>/`.
-pub const TEAM_PREFIX: &str = "team-";
+pub use slotapi::config::TEAM_PREFIX;
 
 pub struct SlotAcls {
     slots: Arc<Slots>,

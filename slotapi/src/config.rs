@@ -54,7 +54,7 @@ pub struct RawPaths {
 pub struct Paths {
     /// state.db, identity.db, users/, logs/.
     pub data_dir: PathBuf,
-    /// `slotctl.sock` and `slots/<id>.sock`.
+    /// `slotctl.sock` and `slots/<id>/ttyd.sock`.
     pub run_dir: PathBuf,
     /// `*.toml` slot templates.
     pub templates_dir: PathBuf,
@@ -67,18 +67,29 @@ impl Paths {
     pub fn slots_dir(&self) -> PathBuf {
         self.run_dir.join("slots")
     }
-    /// `<run_dir>/slots/<id>.sock`, built in one allocation (the gateway
-    /// asks for it on every proxied request).
+    /// `<run_dir>/slots/<id>/`: the slot's own directory, owned by the
+    /// slot's Unix identity with the gateway's group, holding ttyd's socket
+    /// and (in `tmux/`) the tmux server's.
+    pub fn slot_dir(&self, id: &crate::SlotId) -> PathBuf {
+        self.slots_dir().join(id.as_str())
+    }
+    /// `<run_dir>/slots/<id>/ttyd.sock`, built in one allocation (the
+    /// gateway asks for it on every proxied request).
     pub fn slot_socket(&self, id: &crate::SlotId) -> PathBuf {
         let id = id.as_str();
-        let mut p = PathBuf::with_capacity(self.run_dir.as_os_str().len() + id.len() + 13);
+        let mut p = PathBuf::with_capacity(self.run_dir.as_os_str().len() + id.len() + 20);
         p.push(&self.run_dir);
         p.push("slots");
         p.push(id);
-        p.as_mut_os_string().push(".sock");
+        p.push("ttyd.sock");
         p
     }
 }
+
+/// Slot ids of team slots start with this; `/team/<team>` opens
+/// `/slot/team-<team>/`. A team slot's sandbox and Unix identity are the
+/// team's, whoever created it.
+pub const TEAM_PREFIX: &str = "team-";
 
 /// A loaded configuration file: where it came from and its top-level table,
 /// already checked for unknown sections.
@@ -170,10 +181,9 @@ impl ConfigFile {
         let run_dir = self.resolve(&raw.run_dir.unwrap_or_else(|| ".slotgate/run".into()));
         let templates_dir =
             self.resolve(&raw.templates_dir.unwrap_or_else(|| "ttyd-templates".into()));
-        // sun_path is 108 bytes; leave room for "slots/<32 chars>.sock".
-        let longest = run_dir
-            .join("slots")
-            .join(format!("{}.sock", "x".repeat(32)));
+        // sun_path is 108 bytes; leave room for "slots/<32 chars>/ttyd.sock"
+        // (the tmux server's "slots/<32 chars>/tmux/sock" is as long).
+        let longest = run_dir.join("slots").join("x".repeat(32)).join("ttyd.sock");
         if longest.as_os_str().len() >= 108 {
             return Err(ConfigError::new(
                 &self.path,
@@ -295,10 +305,17 @@ mod tests {
                 templates_dir: PathBuf::from("/t"),
             };
             let id = crate::SlotId::new("team-a_1").unwrap();
-            let want = Path::new(run).join("slots").join("team-a_1.sock");
+            let want = Path::new(run)
+                .join("slots")
+                .join("team-a_1")
+                .join("ttyd.sock");
             assert_eq!(paths.slot_socket(&id), want);
             assert_eq!(
                 paths.slot_socket(&id).parent(),
+                Some(paths.slot_dir(&id).as_path())
+            );
+            assert_eq!(
+                paths.slot_dir(&id).parent(),
                 Some(paths.slots_dir().as_path())
             );
         }

@@ -94,6 +94,10 @@ pub struct SlotInfo {
     /// (`[recording] input = true`); absent in older answers.
     #[serde(default)]
     pub record_input: bool,
+    /// The Unix uid the slot's processes run as (its sandbox owner's);
+    /// absent while it has not started yet, and in older answers.
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 /// `POST /v1/slots`

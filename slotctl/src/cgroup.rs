@@ -20,6 +20,19 @@ use crate::template::Limits;
 pub const SLOT_ENV: &str = "SLOTGATE_SLOT";
 /// Names the supervisor instance (its cgroup root) in the same way.
 pub const ROOT_ENV: &str = "SLOTGATE_INSTANCE";
+/// Which part of a slot a process belongs to (`door`: ttyd; `session`: the
+/// tmux server and everything it runs); the same as the slot's sub-group.
+pub const PART_ENV: &str = "SLOTGATE_PART";
+
+/// A slot's two parts, each a sub-group of the slot's group (the slot's
+/// limits hold for both together): ttyd can be killed and restarted while
+/// the session lives on.
+pub const PARTS: [&str; 2] = ["session", "door"];
+
+/// The group key of one part of a slot: `<slot>/<part>`.
+pub fn part_key(slot: &str, part: &str) -> String {
+    format!("{slot}/{part}")
+}
 
 #[derive(Debug, Clone)]
 pub enum Mode {
@@ -195,6 +208,22 @@ impl Cgroups {
         for (_, d) in self.dirs(slot) {
             fs::create_dir_all(&d)?;
         }
+        self.apply(slot, limits)
+    }
+
+    /// [`create`](Self::create), plus a sub-group for each of the slot's
+    /// [`PARTS`] (no limits of their own: the slot's cover both).
+    pub fn create_slot(&self, slot: &str, limits: &Limits) -> io::Result<()> {
+        self.create(slot, limits)?;
+        for part in PARTS {
+            for (_, d) in self.dirs(&part_key(slot, part)) {
+                fs::create_dir_all(&d)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, slot: &str, limits: &Limits) -> io::Result<()> {
         match &self.mode {
             Mode::V2 { .. } => {
                 let d = self.dir(slot, "unified").expect("v2 dir");
@@ -256,19 +285,34 @@ impl Cgroups {
             .collect()
     }
 
-    /// Every process of the slot tree.
-    pub fn pids(&self, slot: &str) -> Vec<u32> {
+    /// Every process of the tree: the group's own members and its
+    /// sub-groups' (a slot's parts).
+    pub fn pids(&self, key: &str) -> Vec<u32> {
         match &self.mode {
-            Mode::Rlimit { .. } => {
-                process::pids_with_env(&[(SLOT_ENV, slot), (ROOT_ENV, &self.root)])
-            }
+            Mode::Rlimit { .. } => match key.split_once('/') {
+                Some((slot, part)) => process::pids_with_env(&[
+                    (SLOT_ENV, slot),
+                    (ROOT_ENV, &self.root),
+                    (PART_ENV, part),
+                ]),
+                None => process::pids_with_env(&[(SLOT_ENV, key), (ROOT_ENV, &self.root)]),
+            },
             _ => {
-                let Some(d) = self.dir(slot, "pids").or_else(|| self.dir(slot, "memory")) else {
+                let Some(d) = self.dir(key, "pids").or_else(|| self.dir(key, "memory")) else {
                     return vec![];
                 };
-                fs::read_to_string(d.join("cgroup.procs"))
-                    .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
-                    .unwrap_or_default()
+                let read = |d: &Path| -> Vec<u32> {
+                    fs::read_to_string(d.join("cgroup.procs"))
+                        .map(|s| s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+                        .unwrap_or_default()
+                };
+                let mut pids = read(&d);
+                if let Ok(rd) = fs::read_dir(&d) {
+                    for sub in rd.flatten().filter(|e| e.path().is_dir()) {
+                        pids.extend(read(&sub.path()));
+                    }
+                }
+                pids
             }
         }
     }
@@ -332,9 +376,14 @@ impl Cgroups {
         pids.iter().filter(|p| process::signal(**p, signal)).count()
     }
 
-    /// Remove the slot's group(s); they must be empty.
+    /// Remove the slot's group(s) and their sub-groups; they must be empty.
     pub fn remove(&self, slot: &str) {
         for (_, d) in self.dirs(slot) {
+            if let Ok(rd) = fs::read_dir(&d) {
+                for sub in rd.flatten().filter(|e| e.path().is_dir()) {
+                    let _ = fs::remove_dir(sub.path());
+                }
+            }
             let _ = fs::remove_dir(&d);
         }
     }

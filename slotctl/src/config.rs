@@ -51,6 +51,9 @@ struct RawSupervisor {
     cgroup_root: Option<String>,
     isolation: Option<String>,
     max_slots: Option<u32>,
+    users: Option<String>,
+    uid_range: Option<String>,
+    gateway_group: Option<String>,
 }
 
 /// How slot trees are accounted for and torn down.
@@ -82,7 +85,31 @@ pub struct Supervisor {
     pub cgroup_root: String,
     pub isolation: IsolationPref,
     pub max_slots: u32,
+    /// Which Unix identity each sandbox owner's slots run as.
+    pub users: UsersPref,
+    /// The group (besides the slot's own) that may reach slot sockets: the
+    /// gateway's. `None`: the daemon's own group.
+    pub gateway_group: Option<String>,
 }
+
+/// `supervisor.users`: whose uid a slot runs as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsersPref {
+    /// `allocate` when the daemon runs as root, `shared` otherwise.
+    Auto,
+    /// A uid per sandbox owner from `uid_range`, recorded in `state.db`.
+    Allocate { first: u32, last: u32 },
+    /// The host account of the same name (`getent passwd <owner>`).
+    System,
+    /// Everything as the daemon's own user: no isolation between users.
+    Shared,
+}
+
+/// The default `supervisor.uid_range`: far above distributions' ranges for
+/// people (1000-59999) and system users, below the subuid ranges
+/// `useradd` hands out by default (100000 + 65536 per user reach past it
+/// only with more than 1500 accounts).
+pub const DEFAULT_UID_RANGE: (u32, u32) = (200_000, 299_999);
 
 #[derive(Debug, Clone)]
 pub struct Ttyd {
@@ -110,6 +137,24 @@ pub struct Config {
     pub activity: crate::activity::Settings,
     /// `[claude]`: transcript ingestion, prices, default quotas.
     pub claude: crate::claude::ClaudeConfig,
+}
+
+/// Parse `"200000-299999"`: both ends included, no uid below 1000 (those
+/// belong to the system), at least one uid.
+fn parse_uid_range(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a range like \"200000-299999\"");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u32 = a.trim().parse().map_err(|_| bad())?;
+    let b: u32 = b.trim().parse().map_err(|_| bad())?;
+    if a < 1000 {
+        return Err(format!(
+            "{s:?} starts below 1000, where system accounts live"
+        ));
+    }
+    if b < a || b >= u32::MAX - 1 {
+        return Err(format!("{s:?} is empty or reaches the reserved uids"));
+    }
+    Ok((a, b))
 }
 
 /// Parse "30m", "off", "0" (off).
@@ -201,6 +246,34 @@ impl Config {
                 ))
             }
         };
+        let range = match rs.uid_range.as_deref() {
+            None => DEFAULT_UID_RANGE,
+            Some(r) => parse_uid_range(r).map_err(|why| err("supervisor.uid_range", why))?,
+        };
+        let users = match rs.users.as_deref() {
+            None | Some("auto") => UsersPref::Auto,
+            Some("allocate") => UsersPref::Allocate {
+                first: range.0,
+                last: range.1,
+            },
+            Some("system") => UsersPref::System,
+            Some("shared") => UsersPref::Shared,
+            Some(other) => {
+                return Err(err(
+                    "supervisor.users",
+                    format!(
+                        "{other:?} is not one of \"auto\", \"allocate\", \"system\", \"shared\""
+                    ),
+                ))
+            }
+        };
+        let users = match users {
+            UsersPref::Auto if rs.uid_range.is_some() => UsersPref::Allocate {
+                first: range.0,
+                last: range.1,
+            },
+            u => u,
+        };
         let supervisor = Supervisor {
             health_interval,
             health_timeout,
@@ -227,6 +300,8 @@ impl Config {
             cgroup_root,
             isolation,
             max_slots: rs.max_slots.unwrap_or(2000),
+            users,
+            gateway_group: rs.gateway_group,
         };
         let ttyd = Ttyd {
             binary: rt.binary.map(|p| cf.resolve(&p)),

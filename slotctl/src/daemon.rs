@@ -21,6 +21,36 @@ fn private_dir(p: &Path) -> anyhow::Result<()> {
     slotapi::files::private_dir(p).with_context(|| format!("creating {} (mode 0700)", p.display()))
 }
 
+/// Take the world's access away from whatever an older version (or another
+/// program with a looser umask) left directly in `dir`: with `dir` passable
+/// by everyone, a file readable by others there (identity.db, a key) would
+/// be readable by every slot. `users/` and `slots/` are passable on purpose
+/// and keep their mode; symlinks are left alone.
+fn close_to_others(dir: &Path) -> anyhow::Result<()> {
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let entry = entry?;
+        if matches!(
+            entry.file_name().to_str(),
+            Some("users" | "slots" | "tmux.conf")
+        ) {
+            continue;
+        }
+        let meta = entry.metadata()?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode();
+        if mode & 0o007 != 0 {
+            fs::set_permissions(
+                entry.path(),
+                fs::Permissions::from_mode(mode & !0o007 & 0o7777),
+            )
+            .with_context(|| format!("closing {} to others", entry.path().display()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Hold an exclusive lock on `<run>/slotctl.lock` for the daemon's life.
 fn lock(run_dir: &Path) -> anyhow::Result<fs::File> {
     let path = run_dir.join("slotctl.lock");
@@ -54,12 +84,22 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     );
     let cfg = Arc::new(cfg);
     let paths = &cfg.paths;
-    private_dir(&paths.data_dir)?;
-    private_dir(&paths.run_dir)?;
-    private_dir(&paths.slots_dir())?;
+    // What the daemon makes is never the world's: data_dir and run_dir are
+    // only passable (0711, so a slot's own user reaches its sandbox and
+    // socket directory), and everything in them is 0750 or tighter.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o027));
+    for dir in [&paths.data_dir, &paths.run_dir, &paths.slots_dir()] {
+        crate::tenant::daemon_dir(dir, 0o711)
+            .with_context(|| format!("preparing {} (mode 0711)", dir.display()))?;
+    }
+    for dir in [&paths.data_dir, &paths.run_dir] {
+        close_to_others(dir)?;
+    }
     private_dir(&crate::logs::log_dir(&paths.data_dir))?;
     let _lock = lock(&paths.run_dir)?;
     fs::write(launch::tmux_conf(paths), launch::TMUX_CONF).context("writing tmux.conf")?;
+    // Read by every slot's tmux (as the slot's user).
+    fs::set_permissions(launch::tmux_conf(paths), fs::Permissions::from_mode(0o644))?;
 
     let sup = Supervisor::launch(cfg.clone()).await?;
     let activity = if cfg.activity.enabled {

@@ -141,6 +141,11 @@ CREATE TABLE IF NOT EXISTS apps (
     reason        TEXT,
     UNIQUE (name, instance)
 );
+CREATE TABLE IF NOT EXISTS tenants (
+    name          TEXT PRIMARY KEY,
+    uid           INTEGER NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '1');
 ";
@@ -200,6 +205,56 @@ impl Store {
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The uid recorded for sandbox owner `name`, or a new one: the lowest
+    /// in `first..=last` that no other owner has and `taken` does not
+    /// refuse (uids the host's accounts use). One transaction, so two
+    /// owners never get the same uid. `None` when the range is full.
+    pub fn tenant_uid(
+        &self,
+        name: &str,
+        first: u32,
+        last: u32,
+        taken: impl Fn(u32) -> bool,
+    ) -> Result<Option<u32>, StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let known: Option<i64> = tx
+            .query_row("SELECT uid FROM tenants WHERE name = ?1", [name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(uid) = known {
+            return Ok(Some(uid as u32));
+        }
+        let used: std::collections::BTreeSet<u32> = {
+            let mut st = tx.prepare("SELECT uid FROM tenants WHERE uid BETWEEN ?1 AND ?2")?;
+            let rows = st.query_map(params![first, last], |r| r.get::<_, i64>(0))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()?
+                .into_iter()
+                .map(|u| u as u32)
+                .collect()
+        };
+        let Some(uid) = (first..=last).find(|u| !used.contains(u) && !taken(*u)) else {
+            return Ok(None);
+        };
+        tx.execute(
+            "INSERT INTO tenants (name, uid, created_at_ms) VALUES (?1, ?2, ?3)",
+            params![name, uid, crate::clock::now_ms() as i64],
+        )?;
+        tx.commit()?;
+        Ok(Some(uid))
+    }
+
+    /// Every recorded owner and uid, by uid.
+    pub fn tenants(&self) -> Result<Vec<(String, u32)>, StoreError> {
+        let conn = self.conn();
+        let mut st = conn.prepare("SELECT name, uid FROM tenants ORDER BY uid")?;
+        let rows = st.query_map([], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u32))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     pub fn insert(&self, rec: &SlotRecord) -> Result<(), StoreError> {
@@ -370,6 +425,47 @@ mod tests {
             last_exit: None,
             reason: None,
         }
+    }
+
+    #[test]
+    fn tenant_uids_are_stable_distinct_and_skip_taken_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        let taken = |u: u32| u == 500_001;
+        {
+            let s = Store::open(&path).unwrap();
+            assert_eq!(
+                s.tenant_uid("alice", 500_000, 500_003, taken).unwrap(),
+                Some(500_000)
+            );
+            assert_eq!(
+                s.tenant_uid("bob", 500_000, 500_003, taken).unwrap(),
+                Some(500_002)
+            );
+            assert_eq!(
+                s.tenant_uid("alice", 500_000, 500_003, taken).unwrap(),
+                Some(500_000)
+            );
+            assert_eq!(
+                s.tenant_uid("carol", 500_000, 500_003, taken).unwrap(),
+                Some(500_003)
+            );
+            // Full: refused, nothing recorded.
+            assert_eq!(s.tenant_uid("dave", 500_000, 500_003, taken).unwrap(), None);
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.tenant_uid("bob", 500_000, 500_003, taken).unwrap(),
+            Some(500_002)
+        );
+        assert_eq!(
+            s.tenants().unwrap(),
+            vec![
+                ("alice".into(), 500_000),
+                ("bob".into(), 500_002),
+                ("carol".into(), 500_003)
+            ]
+        );
     }
 
     #[test]

@@ -52,14 +52,11 @@ struct RawRecording {
 struct RawSandbox {
     #[serde(default)]
     bwrap: bool,
-    #[serde(default = "yes")]
-    network: bool,
+    /// `"none"`, `"egress"` or `"host"`; `true`/`false` from older
+    /// templates read as `"egress"`/`"none"`.
+    network: Option<toml::Value>,
     #[serde(default)]
     shared: Vec<RawShare>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,11 +114,53 @@ pub struct Template {
     /// ttyd `-t key=value` client options (fontSize, theme, …).
     pub client: Vec<(String, String)>,
     pub bwrap: bool,
-    pub network: bool,
+    pub network: Network,
     pub shared: Vec<Share>,
     pub limits: Limits,
     /// slotgate records the keystrokes of this template's sessions too.
     pub record_input: bool,
+}
+
+/// `[sandbox] network`: what network a sandboxed slot has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// Only its own loopback.
+    None,
+    /// Its own network namespace with outbound connections through pasta;
+    /// the host's loopback services (slotgate's included) are out of reach.
+    Egress,
+    /// The host's network namespace, loopback included (an explicit
+    /// opt-in; slotgate then stops trusting loopback sources).
+    Host,
+}
+
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::None => "none",
+            Network::Egress => "egress",
+            Network::Host => "host",
+        }
+    }
+
+    fn parse(v: Option<&toml::Value>) -> Result<Network, String> {
+        match v {
+            None => Ok(Network::Egress),
+            Some(toml::Value::Boolean(true)) => Ok(Network::Egress),
+            Some(toml::Value::Boolean(false)) => Ok(Network::None),
+            Some(toml::Value::String(s)) => match s.as_str() {
+                "none" => Ok(Network::None),
+                "egress" => Ok(Network::Egress),
+                "host" => Ok(Network::Host),
+                other => Err(format!(
+                    "{other:?} is not one of \"none\", \"egress\", \"host\""
+                )),
+            },
+            Some(other) => Err(format!(
+                "{other} is not one of \"none\", \"egress\", \"host\""
+            )),
+        }
+    }
 }
 
 /// Values for the template variables of one slot.
@@ -272,6 +311,8 @@ pub fn parse(name: &str, file: &Path, text: &str) -> Result<Template, ConfigErro
                 .map_err(|r| ConfigError::new(file, "idle_timeout", r))?,
         )),
     };
+    let network = Network::parse(raw.sandbox.network.as_ref())
+        .map_err(|r| ConfigError::new(file, "sandbox.network", r))?;
     let mut shared = Vec::new();
     for (i, s) in raw.sandbox.shared.into_iter().enumerate() {
         let key = format!("sandbox.shared[{i}]");
@@ -332,7 +373,7 @@ pub fn parse(name: &str, file: &Path, text: &str) -> Result<Template, ConfigErro
             .map(|(k, v)| (k.clone(), client_value(v)))
             .collect(),
         bwrap: raw.sandbox.bwrap,
-        network: raw.sandbox.network,
+        network,
         shared,
         limits: Limits {
             memory_bytes: raw.limits.memory,

@@ -102,6 +102,13 @@ impl TestEnv {
             .prefix("sg")
             .tempdir_in("/tmp")
             .expect("tempdir");
+        // Passable by everyone, as an install's parent directories are:
+        // each slot runs as its owner's uid and must reach its sandbox.
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("chmod tempdir");
         let templates = dir.path().join("ttyd-templates");
         std::fs::create_dir_all(&templates).unwrap();
         for entry in std::fs::read_dir(repo_root().join("ttyd-templates")).unwrap() {
@@ -148,7 +155,7 @@ impl TestEnv {
     }
 
     pub fn slot_socket(&self, id: &str) -> PathBuf {
-        self.path(&format!("run/slots/{id}.sock"))
+        self.path(&format!("run/slots/{id}/ttyd.sock"))
     }
 
     pub fn slot_log(&self, id: &str) -> PathBuf {

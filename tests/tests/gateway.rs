@@ -337,7 +337,8 @@ async fn stand_in_slot_answering_an_upgrade_with_403_gets_the_gateways_page_not_
     // gone and the slot stopped, so nothing else answers there.
     let (env, gw) = stack_with_alice_stopped_and_no_daemon().await;
     let path = env.slot_socket("alice");
-    let _ = std::fs::remove_file(&path);
+    // Stopping removed the slot's directory with its socket.
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     let stand_in = tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -81,15 +81,34 @@ fn replay_dump(env: &TestEnv, cast: &Path) -> String {
     stdout_of(env.slotctl(&["replay", "--dump", "--file", cast.to_str().unwrap()]))
 }
 
-/// What tmux shows in the slot's pane now (the live terminal).
-fn tmux_screen(env: &TestEnv, slot: &str) -> String {
-    let out = Command::new("tmux")
+/// What tmux shows in the slot's pane now (the live terminal), asked as
+/// the slot's own user: its tmux server answers no one else.
+fn tmux_screen(env: &TestEnv, uid: u32, slot: &str) -> String {
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            &uid.to_string(),
+            "--regid",
+            &uid.to_string(),
+            "--clear-groups",
+            "tmux",
+        ])
         .arg("-S")
-        .arg(env.path(&format!("run/slots/{slot}.tmux")))
+        .arg(env.path(&format!("run/slots/{slot}/tmux/sock")))
         .args(["capture-pane", "-p", "-t", slot])
         .output()
         .unwrap();
     normalise(&stdout_of(out))
+}
+
+async fn slot_uid(env: &TestEnv, slot: &str) -> u32 {
+    let id = slotapi::SlotId::new(slot).unwrap();
+    env.client()
+        .get(&id)
+        .await
+        .unwrap()
+        .uid
+        .expect("the slot's uid")
 }
 
 /// Lines without trailing blanks, no blank lines at the end.
@@ -122,16 +141,17 @@ async fn a_session_replays_to_the_screen_the_terminal_showed() {
     tty.input("seq 1 5; echo done-$((6*7))\r").await.unwrap();
     tty.expect_from(from, "done-42", T).await.unwrap();
     // Let tmux finish redrawing (cursor, prompt) before comparing.
+    let uid = slot_uid(&env, "alice").await;
     let mut live = String::new();
     wait_for("the prompt after done-42 in the pane", T, || {
-        live = tmux_screen(&env, "alice");
+        live = tmux_screen(&env, uid, "alice");
         let ok =
             live.lines().last().is_some_and(|l| !l.contains("done-42")) && live.contains("done-42");
         async move { ok }
     })
     .await;
     tty.drain_for(Duration::from_millis(300)).await;
-    let live = tmux_screen(&env, "alice");
+    let live = tmux_screen(&env, uid, "alice");
     tty.close().await;
 
     let line = ws_line(&gw, "alice").await;
@@ -320,9 +340,10 @@ async fn replay_by_session_id_goes_through_the_activity_store() {
         .await
         .unwrap();
     tty.expect("réplay ok", T).await.unwrap();
+    let uid = slot_uid(&env, "alice").await;
     let mut live = String::new();
     wait_for("the prompt after réplay ok in the pane", T, || {
-        live = tmux_screen(&env, "alice");
+        live = tmux_screen(&env, uid, "alice");
         let ok = live.contains("réplay ok")
             && live
                 .lines()
@@ -332,7 +353,7 @@ async fn replay_by_session_id_goes_through_the_activity_store() {
     })
     .await;
     tty.drain_for(Duration::from_millis(300)).await;
-    let live = tmux_screen(&env, "alice");
+    let live = tmux_screen(&env, uid, "alice");
     tty.close().await;
 
     let line = ws_line(&gw, "alice").await;

@@ -306,6 +306,10 @@ pub fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == "__log-writer") {
         return log_writer::main(args);
     }
+    // Nor the step in front of a slot's sandbox (see enter.rs).
+    if args.get(1).is_some_and(|a| a == crate::enter::SUBCOMMAND) {
+        return crate::enter::main(args);
+    }
     let cli = Cli::parse_from(args);
     init_tracing(
         cli.verbose,

@@ -22,7 +22,7 @@ pub use apps::{APP_ENV, MEMORY_CHECK_INTERVAL};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -33,15 +33,17 @@ use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio::time::{sleep, sleep_until, Instant};
 use tracing::{info, warn};
 
-use crate::cgroup::{Cgroups, Usage};
+use crate::cgroup::{self, Cgroups, Usage};
 use crate::clock::now_ms;
 use crate::config::{Config, IsolationPref};
+use crate::enter::Enter;
 use crate::launch::{self, Context};
 use crate::lifecycle::{AfterFailure, Policy};
 use crate::logs;
 use crate::process::{self, ExitWatch};
 use crate::sandbox;
 use crate::store::{SlotRecord, Store, StoreError};
+use crate::tenant::{self, Tenant, Tenants};
 
 /// How long `ensure` waits when the caller does not say.
 pub const DEFAULT_ENSURE_WAIT: Duration = Duration::from_secs(10);
@@ -106,6 +108,8 @@ struct SlotState {
     last_sample: Option<(std::time::Instant, Usage)>,
     clients: BTreeSet<String>,
     last_activity: Instant,
+    /// The uid the slot runs as, once known (first start or adoption).
+    uid: Option<u32>,
 }
 
 struct Slot {
@@ -123,9 +127,19 @@ impl Slot {
 
 pub struct Supervisor {
     cfg: Arc<Config>,
-    store: Store,
+    store: Arc<Store>,
     cgroups: Cgroups,
+    tenants: Tenants,
     ttyd: PathBuf,
+    pasta: PathBuf,
+    /// tmux and bubblewrap, found on PATH when configured by name (a
+    /// sandbox needs the absolute path to show them).
+    tmux: PathBuf,
+    bwrap: PathBuf,
+    /// The config file, absolute (sandboxes hide it).
+    config_file: PathBuf,
+    /// This program, run as `slotctl __enter` in front of every sandbox.
+    enter: PathBuf,
     boot_id: String,
     host_path: String,
     lang: String,
@@ -143,7 +157,12 @@ pub struct Supervisor {
 enum Initial {
     Idle,
     StartNow,
-    Adopt { pid: u32 },
+    Adopt {
+        pid: u32,
+    },
+    /// Running in the layout of an older slotctl (ttyd and tmux outside
+    /// the sandbox, as the daemon's user): ended and started again, once.
+    Legacy,
 }
 
 /// A running ttyd.
@@ -161,7 +180,14 @@ impl Supervisor {
     /// slot that should run, and start the background samplers.
     pub async fn launch(cfg: Arc<Config>) -> anyhow::Result<Arc<Supervisor>> {
         use anyhow::Context as _;
-        let store = Store::open(&cfg.paths.data_dir.join("state.db"))?;
+        let store = Arc::new(Store::open(&cfg.paths.data_dir.join("state.db"))?);
+        let tenants = Tenants::new(
+            cfg.supervisor.users,
+            cfg.supervisor.gateway_group.as_deref(),
+            store.clone(),
+        )
+        .map_err(anyhow::Error::msg)?;
+        info!(users = %tenants.describe(), "slot identities");
         let cgroups = Cgroups::detect(
             &cfg.supervisor.cgroup_root,
             cfg.supervisor.isolation == IsolationPref::Auto,
@@ -174,7 +200,13 @@ impl Supervisor {
         let sup = Arc::new(Supervisor {
             store,
             cgroups,
+            tenants,
             ttyd,
+            pasta: crate::config::find_on_path("pasta").unwrap_or_else(|| "pasta".into()),
+            tmux: absolute(&cfg.ttyd.tmux),
+            bwrap: absolute(&cfg.ttyd.bwrap),
+            config_file: std::path::absolute(&cfg.file).unwrap_or_else(|_| cfg.file.clone()),
+            enter: std::env::current_exe().context("finding slotctl's own path")?,
             boot_id: process::boot_id(),
             host_path: std::env::var("PATH")
                 .unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
@@ -203,6 +235,10 @@ impl Supervisor {
     fn initial_for(&self, rec: &SlotRecord) -> Initial {
         if !rec.enabled || rec.status == SlotStatus::Errored {
             return Initial::Idle;
+        }
+        let legacy_socket = self.cfg.paths.slots_dir().join(format!("{}.sock", rec.id));
+        if legacy_socket.exists() {
+            return Initial::Legacy;
         }
         if let (Some(pid), Some(start), Some(boot)) =
             (rec.pid, rec.start_ticks, rec.boot_id.as_deref())
@@ -243,6 +279,7 @@ impl Supervisor {
                 last_sample: None,
                 clients: BTreeSet::new(),
                 last_activity: Instant::now(),
+                uid: None,
             }),
             tx,
             status: status_tx,
@@ -324,6 +361,7 @@ impl Supervisor {
                 .templates
                 .get(&st.rec.template)
                 .is_some_and(|t| t.record_input),
+            uid: st.uid,
         }
     }
 
@@ -552,9 +590,11 @@ impl Supervisor {
     fn launch_context(&self) -> Context<'_> {
         Context {
             paths: &self.cfg.paths,
+            config_file: &self.config_file,
+            pasta: &self.pasta,
             ttyd: &self.ttyd,
-            tmux: &self.cfg.ttyd.tmux,
-            bwrap: &self.cfg.ttyd.bwrap,
+            tmux: &self.tmux,
+            bwrap: &self.bwrap,
             ping_interval: self.cfg.ttyd.ping_interval,
             instance: self.cgroups.instance(),
             host_path: self.host_path.clone(),
@@ -604,8 +644,24 @@ impl Actor {
                 self.reap_leftovers().await;
                 Phase::Idle
             }
-            Initial::StartNow => self.spawn_door(),
+            Initial::StartNow => self.spawn_door().await,
             Initial::Adopt { pid } => self.adopt(pid).await,
+            Initial::Legacy => {
+                let paths = &self.sup.cfg.paths;
+                kill_tree(
+                    &self.sup.cgroups,
+                    self.id().as_str(),
+                    self.sup.cfg.supervisor.kill_timeout,
+                )
+                .await;
+                for old in [format!("{}.sock", self.id()), format!("{}.tmux", self.id())] {
+                    let _ = std::fs::remove_file(paths.slots_dir().join(old));
+                }
+                let note = "restarted once: slots now run as their owner's own uid, inside the sandbox (tmux included)";
+                logs::note(&self.log(), note);
+                info!(slot = %self.id(), "{note}");
+                self.spawn_door().await
+            }
         };
         loop {
             phase = match phase {
@@ -617,7 +673,7 @@ impl Actor {
                     },
                 },
                 Phase::Backoff(until) => tokio::select! {
-                    _ = sleep_until(until) => self.restart_now(),
+                    _ = sleep_until(until) => self.restart_now().await,
                     cmd = rx.recv() => match cmd {
                         None => return,
                         // Asked for while backing off (the gateway's lazy
@@ -627,7 +683,7 @@ impl Actor {
                         // in `errored` however often someone asks for it.
                         Some(Cmd::Start(reply)) => {
                             let _ = reply.send(());
-                            self.restart_now()
+                            self.restart_now().await
                         }
                         Some(cmd) => match self.command(cmd, None).await {
                             Some(p) => p,
@@ -671,7 +727,7 @@ impl Actor {
                     None => {
                         self.policy.reset();
                         self.slot.lock().rec.enabled = true;
-                        self.spawn_door()
+                        self.spawn_door().await
                     }
                 };
                 let _ = reply.send(());
@@ -693,7 +749,7 @@ impl Actor {
                     st.rec.enabled = true;
                     st.rec.restarts += 1;
                 }
-                let phase = self.spawn_door();
+                let phase = self.spawn_door().await;
                 let _ = reply.send(());
                 Some(phase)
             }
@@ -736,13 +792,13 @@ impl Actor {
     /// Spawn ttyd for the slot. Failure to spawn is a failure like any
     /// other: it goes through backoff and, if it persists, `errored`.
     /// The next attempt after a failure (counted in `restarts`).
-    fn restart_now(&mut self) -> Phase {
+    async fn restart_now(&mut self) -> Phase {
         self.slot.lock().rec.restarts += 1;
-        self.spawn_door()
+        self.spawn_door().await
     }
 
-    fn spawn_door(&mut self) -> Phase {
-        match self.try_spawn() {
+    async fn spawn_door(&mut self) -> Phase {
+        match self.try_spawn().await {
             Ok(door) => Phase::Running(door),
             Err(reason) => {
                 logs::note(&self.log(), &format!("could not start: {reason}"));
@@ -751,7 +807,7 @@ impl Actor {
         }
     }
 
-    fn try_spawn(&mut self) -> Result<Door, String> {
+    async fn try_spawn(&mut self) -> Result<Door, String> {
         let sup = &self.sup;
         let (template_name, owner) = {
             let st = self.slot.lock();
@@ -762,63 +818,82 @@ impl Actor {
             .templates
             .get(&template_name)
             .ok_or_else(|| format!("template {template_name:?} no longer exists"))?;
+        let key = tenant::sandbox_key(self.id(), &owner).to_string();
+        let who = sup.tenants.resolve(&key)?;
+        self.slot.lock().uid = Some(who.uid);
         let ctx = sup.launch_context();
-        let mut plan = launch::plan(&ctx, template, self.id(), &owner);
-        crate::claude::keys::inject(&sup.cfg.paths.data_dir, &owner, &mut plan.env);
-        plan.env.extend(launch::owner_env(
+        let mut plan = launch::plan(&ctx, template, self.id(), &owner, who);
+        crate::claude::keys::inject(&sup.cfg.paths.data_dir, &owner, &mut plan.session_env);
+        plan.session_env.extend(launch::owner_env(
             &owner,
             owner_account(&sup.cfg.paths.data_dir, &owner).as_ref(),
         ));
         let vars = launch::vars(&sup.cfg.paths, self.id(), &owner);
-        sandbox::prepare(template, &vars).map_err(|e| format!("preparing sandbox: {e}"))?;
-        sup.cgroups
-            .create(self.id().as_str(), &template.limits)
-            .map_err(|e| format!("creating cgroup: {e}"))?;
-        // A socket file left by a ttyd that died would make bind() fail.
-        let _ = std::fs::remove_file(&plan.socket);
-        let log = logs::open_append(&self.log()).map_err(|e| format!("opening log: {e}"))?;
-        let log2 = log.try_clone().map_err(|e| format!("opening log: {e}"))?;
-        let cwd = if plan.cwd.is_dir() {
-            plan.cwd.clone()
-        } else {
-            PathBuf::from("/")
-        };
-        let child = Command::new(&plan.program)
-            .args(&plan.args)
-            .env_clear()
-            .envs(&plan.env)
-            .current_dir(cwd)
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            // Own process group: signals aimed at the daemon's group (a
-            // terminal's ^C, a service manager) do not reach the slot.
-            .process_group(0)
-            .spawn()
-            .map_err(|e| format!("spawning {}: {e}", plan.program.display()))?;
-        let pid = child.id();
-        // The Child handle is dropped without waiting: the pidfd watch
-        // reaps it, and after a daemon restart it is no longer our child.
-        drop(child);
-        if let Err(e) = sup.cgroups.add(self.id().as_str(), pid) {
-            process::signal(pid, Signal::KILL);
-            process::reap(pid);
-            return Err(format!("moving ttyd into its cgroup: {e}"));
+        let reowned = sandbox::prepare(template, &vars, &key, who)
+            .map_err(|e| format!("preparing sandbox: {e}"))?;
+        if reowned > 0 {
+            let note = format!(
+                "gave {reowned} entries of the sandbox {} to uid {}",
+                vars.sandbox.display(),
+                who.uid
+            );
+            logs::note(&self.log(), &note);
+            info!(slot = %self.id(), "{note}");
         }
-        if matches!(sup.cgroups.mode, crate::cgroup::Mode::Rlimit { .. }) {
-            if let Some(bytes) = template.limits.memory_bytes {
-                if let Some(p) = rustix::process::Pid::from_raw(pid as i32) {
-                    let lim = rustix::process::Rlimit {
-                        current: Some(bytes),
-                        maximum: Some(bytes),
-                    };
-                    let _ = rustix::process::prlimit(Some(p), rustix::process::Resource::As, lim);
+        sandbox::prepare_slot_dir(&sup.cfg.paths, self.id(), who, sup.tenants.gateway_gid())
+            .map_err(|e| format!("preparing the slot directory: {e}"))?;
+        sup.cgroups
+            .create_slot(self.id().as_str(), &template.limits)
+            .map_err(|e| format!("creating cgroup: {e}"))?;
+        if !session_alive(&plan.tmux_socket) {
+            let session = cgroup::part_key(self.id().as_str(), "session");
+            kill_all(&sup.cgroups, &session, Duration::from_millis(500)).await;
+            let _ = std::fs::remove_file(&plan.tmux_socket);
+            let pid = self.spawn_part(
+                "session",
+                &plan.session,
+                &plan.session_env,
+                &plan.cwd,
+                who,
+                template,
+            )?;
+            logs::note(
+                &self.log(),
+                &format!("started the session (tmux) pid {pid} as uid {}", who.uid),
+            );
+            // Reap it whenever it ends (it is our child until we restart).
+            let watch =
+                ExitWatch::new(pid).map_err(|e| format!("watching the session pid {pid}: {e}"))?;
+            tokio::spawn(async move { watch.wait().await });
+            let deadline = Instant::now() + sup.cfg.supervisor.start_timeout;
+            while !session_alive(&plan.tmux_socket) {
+                if Instant::now() >= deadline || process::is_dead(pid) {
+                    process::signal(pid, Signal::KILL);
+                    return Err(format!(
+                        "the session (tmux) did not open {} within {:?}",
+                        plan.tmux_socket.display(),
+                        sup.cfg.supervisor.start_timeout
+                    ));
                 }
+                sleep(Duration::from_millis(2)).await;
             }
         }
+        // A socket file left by a ttyd that died would make bind() fail.
+        let _ = std::fs::remove_file(&plan.socket);
+        let pid = self.spawn_part(
+            "door",
+            &plan.door,
+            &plan.door_env,
+            Path::new("/"),
+            who,
+            template,
+        )?;
         let watch = ExitWatch::new(pid).map_err(|e| format!("watching ttyd pid {pid}: {e}"))?;
         let start_ticks = process::start_time(pid);
-        logs::note(&self.log(), &format!("started ttyd pid {pid}"));
+        logs::note(
+            &self.log(),
+            &format!("started ttyd pid {pid} as uid {}", who.uid),
+        );
         {
             let mut st = self.slot.lock();
             st.started = Some(std::time::Instant::now());
@@ -843,16 +918,76 @@ impl Actor {
         })
     }
 
+    /// Spawn one part of the slot through `slotctl __enter`, which joins
+    /// the part's cgroup before anything forks and becomes the slot's user.
+    fn spawn_part(
+        &self,
+        part: &str,
+        argv: &[String],
+        env: &BTreeMap<String, String>,
+        cwd: &Path,
+        who: Tenant,
+        template: &crate::template::Template,
+    ) -> Result<u32, String> {
+        let sup = &self.sup;
+        let rlimit = matches!(sup.cgroups.mode, crate::cgroup::Mode::Rlimit { .. });
+        let enter = Enter {
+            cgroups: sup
+                .cgroups
+                .procs_files(&cgroup::part_key(self.id().as_str(), part))
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            uid: sup.tenants.isolated().then_some(who.uid),
+            gid: sup.tenants.isolated().then_some(who.gid),
+            rlimit_as: template.limits.memory_bytes.filter(|_| rlimit),
+            // bubblewrap sets it for what it runs (and pasta in front of it
+            // must not have it: bubblewrap could not map its user inside).
+            no_new_privs: !template.bwrap,
+            program: argv.iter().map(Into::into).collect(),
+        };
+        let log = logs::open_append(&self.log()).map_err(|e| format!("opening log: {e}"))?;
+        let log2 = log.try_clone().map_err(|e| format!("opening log: {e}"))?;
+        let cwd = if cwd.is_dir() { cwd } else { Path::new("/") };
+        let child = Command::new(&sup.enter)
+            .args(enter.args())
+            .env_clear()
+            .envs(env)
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            // Own process group: signals aimed at the daemon's group (a
+            // terminal's ^C, a service manager) do not reach the slot.
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("spawning the {part} ({}): {e}", argv[0]))?;
+        // The Child handle is dropped without waiting: the pidfd watch (or
+        // the cgroup) tracks it, and after a daemon restart it is no longer
+        // our child.
+        let pid = child.id();
+        drop(child);
+        Ok(pid)
+    }
+
     async fn adopt(&mut self, pid: u32) -> Phase {
         let watch = match ExitWatch::new(pid) {
             Ok(w) => w,
-            Err(_) => return self.spawn_door(),
+            Err(_) => return self.spawn_door().await,
         };
         logs::note(
             &self.log(),
             &format!("re-adopted ttyd pid {pid} after a daemon restart"),
         );
         info!(slot = %self.id(), pid, "re-adopting ttyd");
+        let owner = self.slot.lock().rec.owner.to_string();
+        let uid = self
+            .sup
+            .tenants
+            .resolve(tenant::sandbox_key(self.id(), &owner))
+            .ok()
+            .map(|t| t.uid);
+        self.slot.lock().uid = uid;
         let door = Door {
             pid,
             watch,
@@ -988,9 +1123,12 @@ impl Actor {
         }
     }
 
-    /// Kill only ttyd (the tmux session survives) and wait for it.
+    /// Kill only the door, ttyd's sandbox (the tmux session survives), and
+    /// wait for it.
     async fn kill_door(&self, door: Door) {
         process::signal(door.pid, Signal::KILL);
+        let key = cgroup::part_key(self.id().as_str(), "door");
+        self.sup.cgroups.signal_all(&key, Signal::KILL);
         let _ = tokio::time::timeout(Duration::from_secs(2), door.watch.wait()).await;
     }
 
@@ -1020,6 +1158,7 @@ impl Actor {
         }
         let _ = std::fs::remove_file(self.sup.cfg.paths.slot_socket(self.id()));
         let _ = std::fs::remove_file(launch::tmux_socket(&self.sup.cfg.paths, self.id()));
+        let _ = std::fs::remove_dir_all(self.sup.cfg.paths.slot_dir(self.id()));
         if was_running {
             logs::note(
                 &self.log(),
@@ -1170,6 +1309,19 @@ async fn sampler(sup: std::sync::Weak<Supervisor>) {
 /// (no database, no account, or an unreadable one: `None`, and the slot gets
 /// only `SLOTGATE_USER`). Read-only: a slot start never writes the gateway's
 /// database.
+/// `p` itself when it has a directory part, else where PATH has it.
+fn absolute(p: &Path) -> PathBuf {
+    if p.components().count() > 1 {
+        return p.to_path_buf();
+    }
+    crate::config::find_on_path(&p.display().to_string()).unwrap_or_else(|| p.to_path_buf())
+}
+
+/// Whether the tmux server of a slot answers on its socket.
+fn session_alive(socket: &Path) -> bool {
+    std::os::unix::net::UnixStream::connect(socket).is_ok()
+}
+
 fn owner_account(data_dir: &std::path::Path, owner: &str) -> Option<identity::store::User> {
     let path = data_dir.join("identity.db");
     let read = identity::store::Store::open_existing_read_only(&path)
