@@ -13,6 +13,8 @@ need=()
 have_cmd() { command -v "$1" >/dev/null 2>&1; }
 have_cmd tmux || need+=(tmux)
 have_cmd bwrap || need+=(bubblewrap)
+# pasta (Debian's passt): the user-space network stack of `egress` slots.
+have_cmd pasta || need+=(passt)
 have_cmd cmake || need+=(cmake)
 have_cmd pkg-config || need+=(pkg-config)
 have_cmd nginx || need+=(nginx-light)
@@ -25,8 +27,13 @@ have_cmd node || need+=(nodejs)
 have_cmd npm || need+=(npm)
 have_cmd python3 || need+=(python3)
 have_cmd kill || need+=(procps)
-# prlimit (util-linux): the open-files test starts slotgate under a low limit.
+# prlimit (util-linux): the open-files test starts slotgate under a low limit;
+# setpriv (util-linux) runs the tenant tests' host-side checks as a slot's uid.
 have_cmd prlimit || need+=(util-linux)
+# The tenant-escape suite: curl inside slots, ip (iproute2) for the network
+# namespace that stands in for the internet.
+have_cmd curl || need+=(curl)
+have_cmd ip || need+=(iproute2)
 # The portal's browser tests drive Debian's chromium (playwright-core, no
 # browser download).
 have_cmd chromium || need+=(chromium)
@@ -39,6 +46,18 @@ if ((${#need[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q >&2
   apt-get install -y -q --no-install-recommends "${need[@]}" >&2
+fi
+
+# pasta opens /dev/net/tun as the slot's user. udev makes it 0666 on a
+# Debian host; a machine without udev (a container, some CI images) leaves
+# the kernel's 0600, and every `egress` slot would fail to start.
+if [[ -c /dev/net/tun && $(stat -c %a /dev/net/tun) != 666 ]]; then
+  if [[ $(id -u) == 0 ]]; then
+    log "making /dev/net/tun usable by slot users (0666, as udev does)"
+    chmod 0666 /dev/net/tun
+  else
+    log "warning: /dev/net/tun is not 0666; egress slots need it (run as root once)"
+  fi
 fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"

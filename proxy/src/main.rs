@@ -78,6 +78,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose, cli.quiet);
+    slotapi::files::close_new_files_to_others();
     let result = match cli.command.unwrap_or(Command::Run) {
         Command::Run => load(cli.config.as_deref())
             .and_then(server::run)

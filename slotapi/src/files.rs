@@ -15,6 +15,14 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Make everything this process creates from now on closed to others
+/// (umask 027): slotgate's data and run directories are passable by
+/// everyone (each slot's own uid reaches its sandbox and socket through
+/// them), so a file in them must never be readable by others by default.
+pub fn close_new_files_to_others() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o027));
+}
+
 /// Replace `path`'s content whole: a reader sees the old content or the
 /// new one, never a part (written to a file beside it, synced, renamed).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -87,7 +87,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // What the daemon makes is never the world's: data_dir and run_dir are
     // only passable (0711, so a slot's own user reaches its sandbox and
     // socket directory), and everything in them is 0750 or tighter.
-    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o027));
+    slotapi::files::close_new_files_to_others();
     for dir in [&paths.data_dir, &paths.run_dir, &paths.slots_dir()] {
         crate::tenant::daemon_dir(dir, 0o711)
             .with_context(|| format!("preparing {} (mode 0711)", dir.display()))?;
