@@ -18,7 +18,7 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::prelude::HttpPeer;
 use pingora::proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
-use pingora::{Error, ErrorSource, ErrorType, Result};
+use pingora::{Error, ErrorSource, ErrorType, OrErr, Result};
 use slotapi::{ActivityKind, SlotId};
 
 use crate::access_log::{self, AccessLog, Entry};
@@ -1294,6 +1294,33 @@ impl ProxyHttp for Gateway {
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         ctx.upstream_from = Some(Instant::now());
         Ok(Box::new(peer))
+    }
+
+    /// The same check as for WebSocket upgrades ([`upgrade::check_slot_peer`])
+    /// for plain requests: the socket's server must be the slot's uid.
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        _peer: &HttpPeer,
+        fd: std::os::unix::io::RawFd,
+        _digest: Option<&pingora::protocols::Digest>,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(socket) = self.socket(ctx) else {
+            return Ok(());
+        };
+        // SAFETY: pingora passes the connected socket's descriptor, open for
+        // the whole call; it is only borrowed for one getsockopt.
+        #[allow(unsafe_code)]
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        let uid = rustix::net::sockopt::socket_peercred(fd)
+            .map(|c| c.uid.as_raw())
+            .or_err(ErrorType::ConnectError, "reading the slot socket's peer")?;
+        upgrade::check_slot_peer(&socket, uid).or_err(
+            ErrorType::ConnectRefused,
+            "slot socket served by another uid",
+        )
     }
 
     fn fail_to_connect(

@@ -89,10 +89,39 @@ impl Ended {
 
 /// Connect to a slot's socket within `timeout`.
 pub async fn connect(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
-    match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
-        Ok(r) => r,
-        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+    let stream = match tokio::time::timeout(timeout, UnixStream::connect(path)).await {
+        Ok(r) => r?,
+        Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+    };
+    let peer = stream.peer_cred()?.uid();
+    check_slot_peer(path, peer)?;
+    Ok(stream)
+}
+
+/// A slot's socket must be served by the slot's own uid: the owner of its
+/// directory (`<run>/slots/<id>/`, made by slotctl in a directory no slot
+/// can write). A socket file there replaced by a link to another slot's
+/// socket would otherwise hand this user someone else's terminal.
+pub fn check_slot_peer(socket: &Path, peer_uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let dir = socket.parent().unwrap_or(socket);
+    let owner = std::fs::symlink_metadata(dir)?.uid();
+    if owner == peer_uid {
+        return Ok(());
     }
+    tracing::warn!(
+        socket = %socket.display(),
+        owner,
+        peer_uid,
+        "a slot socket is served by another uid than its slot's; refused"
+    );
+    Err(std::io::Error::new(
+        std::io::ErrorKind::PermissionDenied,
+        format!(
+            "{} is served by uid {peer_uid}, not the slot's uid {owner}",
+            socket.display()
+        ),
+    ))
 }
 
 /// Send the upgrade request to the slot and read its response head.

@@ -25,13 +25,14 @@ fn private_dir(p: &Path) -> anyhow::Result<()> {
 /// program with a looser umask) left directly in `dir`: with `dir` passable
 /// by everyone, a file readable by others there (identity.db, a key) would
 /// be readable by every slot. `users/` and `slots/` are passable on purpose
-/// and keep their mode; symlinks are left alone.
+/// and keep their mode (as do `passwd/` and `tmux.conf`, read by slots);
+/// symlinks are left alone.
 fn close_to_others(dir: &Path) -> anyhow::Result<()> {
     for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
         let entry = entry?;
         if matches!(
             entry.file_name().to_str(),
-            Some("users" | "slots" | "tmux.conf")
+            Some("users" | "slots" | "passwd" | "tmux.conf")
         ) {
             continue;
         }

@@ -192,6 +192,16 @@ pub fn plan(
             d(&conf),
             d(&conf),
         ]);
+        let (passwd, group) =
+            sandbox::identity_paths(ctx.paths, crate::tenant::sandbox_key(id, owner));
+        session.extend([
+            "--ro-bind".into(),
+            d(&passwd),
+            "/etc/passwd".into(),
+            "--ro-bind".into(),
+            d(&group),
+            "/etc/group".into(),
+        ]);
         session.extend(sandbox::shares(template, &vars));
         session.extend(["--chdir".into(), cwd.clone(), "--".into()]);
     }

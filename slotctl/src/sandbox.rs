@@ -78,6 +78,57 @@ pub fn prepare(template: &Template, vars: &Vars, key: &str, tenant: Tenant) -> i
     Ok(reowned)
 }
 
+/// `/etc/passwd` and `/etc/group` as a sandbox of `key` sees them: the
+/// host's, plus the slot's own user and group (named after the owner, with
+/// the sandbox's home), so `id`, `whoami`, the prompt and ssh know who they
+/// are. Written by the daemon to `<run>/passwd/`, a directory no slot can
+/// write; the sandbox binds them read-only.
+pub fn identity_files(paths: &Paths, key: &str, who: Tenant, home: &Path) -> io::Result<()> {
+    let dir = paths.run_dir.join("passwd");
+    tenant::daemon_dir(&dir, 0o711)?;
+    let keep = |line: &&str| {
+        let f: Vec<&str> = line.split(':').collect();
+        f.first() != Some(&key) && f.get(2) != Some(&who.uid.to_string().as_str())
+    };
+    let mut passwd: String = fs::read_to_string("/etc/passwd")
+        .unwrap_or_default()
+        .lines()
+        .filter(keep)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    passwd.push_str(&format!(
+        "{key}:x:{}:{}:{key}:{}:/bin/bash\n",
+        who.uid,
+        who.gid,
+        home.display()
+    ));
+    let mut group: String = fs::read_to_string("/etc/group")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            f.first() != Some(&key) && f.get(2) != Some(&who.gid.to_string().as_str())
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    group.push_str(&format!("{key}:x:{}:\n", who.gid));
+    let (p, g) = identity_paths(paths, key);
+    for (path, text) in [(&p, passwd), (&g, group)] {
+        slotapi::files::write_atomic(path, text.as_bytes())?;
+        fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
+    }
+    Ok(())
+}
+
+/// Where [`identity_files`] puts `key`'s passwd and group files.
+pub fn identity_paths(paths: &Paths, key: &str) -> (PathBuf, PathBuf) {
+    let dir = paths.run_dir.join("passwd");
+    (
+        dir.join(format!("{key}.passwd")),
+        dir.join(format!("{key}.group")),
+    )
+}
+
 /// Make the slot's directory, `<run>/slots/<id>/`: the tenant's, with the
 /// gateway's group and setgid, so the socket ttyd makes there is the
 /// gateway's to reach and no one else's; and `tmux/` in it, the tenant's

@@ -463,6 +463,10 @@ async fn no_privilege_can_be_gained() {
     assert_ne!(r.rc, 0, "{}", r.out);
     let r = t.run("id -u").await;
     assert_eq!(r.out.trim(), t.alice.to_string());
+    // The user knows who they are (a passwd entry of the slot's own).
+    let r = t.run("whoami; echo ~").await;
+    assert!(r.out.contains("alice"), "{}", r.out);
+    assert!(r.out.contains("users/alice/home"), "{}", r.out);
     // Nothing on the host changed.
     assert!(!Path::new("/tmp/mem").exists());
 }
@@ -650,4 +654,47 @@ async fn an_egress_slot_reaches_the_internet_stand_in() {
     let r = t.run(&format!("curl -sS -m 10 http://{}/", net.addr)).await;
     assert_eq!(r.rc, 0, "{}", r.out);
     assert!(r.out.contains("hello from the internet"), "{}", r.out);
+}
+
+/// A slot that can write its own socket directory (a template without
+/// bubblewrap, or a host account in `users = "system"`) replaces its
+/// ttyd socket with a link to another slot's: the gateway must not hand
+/// alice bob's terminal. (Done here as root on alice's behalf.)
+#[tokio::test]
+async fn a_socket_linked_to_another_slot_is_refused() {
+    let mut t = tenants("shell").await;
+    let r = t.run("id -u").await;
+    assert_eq!(r.out.trim(), t.alice.to_string());
+    let mine = t.env.path("run/slots/alice/ttyd.sock");
+    std::fs::remove_file(&mine).unwrap();
+    std::os::unix::fs::symlink(t.env.path("run/slots/bob/ttyd.sock"), &mine).unwrap();
+    let cookie = user_session_cookie(&t).await;
+    match accounts::tty(&t.gw, "alice", &[("Cookie", &cookie)]).await {
+        Err(_) => {}
+        Ok(mut other) => {
+            other.input("id -u\r").await.unwrap();
+            other.drain_for(Duration::from_secs(2)).await;
+            assert!(
+                !other.screen.contains(&t.bob.to_string()),
+                "alice got bob's terminal: {:?}",
+                other.screen
+            );
+        }
+    }
+    // A plain request (ttyd's page) is refused the same way.
+    let (c, _) = accounts::browser();
+    let r = c
+        .get(format!("{}/slot/alice/", t.gw.base_url()))
+        .header("Cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().as_u16() >= 500, "{}", r.status());
+}
+
+async fn user_session_cookie(t: &Tenants) -> String {
+    let (c, jar) = accounts::browser();
+    let r = accounts::login(&t.gw, &c, "alice", &accounts::password_of("alice"), "/").await;
+    assert_eq!(r.status(), 303);
+    accounts::session_cookie(&t.gw, &jar).unwrap()
 }

@@ -842,6 +842,8 @@ impl Actor {
         }
         sandbox::prepare_slot_dir(&sup.cfg.paths, self.id(), who, sup.tenants.gateway_gid())
             .map_err(|e| format!("preparing the slot directory: {e}"))?;
+        sandbox::identity_files(&sup.cfg.paths, &key, who, &vars.home())
+            .map_err(|e| format!("writing the slot's passwd and group: {e}"))?;
         sup.cgroups
             .create_slot(self.id().as_str(), &template.limits)
             .map_err(|e| format!("creating cgroup: {e}"))?;
