@@ -54,6 +54,7 @@ struct RawSupervisor {
     users: Option<String>,
     uid_range: Option<String>,
     gateway_group: Option<String>,
+    allow_weak_isolation: Option<bool>,
 }
 
 /// How slot trees are accounted for and torn down.
@@ -90,6 +91,11 @@ pub struct Supervisor {
     /// The group (besides the slot's own) that may reach slot sockets: the
     /// gateway's. `None`: the daemon's own group.
     pub gateway_group: Option<String>,
+    /// Serve a multi-user gateway even where isolation is weak.
+    pub allow_weak_isolation: bool,
+    /// The config's gateway signs people in (`[slotgate] auth` is not
+    /// `"none"`): several users share this host.
+    pub multi_user: bool,
 }
 
 /// `supervisor.users`: whose uid a slot runs as.
@@ -137,6 +143,21 @@ pub struct Config {
     pub activity: crate::activity::Settings,
     /// `[claude]`: transcript ingestion, prices, default quotas.
     pub claude: crate::claude::ClaudeConfig,
+}
+
+/// Whether `[slotgate] auth` signs people in (anything but `"none"`; the
+/// gateway's default is `"local"`). Without a `[slotgate]` section there is
+/// no gateway in this config.
+fn multi_user(cf: &ConfigFile) -> bool {
+    let Some(gw) = cf.table.get("slotgate").and_then(|v| v.as_table()) else {
+        return false;
+    };
+    match gw.get("auth") {
+        None => true,
+        Some(toml::Value::String(s)) => s != "none",
+        Some(toml::Value::Array(a)) => !a.iter().any(|v| v.as_str() == Some("none")),
+        Some(_) => true,
+    }
 }
 
 /// Parse `"200000-299999"`: both ends included, no uid below 1000 (those
@@ -302,6 +323,8 @@ impl Config {
             max_slots: rs.max_slots.unwrap_or(2000),
             users,
             gateway_group: rs.gateway_group,
+            allow_weak_isolation: rs.allow_weak_isolation.unwrap_or(false),
+            multi_user: multi_user(cf),
         };
         let ttyd = Ttyd {
             binary: rt.binary.map(|p| cf.resolve(&p)),

@@ -98,6 +98,23 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     private_dir(&crate::logs::log_dir(&paths.data_dir))?;
     let _lock = lock(&paths.run_dir)?;
+    let bwrap = crate::config::find_on_path(&cfg.ttyd.bwrap.display().to_string())
+        .unwrap_or_else(|| cfg.ttyd.bwrap.clone());
+    let facts = crate::isolation::facts(&cfg, &bwrap);
+    let weak = facts.weaknesses();
+    if !weak.is_empty() {
+        if cfg.supervisor.multi_user && !cfg.supervisor.allow_weak_isolation {
+            bail!(
+                "{}: isolation between slots is weak ({}), and the gateway in this config signs several people in; \
+                 fix the host (see slotctl doctor) or set supervisor.allow_weak_isolation = true to accept it",
+                cfg.file.display(),
+                weak.join("; ")
+            );
+        }
+        tracing::warn!(verdict = %facts.verdict(), "slot isolation is weak");
+    } else {
+        info!(verdict = %facts.verdict(), "slot isolation");
+    }
     fs::write(launch::tmux_conf(paths), launch::TMUX_CONF).context("writing tmux.conf")?;
     // Read by every slot's tmux (as the slot's user).
     fs::set_permissions(launch::tmux_conf(paths), fs::Permissions::from_mode(0o644))?;

@@ -18,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod enter;
+pub mod isolation;
 pub mod launch;
 pub mod lifecycle;
 pub mod logs;

@@ -83,31 +83,66 @@ pub fn group_gid(name: &str) -> Option<u32> {
     })
 }
 
+/// The daemon's own identity.
+pub fn daemon_identity() -> Tenant {
+    Tenant {
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+    }
+}
+
+/// What `supervisor.users` comes to for a daemon running as `daemon`:
+/// whether owners get uids of their own, and in words. An error when the
+/// setting cannot be had (a uid per owner without root).
+pub fn users_mode(pref: UsersPref, daemon: Tenant) -> Result<(bool, String), String> {
+    let how = how(pref, daemon)?;
+    Ok((how != How::Shared, describe(how, daemon)))
+}
+
+fn describe(how: How, daemon: Tenant) -> String {
+    match how {
+        How::Allocate { first, last } => {
+            format!("a uid per sandbox owner, allocated from {first}-{last}")
+        }
+        How::System => "each sandbox owner's host account".into(),
+        How::Shared if daemon.uid == 0 => {
+            "every slot as one unprivileged uid (slots are not isolated from each other)".into()
+        }
+        How::Shared => format!(
+            "every slot as the daemon's uid {} (slots are not isolated from each other)",
+            daemon.uid
+        ),
+    }
+}
+
+fn how(pref: UsersPref, daemon: Tenant) -> Result<How, String> {
+    let root = daemon.uid == 0;
+    Ok(match pref {
+        UsersPref::Auto if root => How::Allocate {
+            first: crate::config::DEFAULT_UID_RANGE.0,
+            last: crate::config::DEFAULT_UID_RANGE.1,
+        },
+        UsersPref::Auto | UsersPref::Shared => How::Shared,
+        UsersPref::Allocate { .. } | UsersPref::System if !root => {
+            return Err(
+                "supervisor.users asks for a uid per user, which needs the daemon to run as root \
+                     (or set supervisor.users = \"shared\")"
+                    .into(),
+            )
+        }
+        UsersPref::Allocate { first, last } => How::Allocate { first, last },
+        UsersPref::System => How::System,
+    })
+}
+
 impl Tenants {
     pub fn new(
         pref: UsersPref,
         gateway_group: Option<&str>,
         store: Arc<Store>,
     ) -> Result<Tenants, String> {
-        let daemon = Tenant {
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-        };
-        let root = daemon.uid == 0;
-        let how = match pref {
-            UsersPref::Auto if root => How::Allocate {
-                first: crate::config::DEFAULT_UID_RANGE.0,
-                last: crate::config::DEFAULT_UID_RANGE.1,
-            },
-            UsersPref::Auto | UsersPref::Shared => How::Shared,
-            UsersPref::Allocate { .. } | UsersPref::System if !root => return Err(
-                "supervisor.users asks for a uid per user, which needs the daemon to run as root \
-                     (or set supervisor.users = \"shared\")"
-                    .into(),
-            ),
-            UsersPref::Allocate { first, last } => How::Allocate { first, last },
-            UsersPref::System => How::System,
-        };
+        let daemon = daemon_identity();
+        let how = how(pref, daemon)?;
         let gateway_gid = match gateway_group {
             None => daemon.gid,
             Some(g) => group_gid(g).ok_or_else(|| {
@@ -122,31 +157,22 @@ impl Tenants {
         })
     }
 
-    /// Whether each owner has a uid of their own.
-    pub fn isolated(&self) -> bool {
-        self.how != How::Shared
-    }
-
     pub fn gateway_gid(&self) -> u32 {
         self.gateway_gid
     }
 
     pub fn describe(&self) -> String {
-        match self.how {
-            How::Allocate { first, last } => {
-                format!("a uid per sandbox owner, allocated from {first}-{last}")
-            }
-            How::System => "each sandbox owner's host account".into(),
-            How::Shared => format!(
-                "every slot as the daemon's uid {} (slots are not isolated from each other)",
-                self.daemon.uid
-            ),
-        }
+        describe(self.how, self.daemon)
     }
 
     /// The identity of sandbox owner `key`, allocating one on first use.
     pub fn resolve(&self, key: &str) -> Result<Tenant, String> {
         match self.how {
+            // A root daemon never runs a slot as root: "shared" is then one
+            // unprivileged uid for every slot (allocated like an owner's).
+            How::Shared if self.daemon.uid == 0 => {
+                self.allocate(SHARED_KEY, DEFAULT_RANGE.0, DEFAULT_RANGE.1)
+            }
             How::Shared => Ok(self.daemon),
             How::System => {
                 let text = read("/etc/passwd");
@@ -160,28 +186,40 @@ impl Tenants {
                 }
                 Ok(Tenant { uid, gid })
             }
-            How::Allocate { first, last } => {
-                let passwd = read("/etc/passwd");
-                let group = read("/etc/group");
-                let host_uids: std::collections::BTreeSet<u32> =
-                    passwd_entries(&passwd).map(|(_, u, _)| u).collect();
-                // /etc/group has the gid in the same column as passwd's uid.
-                let host_gids: std::collections::BTreeSet<u32> =
-                    passwd_entries(&group).map(|(_, g, _)| g).collect();
-                let uid = self
-                    .store
-                    .tenant_uid(key, first, last, |u| {
-                        host_uids.contains(&u) || host_gids.contains(&u)
-                    })
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| {
-                        format!("supervisor.uid_range {first}-{last} has no free uid left")
-                    })?;
-                Ok(Tenant { uid, gid: uid })
-            }
+            How::Allocate { first, last } => self.allocate(key, first, last),
         }
     }
+
+    /// The uid recorded for `key`, or the lowest free one in the range
+    /// that no host account or group uses.
+    fn allocate(&self, key: &str, first: u32, last: u32) -> Result<Tenant, String> {
+        let passwd = read("/etc/passwd");
+        let group = read("/etc/group");
+        let host_uids: std::collections::BTreeSet<u32> =
+            passwd_entries(&passwd).map(|(_, u, _)| u).collect();
+        // /etc/group has the gid in the same column as passwd's uid.
+        let host_gids: std::collections::BTreeSet<u32> =
+            passwd_entries(&group).map(|(_, g, _)| g).collect();
+        let uid = self
+            .store
+            .tenant_uid(key, first, last, |u| {
+                host_uids.contains(&u) || host_gids.contains(&u)
+            })
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("supervisor.uid_range {first}-{last} has no free uid left"))?;
+        Ok(Tenant { uid, gid: uid })
+    }
+
+    /// Whether spawning as `who` means dropping the daemon's identity.
+    pub fn drops_to(&self, who: Tenant) -> bool {
+        who.uid != self.daemon.uid || who.gid != self.daemon.gid
+    }
 }
+
+/// The `tenants` row of the one uid all slots share in `users = "shared"`
+/// under a root daemon (not a valid owner name, so no owner can take it).
+const SHARED_KEY: &str = "(shared)";
+const DEFAULT_RANGE: (u32, u32) = crate::config::DEFAULT_UID_RANGE;
 
 fn uid(u: u32) -> Option<Uid> {
     Some(Uid::from_raw(u))

@@ -613,11 +613,72 @@ async fn doctor_reports_ttyd_and_isolation() {
         ttyd["detail"].as_str().unwrap().contains("ttyd version 1."),
         "{ttyd}"
     );
-    assert!(find("isolation")["detail"]
+    assert!(find("resources")["detail"]
         .as_str()
         .unwrap()
         .contains("cgroup"));
     assert_eq!(find("daemon")["status"], "warn");
+    // Isolation as facts, found by a real sandbox (CI runs as root).
+    assert!(find("users")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("a uid per sandbox owner"));
+    let sandbox = find("sandbox");
+    assert_eq!(sandbox["status"], "ok", "{sandbox}");
+    assert!(
+        sandbox["detail"]
+            .as_str()
+            .unwrap()
+            .contains("capabilities dropped yes"),
+        "{sandbox}"
+    );
+    assert_eq!(
+        find("template shell")["detail"],
+        "sandboxed, network egress"
+    );
+    assert_eq!(find("template claudebox")["status"], "warn");
+    let verdict = find("verdict");
+    assert!(
+        verdict["detail"].as_str().unwrap().starts_with("isolated"),
+        "{verdict}"
+    );
+}
+
+/// Slots sharing the daemon's uid is weak isolation: the daemon says so,
+/// and refuses to serve a gateway that signs several people in unless
+/// the config accepts it.
+#[tokio::test]
+async fn weak_isolation_with_a_multi_user_gateway_needs_consent() {
+    let env = TestEnv::new(&[], "users = \"shared\"\n");
+    env.append_config("\n[slotgate]\nauth = \"local\"\n");
+    let out = env.slotctl(&["doctor", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let verdict = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "verdict")
+        .unwrap()
+        .clone();
+    assert_eq!(verdict["status"], "fail", "{verdict}");
+    assert!(
+        verdict["detail"].as_str().unwrap().contains("one uid"),
+        "{verdict}"
+    );
+    let out = env.slotctl(&["daemon"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("supervisor.allow_weak_isolation"), "{err}");
+    assert!(err.contains("slotgate.toml"), "{err}");
+
+    let mut env = TestEnv::new(&[], "users = \"shared\"\nallow_weak_isolation = true\n");
+    env.append_config("\n[slotgate]\nauth = \"local\"\n");
+    env.start_daemon().await;
+    let wes = env.create_online("wes", "shell").await;
+    let xia = env.create_online("xia", "shell").await;
+    // As root, "shared" is one unprivileged uid for all, never root's.
+    assert_eq!(wes.uid, xia.uid);
+    assert_ne!(wes.uid, Some(0));
 }
 
 #[tokio::test]

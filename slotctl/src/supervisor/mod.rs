@@ -940,8 +940,8 @@ impl Actor {
                 .into_iter()
                 .map(Into::into)
                 .collect(),
-            uid: sup.tenants.isolated().then_some(who.uid),
-            gid: sup.tenants.isolated().then_some(who.gid),
+            uid: sup.tenants.drops_to(who).then_some(who.uid),
+            gid: sup.tenants.drops_to(who).then_some(who.gid),
             rlimit_as: template.limits.memory_bytes.filter(|_| rlimit),
             // bubblewrap sets it for what it runs (and pasta in front of it
             // must not have it: bubblewrap could not map its user inside).
