@@ -43,6 +43,10 @@ pub struct RawSlotgate {
     /// Reverse proxies in front of slotgate whose `X-Forwarded-For` and
     /// `X-Forwarded-Proto` are believed.
     pub trusted_proxies: Option<Vec<String>>,
+    /// Believe loopback sources (metrics, trusted headers, forwarded
+    /// addresses). Default: yes, unless a template gives slots the host's
+    /// network, from which a slot could pose as such a source.
+    pub trust_loopback: Option<bool>,
     pub threads: Option<usize>,
     pub frame_ancestors: Option<Vec<String>>,
     #[serde(default, deserialize_with = "human::opt_duration")]
@@ -268,6 +272,13 @@ pub struct Config {
     pub frame_ancestors: Vec<String>,
     /// `[slotgate] trusted_proxies`, parsed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Whether a trust decision (metrics, trusted headers, forwarded
+    /// addresses) may rest on a loopback source: not when slots can have
+    /// one too (`host_network_templates`), unless `trust_loopback = true`.
+    pub loopback_trusted: bool,
+    /// Templates whose slots share the host's network (`network = "host"`
+    /// or no sandbox): from them a slot reaches slotgate from loopback.
+    pub host_network_templates: Vec<String>,
     /// `None`: no `Strict-Transport-Security` header.
     pub hsts_max_age: Option<Duration>,
     pub start_timeout: Duration,
@@ -297,6 +308,46 @@ impl Config {
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
     }
+}
+
+/// Loopback, IPv4-mapped IPv6 loopback included.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_loopback(),
+        std::net::IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Templates in `dir` whose slots run in the host's network namespace:
+/// `[sandbox] network = "host"`, or no sandbox at all. Files that do not
+/// parse are slotctl's to report.
+pub fn host_network_templates(dir: &std::path::Path) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = rd
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter_map(|p| {
+            let table: toml::Table = std::fs::read_to_string(&p).ok()?.parse().ok()?;
+            let sandbox = table.get("sandbox").and_then(|v| v.as_table());
+            let bwrap = sandbox
+                .and_then(|s| s.get("bwrap"))
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false);
+            let host = sandbox
+                .and_then(|s| s.get("network"))
+                .and_then(|v| v.as_str())
+                == Some("host");
+            let name = p.file_stem()?.to_string_lossy().into_owned();
+            (!bwrap || host).then_some(name)
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 impl RawSlotgate {
@@ -738,8 +789,14 @@ impl RawSlotgate {
             ));
         }
 
+        let host_network_templates = host_network_templates(&paths.templates_dir);
+        let loopback_trusted = self
+            .trust_loopback
+            .unwrap_or(host_network_templates.is_empty());
         Ok(Config {
             file: file.path.clone(),
+            loopback_trusted,
+            host_network_templates,
             paths,
             listen,
             tls,

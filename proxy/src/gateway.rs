@@ -23,7 +23,7 @@ use slotapi::{ActivityKind, SlotId};
 
 use crate::access_log::{self, AccessLog, Entry};
 use crate::api::{Answer, Api, ApiRequest};
-use crate::config::{Config, MetricsAccess};
+use crate::config::{self, Config, MetricsAccess};
 use crate::headers::{self, HeaderPolicy};
 use crate::identity::{self, Auth, Authn, Decision, Identity, RequestFacts};
 use crate::lifecycle::{self, Lifecycle};
@@ -158,6 +158,8 @@ pub struct Gateway {
     tls: bool,
     /// Reverse proxies whose `X-Forwarded-For`/`-Proto` are believed.
     trusted_proxies: Vec<ipnet::IpNet>,
+    /// See [`Config::loopback_trusted`].
+    loopback_trusted: bool,
     max_path_len: usize,
     metrics_access: MetricsAccess,
     connect_timeout: Duration,
@@ -235,6 +237,7 @@ impl Gateway {
             headers: HeaderPolicy::new(cfg),
             tls: cfg.is_tls(),
             trusted_proxies: cfg.trusted_proxies.clone(),
+            loopback_trusted: cfg.loopback_trusted,
             max_path_len: cfg.max_path_len,
             metrics_access: cfg.metrics,
             connect_timeout: cfg.connect_timeout,
@@ -312,7 +315,9 @@ impl Gateway {
     fn metrics_allowed(&self, ctx: &Ctx) -> bool {
         match self.metrics_access {
             MetricsAccess::Public => true,
-            MetricsAccess::Loopback => ctx.client_ip.is_some_and(|ip| ip.is_loopback()),
+            MetricsAccess::Loopback => ctx
+                .client_ip
+                .is_some_and(|ip| ip.is_loopback() && self.loopback_trusted),
             MetricsAccess::Off => false,
         }
     }
@@ -986,7 +991,10 @@ impl ProxyHttp for Gateway {
             .map(|a| a.ip());
         ctx.secure = self.tls;
         ctx.client_ip = ctx.peer_ip;
-        if let Some(peer) = ctx.peer_ip {
+        if let Some(peer) = ctx
+            .peer_ip
+            .filter(|ip| self.loopback_trusted || !config::is_loopback(*ip))
+        {
             if let Some(fwd) = headers::forwarded(session.req_header(), peer, &self.trusted_proxies)
             {
                 ctx.client_ip = Some(fwd.client);

@@ -105,6 +105,8 @@ impl RequestFacts<'_> {
 pub struct Auth {
     pub sessions: Arc<Sessions>,
     header: Option<(HeaderConfig, Vec<IpNet>)>,
+    /// See [`Config::loopback_trusted`].
+    loopback_trusted: bool,
 }
 
 impl Auth {
@@ -120,7 +122,11 @@ impl Auth {
             )),
             None => None,
         };
-        Ok(Some(Arc::new(Auth { sessions, header })))
+        Ok(Some(Arc::new(Auth {
+            sessions,
+            header,
+            loopback_trusted: cfg.loopback_trusted,
+        })))
     }
 
     /// Names of the headers the trusted-header mode reads: a client's own
@@ -141,7 +147,10 @@ impl Auth {
     }
 
     pub async fn authenticate(&self, req: &RequestFacts<'_>) -> Authn {
-        if let (Some((cfg, sources)), Some(peer)) = (&self.header, req.peer) {
+        let peer = req
+            .peer
+            .filter(|ip| self.loopback_trusted || !crate::config::is_loopback(*ip));
+        if let (Some((cfg, sources)), Some(peer)) = (&self.header, peer) {
             match header::identify(cfg, sources, peer, |n| req.get(n)) {
                 HeaderIdentity::User { name, role, .. } => {
                     return match UserName::new(&name) {

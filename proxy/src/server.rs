@@ -112,6 +112,24 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         );
     }
 
+    if !cfg.host_network_templates.is_empty() {
+        let templates = cfg.host_network_templates.join(", ");
+        if cfg.loopback_trusted {
+            tracing::warn!(
+                %templates,
+                "slots of these templates share the host's network, yet slotgate.trust_loopback = true: \
+                 they can reach /metrics and pose as a trusted proxy or SSO header source from 127.0.0.1"
+            );
+        } else {
+            tracing::warn!(
+                %templates,
+                "slots of these templates share the host's network: loopback sources are not trusted \
+                 (no /metrics from loopback, no trusted headers or forwarded addresses from it); \
+                 set slotgate.trust_loopback = true to trust them anyway"
+            );
+        }
+    }
+
     let metrics = Arc::new(Metrics::default());
     let log = AccessLog::start(&cfg.access_log, Arc::clone(&metrics))
         .with_context(|| format!("opening the access log {}", cfg.access_log.path.display()))?;

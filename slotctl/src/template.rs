@@ -547,4 +547,30 @@ mod tests {
         .unwrap_err();
         assert!(err.reason.contains("unknown field"), "{err}");
     }
+
+    #[test]
+    fn example_templates_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/templates");
+        let all = load_dir(&dir).unwrap();
+        assert!(all.contains_key("claudebox"), "{:?}", all.keys());
+        assert!(!all["claudebox"].bwrap);
+    }
+
+    #[test]
+    fn network_is_none_egress_or_host() {
+        let t = |net: &str| {
+            parse(
+                "t",
+                Path::new("t.toml"),
+                &format!("command = [\"x\"]\n[sandbox]\nnetwork = {net}\n"),
+            )
+        };
+        assert_eq!(t("\"host\"").unwrap().network, Network::Host);
+        assert_eq!(t("\"none\"").unwrap().network, Network::None);
+        assert_eq!(t("true").unwrap().network, Network::Egress);
+        assert_eq!(t("false").unwrap().network, Network::None);
+        let err = t("\"bridge\"").unwrap_err();
+        assert_eq!(err.key, "sandbox.network");
+        assert!(err.reason.contains("egress"), "{}", err.reason);
+    }
 }

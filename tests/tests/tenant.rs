@@ -698,3 +698,38 @@ async fn user_session_cookie(t: &Tenants) -> String {
     assert_eq!(r.status(), 303);
     accounts::session_cookie(&t.gw, &jar).unwrap()
 }
+
+/// With a template whose slots share the host's network, a slot could
+/// connect from 127.0.0.1: slotgate then bases no trust on a loopback
+/// source (here: /metrics), says which template is the reason, and trusts
+/// it again only when told to.
+#[tokio::test]
+async fn a_host_network_template_makes_loopback_untrusted() {
+    let hostnet = "command = [\"bash\"]\n[sandbox]\nbwrap = true\nnetwork = \"host\"\n";
+    let mut env = TestEnv::new(&[("hostnet", hostnet)], "");
+    env.start_daemon().await;
+    let gw = Slotgate::start(&env.config, Options::default())
+        .await
+        .unwrap();
+    let r = gw.get("/metrics").await.unwrap();
+    assert_ne!(r.status, 200, "metrics served to loopback: {}", r.text());
+    let log = gw.stderr();
+    assert!(log.contains("hostnet"), "{log}");
+    assert!(log.contains("trust_loopback"), "{log}");
+    drop(gw);
+
+    let mut env2 = TestEnv::new(&[("hostnet", hostnet)], "");
+    env2.start_daemon().await;
+    let gw = Slotgate::start(
+        &env2.config,
+        Options {
+            extra: "trust_loopback = true\n".into(),
+            ..Options::default()
+        },
+    )
+    .await
+    .unwrap();
+    let r = gw.get("/metrics").await.unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    drop(env);
+}
