@@ -128,7 +128,7 @@ pub fn run(cfg: &Config, daemon: Result<String, String>) -> Vec<Check> {
             let yes = |b: bool| if b { "yes" } else { "NO" };
             out.push(check(
                 "sandbox",
-                if facts.weaknesses().is_empty() { "ok" } else { "warn" },
+                if facts.sandbox_weaknesses().is_empty() { "ok" } else { "warn" },
                 format!(
                     "probe as uid {}: capabilities dropped {}, no_new_privs {}, user namespaces refused {}, slotgate's data hidden {}",
                     p.uid,

@@ -51,6 +51,13 @@ impl Facts {
         if !self.per_user_uids {
             out.push("slots of different users run as one uid".to_string());
         }
+        out.extend(self.sandbox_weaknesses());
+        out
+    }
+
+    /// What the probe sandbox showed that it should not have.
+    pub fn sandbox_weaknesses(&self) -> Vec<String> {
+        let mut out = Vec::new();
         match &self.probe {
             Err(e) => out.push(format!("no sandbox could be made: {e}")),
             Ok(p) => {

@@ -64,6 +64,9 @@ pub struct TestEnv {
     pub config: PathBuf,
     pub instance: String,
     daemon: Option<Child>,
+    /// Run the daemon and the CLI as this uid (the unprivileged layout);
+    /// `None`: as the test (root in CI).
+    pub run_as: Option<u32>,
 }
 
 /// Settings that make lifecycle tests quick without changing behaviour.
@@ -143,6 +146,50 @@ impl TestEnv {
             config,
             instance,
             daemon: None,
+            run_as: None,
+        }
+    }
+
+    /// The unprivileged layout: the whole installation belongs to `uid`
+    /// (gid the same) and the daemon and CLI run as it, as on one person's
+    /// workstation.
+    pub fn unprivileged(
+        extra_templates: &[(&str, &str)],
+        supervisor_extra: &str,
+        uid: u32,
+    ) -> TestEnv {
+        let mut env = Self::new(extra_templates, supervisor_extra);
+        let out = Command::new("chown")
+            .args(["-R", &format!("{uid}:{uid}")])
+            .arg(env.dir.path())
+            .output()
+            .expect("chown");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        env.run_as = Some(uid);
+        env
+    }
+
+    /// `program`, as [`run_as`](Self::run_as) when set.
+    fn command(&self, program: &Path) -> Command {
+        match self.run_as {
+            None => Command::new(program),
+            Some(uid) => {
+                let mut c = Command::new("setpriv");
+                c.args([
+                    "--reuid",
+                    &uid.to_string(),
+                    "--regid",
+                    &uid.to_string(),
+                    "--clear-groups",
+                ])
+                .arg(program)
+                .env("HOME", self.dir.path());
+                c
+            }
         }
     }
 
@@ -168,7 +215,7 @@ impl TestEnv {
 
     /// Run `slotctl --config <env> args…` to completion.
     pub fn slotctl(&self, args: &[&str]) -> Output {
-        Command::new(bin("slotctl"))
+        self.command(&bin("slotctl"))
             .arg("--config")
             .arg(&self.config)
             .args(args)
@@ -184,7 +231,8 @@ impl TestEnv {
             .append(true)
             .open(self.path("daemon.log"))
             .unwrap();
-        let child = Command::new(bin("slotctl"))
+        let child = self
+            .command(&bin("slotctl"))
             .arg("--config")
             .arg(&self.config)
             .arg("daemon")

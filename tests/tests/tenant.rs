@@ -49,7 +49,10 @@ struct Tenants {
 /// alice and bob, each with a `shell` slot (the shipped template:
 /// bubblewrap, egress network); alice's terminal open through the gateway.
 async fn tenants(alice_template: &str) -> Tenants {
-    let mut env = TestEnv::new(&[("capped", CAPPED)], "");
+    tenants_in(TestEnv::new(&[("capped", CAPPED)], ""), alice_template).await
+}
+
+async fn tenants_in(mut env: TestEnv, alice_template: &str) -> Tenants {
     env.start_daemon().await;
     let a = env.create_online("alice", alice_template).await;
     let b = env.create_online("bob", "shell").await;
@@ -732,4 +735,36 @@ async fn a_host_network_template_makes_loopback_untrusted() {
     let r = gw.get("/metrics").await.unwrap();
     assert_eq!(r.status, 200, "{}", r.text());
     drop(env);
+}
+
+/// The unprivileged layout (one person's workstation): the daemon runs as
+/// an ordinary uid, slots share it, so the cases about other users' files
+/// and processes do not apply (`doctor` says so). What still holds, and is
+/// checked here: each slot's sandbox, tmux windows included, has no
+/// capabilities, no_new_privs, none of slotgate's files, and no way to the
+/// host's loopback.
+#[tokio::test]
+async fn the_unprivileged_layout_still_confines_each_slot() {
+    const NOBODY: u32 = 65534;
+    let env = TestEnv::unprivileged(&[], "", NOBODY);
+    let out = env.slotctl(&["doctor"]);
+    let doctor = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(doctor.contains("not isolated from each other"), "{doctor}");
+    let mut t = tenants_in(env, "shell").await;
+    assert_eq!(t.alice, NOBODY);
+    assert_eq!(t.bob, NOBODY, "slots share the daemon's uid here");
+    let probe = confinement_probe(&t.data(""));
+    let r = t.run(&probe).await;
+    assert_confined(&r.out, NOBODY);
+    t.tty.input("\x02c").await.unwrap();
+    t.tty.drain_for(Duration::from_millis(300)).await;
+    let r = t.run(&probe).await;
+    assert_confined(&r.out, NOBODY);
+    let port = t.gw.addr.port();
+    t.refused(&format!(
+        "timeout 5 bash -c 'echo > /dev/tcp/127.0.0.1/{port}'"
+    ))
+    .await;
+    t.refused(&format!("cat {}", t.data("identity.db"))).await;
+    t.refused("unshare -U true").await;
 }
