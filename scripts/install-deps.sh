@@ -25,8 +25,11 @@ have_cmd cc || need+=(build-essential)
 # kill (procps), prlimit (util-linux). SQLite is bundled into the binaries.
 have_cmd node || need+=(nodejs)
 have_cmd npm || need+=(npm)
-have_cmd python3 || need+=(python3)
-have_cmd kill || need+=(procps)
+# Debian's python3 in /usr/bin: slots see /usr, not a pyenv or a home's.
+[[ -x /usr/bin/python3 ]] || need+=(python3)
+# (`kill` is a shell builtin: ask for pgrep, which the tenant tests and
+# slots' `ps` need too.)
+have_cmd pgrep || need+=(procps)
 # prlimit (util-linux): the open-files test starts slotgate under a low limit;
 # setpriv (util-linux) runs the tenant tests' host-side checks as a slot's uid.
 have_cmd prlimit || need+=(util-linux)
@@ -51,6 +54,10 @@ fi
 # pasta opens /dev/net/tun as the slot's user. udev makes it 0666 on a
 # Debian host; a machine without udev (a container, some CI images) leaves
 # the kernel's 0600, and every `egress` slot would fail to start.
+if [[ ! -e /dev/net/tun && $(id -u) == 0 ]]; then
+  log "creating /dev/net/tun (no udev here)"
+  mkdir -p /dev/net && mknod -m 0666 /dev/net/tun c 10 200
+fi
 if [[ -c /dev/net/tun && $(stat -c %a /dev/net/tun) != 666 ]]; then
   if [[ $(id -u) == 0 ]]; then
     log "making /dev/net/tun usable by slot users (0666, as udev does)"

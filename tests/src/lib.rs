@@ -59,6 +59,21 @@ where
     }
 }
 
+/// `program` run as `uid` (gid the same, no supplementary groups), through
+/// util-linux's `setpriv`: a slot's user, for checks made from the host.
+pub fn as_uid(uid: u32, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut c = Command::new("setpriv");
+    c.args([
+        "--reuid",
+        &uid.to_string(),
+        "--regid",
+        &uid.to_string(),
+        "--clear-groups",
+    ])
+    .arg(program);
+    c
+}
+
 pub struct TestEnv {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -178,16 +193,8 @@ impl TestEnv {
         match self.run_as {
             None => Command::new(program),
             Some(uid) => {
-                let mut c = Command::new("setpriv");
-                c.args([
-                    "--reuid",
-                    &uid.to_string(),
-                    "--regid",
-                    &uid.to_string(),
-                    "--clear-groups",
-                ])
-                .arg(program)
-                .env("HOME", self.dir.path());
+                let mut c = as_uid(uid, program);
+                c.env("HOME", self.dir.path());
                 c
             }
         }

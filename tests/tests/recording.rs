@@ -84,15 +84,7 @@ fn replay_dump(env: &TestEnv, cast: &Path) -> String {
 /// What tmux shows in the slot's pane now (the live terminal), asked as
 /// the slot's own user: its tmux server answers no one else.
 fn tmux_screen(env: &TestEnv, uid: u32, slot: &str) -> String {
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            &uid.to_string(),
-            "--regid",
-            &uid.to_string(),
-            "--clear-groups",
-            "tmux",
-        ])
+    let out = slotgate_tests::as_uid(uid, "tmux")
         .arg("-S")
         .arg(env.path(&format!("run/slots/{slot}/tmux/sock")))
         .args(["capture-pane", "-p", "-t", slot])

@@ -340,15 +340,8 @@ async fn another_users_sandbox_is_out_of_reach() {
     t.refused(&format!("cat /proc/{pid}/root{bobs}")).await;
     t.refused(&format!("ls /proc/{pid}/cwd/")).await;
     // And on the host, as alice's uid, bob's sandbox is closed (0700, his).
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            &t.alice.to_string(),
-            "--regid",
-            &t.alice.to_string(),
-            "--clear-groups",
-        ])
-        .args(["cat", &bobs])
+    let out = slotgate_tests::as_uid(t.alice, "cat")
+        .arg(&bobs)
         .output()
         .unwrap();
     assert!(
@@ -429,15 +422,8 @@ async fn control_and_ttyd_sockets_cannot_be_reached() {
     ))
     .await;
     // On the host, as alice's uid: bob's socket directory is closed.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid",
-            &t.alice.to_string(),
-            "--regid",
-            &t.alice.to_string(),
-            "--clear-groups",
-        ])
-        .args(["ls", &t.run_dir("slots/bob")])
+    let out = slotgate_tests::as_uid(t.alice, "ls")
+        .arg(t.run_dir("slots/bob"))
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -767,4 +753,32 @@ async fn the_unprivileged_layout_still_confines_each_slot() {
     .await;
     t.refused(&format!("cat {}", t.data("identity.db"))).await;
     t.refused("unshare -U true").await;
+}
+
+/// Killing the tmux server from inside (the user's own session) ends the
+/// session, not the slot: the supervisor notices, starts a new session and
+/// the next terminal works.
+#[tokio::test]
+async fn a_session_killed_from_inside_comes_back() {
+    let mut t = tenants("shell").await;
+    t.tty.input("tmux kill-server\r").await.unwrap();
+    assert!(t.tty.closed_within(T).await, "the terminal stayed open");
+    let id = slotapi::SlotId::new("alice").unwrap();
+    let log = t.env.slot_log("alice");
+    slotgate_tests::wait_for("the supervisor to notice", T, || {
+        let seen = std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("the session (tmux server) ended"));
+        async move { seen }
+    })
+    .await;
+    t.env
+        .wait_status("alice", slotapi::SlotStatus::Online, T)
+        .await;
+    let cookie = user_session_cookie(&t).await;
+    let mut again = accounts::tty(&t.gw, "alice", &[("Cookie", &cookie)])
+        .await
+        .unwrap();
+    again.input("echo back-$((40+2))\r").await.unwrap();
+    again.expect("back-42", T).await.unwrap();
+    assert!(t.env.client().get(&id).await.unwrap().restarts >= 1);
 }

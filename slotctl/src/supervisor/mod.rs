@@ -1024,6 +1024,15 @@ impl Actor {
         let result = self.probe().await;
         let now = Instant::now();
         match result {
+            // ttyd answers but the session is gone (`tmux kill-server` from
+            // inside, its sandbox killed): every connection would close at
+            // once. Restart the slot, which starts a new session first.
+            Ok(()) if !session_alive(&launch::tmux_socket(&self.sup.cfg.paths, self.id())) => {
+                let reason = "the session (tmux server) ended".to_string();
+                logs::note(&self.log(), &reason);
+                self.kill_door(door).await;
+                self.failure(reason).await
+            }
             Ok(()) => {
                 door.probe_failures = 0;
                 if !door.healthy {
